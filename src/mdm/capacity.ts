@@ -1,0 +1,91 @@
+/**
+ * Pool capacity, all in bytes. Raw capacity is the pool's devices; spare is held back for
+ * rebuilds; replicas are charged a whole chunk each. Volume-visible figures divide by copies.
+ */
+import type { Db } from './database.js';
+import { copiesOf, type PoolRow } from './rows.js';
+import type { PlacementCandidate } from './placement.js';
+
+export interface PoolCapacity {
+  raw_bytes: number;
+  spare_bytes: number;
+  /** Raw bytes replicas may use: raw minus spare. */
+  usable_raw_bytes: number;
+  allocated_raw_bytes: number;
+  free_raw_bytes: number;
+  /** What volumes can hold: usable raw divided by the number of copies. */
+  usable_bytes: number;
+  used_bytes: number;
+  free_bytes: number;
+  provisioned_bytes: number;
+  thin_provisioned_bytes: number;
+  thick_provisioned_bytes: number;
+  utilization_percent: number;
+}
+
+/** SDS that may receive new replicas: registered-or-new and not being removed, nor down. */
+const PLACEABLE_STATES = `('NEW','UP')`;
+
+export function placementCandidates(db: Db, pool: PoolRow): PlacementCandidate[] {
+  const rows = db
+    .prepare(
+      `SELECT s.id AS sds_id, s.fault_set_id AS fault_set_id,
+              (SELECT COALESCE(SUM(d.capacity_bytes),0) FROM sds_devices d WHERE d.sds_id = s.id AND d.pool_id = ?) AS capacity_bytes,
+              (SELECT COUNT(*) FROM replicas r WHERE r.sds_id = s.id AND r.pool_id = ?) AS replica_count
+       FROM sds s
+       WHERE s.state IN ${PLACEABLE_STATES} AND s.pd_id = ?
+       ORDER BY s.id`,
+    )
+    .all(pool.id, pool.id, pool.pd_id) as {
+    sds_id: number;
+    fault_set_id: number | null;
+    capacity_bytes: number;
+    replica_count: number;
+  }[];
+  return rows
+    .filter((row) => row.capacity_bytes > 0)
+    .map((row) => ({
+      sdsId: row.sds_id,
+      faultSetId: row.fault_set_id,
+      capacityBytes: Math.floor((row.capacity_bytes * (100 - pool.spare_percent)) / 100),
+      usedBytes: row.replica_count * pool.chunk_size_bytes,
+    }));
+}
+
+export function poolCapacity(db: Db, pool: PoolRow): PoolCapacity {
+  const copies = copiesOf(pool.protection_policy);
+  const raw = (
+    db
+      .prepare(
+        `SELECT COALESCE(SUM(d.capacity_bytes),0) AS bytes FROM sds_devices d JOIN sds s ON s.id = d.sds_id
+         WHERE d.pool_id = ? AND s.state != 'REMOVING'`,
+      )
+      .get(pool.id) as { bytes: number }
+  ).bytes;
+  const replicaCount = (db.prepare(`SELECT COUNT(*) AS n FROM replicas WHERE pool_id = ?`).get(pool.id) as { n: number }).n;
+  const provisioned = db
+    .prepare(
+      `SELECT COALESCE(SUM(CASE WHEN provisioning='thin' THEN size_bytes END),0) AS thin,
+              COALESCE(SUM(CASE WHEN provisioning='thick' THEN size_bytes END),0) AS thick
+       FROM volumes WHERE pool_id = ?`,
+    )
+    .get(pool.id) as { thin: number; thick: number };
+  const spare = Math.ceil((raw * pool.spare_percent) / 100);
+  const usableRaw = raw - spare;
+  const allocatedRaw = replicaCount * pool.chunk_size_bytes;
+  const freeRaw = Math.max(0, usableRaw - allocatedRaw);
+  return {
+    raw_bytes: raw,
+    spare_bytes: spare,
+    usable_raw_bytes: usableRaw,
+    allocated_raw_bytes: allocatedRaw,
+    free_raw_bytes: freeRaw,
+    usable_bytes: Math.floor(usableRaw / copies),
+    used_bytes: Math.floor(allocatedRaw / copies),
+    free_bytes: Math.floor(freeRaw / copies),
+    provisioned_bytes: provisioned.thin + provisioned.thick,
+    thin_provisioned_bytes: provisioned.thin,
+    thick_provisioned_bytes: provisioned.thick,
+    utilization_percent: usableRaw > 0 ? Math.round((allocatedRaw / usableRaw) * 1000) / 10 : 0,
+  };
+}

@@ -1,0 +1,200 @@
+/**
+ * powerflex.db: the MDM's SQLite database, the only store of cluster metadata (DESIGN §1).
+ * WAL mode, foreign keys on, and versioned migrations applied in one transaction each at open.
+ */
+import Database from 'better-sqlite3';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+
+export type Db = Database.Database;
+
+/** Each entry is one schema version; never edit a released entry, append a new one. */
+const MIGRATIONS: readonly string[] = [
+  /* v1: the domain, membership, tokens and events. */ `
+  CREATE TABLE cluster_config (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))
+  );
+
+  CREATE TABLE protection_domains (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    description TEXT NOT NULL DEFAULT '',
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))
+  );
+
+  CREATE TABLE fault_sets (
+    id INTEGER PRIMARY KEY,
+    pd_id INTEGER NOT NULL REFERENCES protection_domains(id),
+    name TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))
+  );
+
+  CREATE TABLE storage_pools (
+    id INTEGER PRIMARY KEY,
+    pd_id INTEGER NOT NULL REFERENCES protection_domains(id),
+    name TEXT NOT NULL UNIQUE,
+    protection_policy TEXT NOT NULL CHECK (protection_policy IN ('two_copies','three_copies')),
+    chunk_size_bytes INTEGER NOT NULL,
+    spare_percent INTEGER NOT NULL,
+    rebuild_rate_mbps INTEGER NOT NULL,
+    capacity_alert_high_percent INTEGER NOT NULL,
+    capacity_alert_critical_percent INTEGER NOT NULL,
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))
+  );
+
+  CREATE TABLE sds (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    pd_id INTEGER NOT NULL REFERENCES protection_domains(id),
+    fault_set_id INTEGER REFERENCES fault_sets(id),
+    host TEXT NOT NULL,
+    data_port INTEGER NOT NULL,
+    control_port INTEGER NOT NULL,
+    mgmt_port INTEGER NOT NULL,
+    state TEXT NOT NULL DEFAULT 'NEW' CHECK (state IN ('NEW','UP','DOWN','REMOVING')),
+    last_heartbeat_at_ms INTEGER,
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))
+  );
+
+  CREATE TABLE sds_devices (
+    id INTEGER PRIMARY KEY,
+    sds_id INTEGER NOT NULL REFERENCES sds(id),
+    pool_id INTEGER NOT NULL REFERENCES storage_pools(id),
+    path TEXT NOT NULL,
+    capacity_bytes INTEGER NOT NULL CHECK (capacity_bytes > 0),
+    state TEXT NOT NULL DEFAULT 'OK',
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')),
+    UNIQUE (sds_id, path)
+  );
+
+  CREATE TABLE sdc (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    host TEXT NOT NULL DEFAULT '',
+    control_port INTEGER,
+    mgmt_port INTEGER,
+    nbd_port INTEGER,
+    state TEXT NOT NULL DEFAULT 'NEW' CHECK (state IN ('NEW','UP','DOWN')),
+    last_heartbeat_at_ms INTEGER,
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))
+  );
+
+  CREATE TABLE volumes (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    pool_id INTEGER NOT NULL REFERENCES storage_pools(id),
+    size_bytes INTEGER NOT NULL CHECK (size_bytes > 0),
+    provisioning TEXT NOT NULL CHECK (provisioning IN ('thin','thick')),
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))
+  );
+
+  CREATE TABLE volume_mappings (
+    id INTEGER PRIMARY KEY,
+    volume_id INTEGER NOT NULL REFERENCES volumes(id),
+    sdc_id INTEGER NOT NULL REFERENCES sdc(id),
+    access_mode TEXT NOT NULL CHECK (access_mode IN ('readWrite','readOnly')),
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')),
+    UNIQUE (volume_id, sdc_id)
+  );
+
+  -- One row per placed chunk; a thin volume's unwritten chunks have no row.
+  CREATE TABLE chunks (
+    id INTEGER PRIMARY KEY,
+    volume_id INTEGER NOT NULL REFERENCES volumes(id),
+    chunk_index INTEGER NOT NULL,
+    epoch INTEGER NOT NULL DEFAULT 1,
+    generation INTEGER NOT NULL DEFAULT 0,
+    bytes_written INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')),
+    UNIQUE (volume_id, chunk_index)
+  );
+
+  CREATE TABLE replicas (
+    id INTEGER PRIMARY KEY,
+    chunk_id INTEGER NOT NULL REFERENCES chunks(id) ON DELETE CASCADE,
+    sds_id INTEGER NOT NULL REFERENCES sds(id),
+    pool_id INTEGER NOT NULL REFERENCES storage_pools(id),
+    state TEXT NOT NULL DEFAULT 'CURRENT' CHECK (state IN ('CURRENT','STALE','REBUILDING')),
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')),
+    UNIQUE (chunk_id, sds_id)
+  );
+  CREATE INDEX replicas_by_sds ON replicas(sds_id, pool_id);
+
+  CREATE TABLE cluster_nodes (
+    node_id TEXT PRIMARY KEY,
+    roles TEXT NOT NULL,
+    host TEXT NOT NULL,
+    ports_json TEXT NOT NULL DEFAULT '{}',
+    credential_sha256 TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'UP' CHECK (status IN ('UP','DOWN','OFFLINE')),
+    last_heartbeat_at_ms INTEGER NOT NULL,
+    registered_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')),
+    metadata_json TEXT NOT NULL DEFAULT '{}'
+  );
+  CREATE UNIQUE INDEX cluster_nodes_by_credential ON cluster_nodes(credential_sha256);
+
+  CREATE TABLE join_tokens (
+    id INTEGER PRIMARY KEY,
+    token_sha256 TEXT NOT NULL UNIQUE,
+    roles TEXT NOT NULL,
+    expires_at_ms INTEGER NOT NULL,
+    uses_max INTEGER NOT NULL,
+    uses INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))
+  );
+
+  CREATE TABLE events (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')),
+    severity TEXT NOT NULL CHECK (severity IN ('info','warning','error')),
+    type TEXT NOT NULL,
+    message TEXT NOT NULL,
+    pd_id INTEGER, pool_id INTEGER, volume_id INTEGER, sds_id INTEGER, sdc_id INTEGER
+  );
+
+  CREATE TABLE io_tokens (
+    token_id TEXT PRIMARY KEY,
+    volume_id INTEGER NOT NULL,
+    sdc_id INTEGER NOT NULL,
+    operations INTEGER NOT NULL,
+    chunk_first INTEGER NOT NULL,
+    chunk_count INTEGER NOT NULL,
+    issued_at_ms INTEGER NOT NULL,
+    expires_at_ms INTEGER NOT NULL
+  );
+  CREATE INDEX io_tokens_by_expiry ON io_tokens(expires_at_ms);
+  `,
+];
+
+export const SCHEMA_VERSION = MIGRATIONS.length;
+
+export function openDatabase(path: string): Db {
+  if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  const db = new Database(path);
+  db.pragma('journal_mode = WAL');
+  db.pragma('synchronous = NORMAL');
+  db.pragma('foreign_keys = ON');
+  db.pragma('busy_timeout = 5000');
+  migrate(db);
+  return db;
+}
+
+function migrate(db: Db): void {
+  db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
+    version INTEGER PRIMARY KEY,
+    applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))
+  )`);
+  const row = db.prepare('SELECT MAX(version) AS version FROM schema_migrations').get() as { version: number | null };
+  const current = row.version ?? 0;
+  if (current > MIGRATIONS.length) {
+    throw new Error(`powerflex.db has schema v${current}, newer than this MDM (v${MIGRATIONS.length}); upgrade pflex`);
+  }
+  for (let version = current + 1; version <= MIGRATIONS.length; version += 1) {
+    db.transaction(() => {
+      db.exec(MIGRATIONS[version - 1]!);
+      db.prepare('INSERT INTO schema_migrations (version) VALUES (?)').run(version);
+    })();
+  }
+}

@@ -1,0 +1,89 @@
+/**
+ * The MDM as a service: opens powerflex.db, makes the cluster's identity, signing key and admin
+ * credential at first start, serves the HTTP API and runs the health monitor until stopped.
+ */
+import { mkdirSync, chmodSync } from 'node:fs';
+import { join } from 'node:path';
+import { randomUUID } from 'node:crypto';
+import type { FastifyInstance } from 'fastify';
+import { openDatabase, type Db } from './database.js';
+import { ensureAdminCredential } from './auth.js';
+import { buildHttpServer } from './http-server.js';
+import { registerTopologyRoutes } from './routes/topology-routes.js';
+import { registerVolumeRoutes } from './routes/volume-routes.js';
+import { registerClusterRoutes } from './routes/cluster-routes.js';
+import { registerMetrics } from './metrics.js';
+import { startHealthMonitor } from './membership.js';
+import { pruneEvents, recordEvent } from './events.js';
+import { newSigningKey } from '../common/secrets.js';
+import type { Logger } from '../common/logger.js';
+import type { MdmContext, MdmSettings } from './context.js';
+
+export interface MdmOptions {
+  readonly host: string;
+  readonly port: number;
+  readonly dataDir: string;
+  readonly settings: MdmSettings;
+  readonly adminToken: string | undefined;
+  readonly log: Logger;
+}
+
+export interface RunningMdm {
+  readonly url: string;
+  readonly port: number;
+  readonly adminTokenFile: string;
+  readonly context: MdmContext;
+  close(): Promise<void>;
+}
+
+function configValue(db: Db, key: string, make: () => string): string {
+  const row = db.prepare('SELECT value FROM cluster_config WHERE key = ?').get(key) as { value: string } | undefined;
+  if (row !== undefined) return row.value;
+  const value = make();
+  db.prepare('INSERT INTO cluster_config (key, value) VALUES (?, ?)').run(key, value);
+  return value;
+}
+
+export async function startMdm(options: MdmOptions): Promise<RunningMdm> {
+  mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
+  chmodSync(options.dataDir, 0o700);
+  const db = openDatabase(join(options.dataDir, 'powerflex.db'));
+  const clusterId = configValue(db, 'cluster_id', () => randomUUID());
+  const signingKey = Buffer.from(configValue(db, 'token_signing_key', () => newSigningKey().toString('base64')), 'base64');
+  const admin = ensureAdminCredential(db, options.dataDir, options.adminToken);
+  const context: MdmContext = { db, log: options.log, settings: options.settings, signingKey, clusterId };
+
+  const startedAtMs = Date.now();
+  const app: FastifyInstance = buildHttpServer(options.log, db, admin);
+  registerClusterRoutes(app, context, startedAtMs);
+  registerTopologyRoutes(app, context);
+  registerVolumeRoutes(app, context);
+  registerMetrics(app, context);
+
+  await app.listen({ host: options.host, port: options.port });
+  const address = app.server.address();
+  const port = typeof address === 'object' && address !== null ? address.port : options.port;
+  const stopHealthMonitor = startHealthMonitor(context);
+  const pruneTimer = setInterval(() => pruneEvents(db), 60_000);
+  pruneTimer.unref();
+  recordEvent(db, 'info', 'MDM_STARTED', `MDM started on ${options.host}:${port}`);
+  options.log.info({ host: options.host, port, dataDir: options.dataDir, clusterId }, 'MDM listening');
+
+  let closed = false;
+  return {
+    url: `http://${options.host.includes(':') ? `[${options.host}]` : options.host}:${port}`,
+    port,
+    adminTokenFile: admin.file,
+    context,
+    async close() {
+      if (closed) return;
+      closed = true;
+      stopHealthMonitor();
+      clearInterval(pruneTimer);
+      await app.close();
+      recordEvent(db, 'info', 'MDM_STOPPED', 'MDM stopped');
+      db.close();
+      options.log.info('MDM stopped');
+    },
+  };
+}

@@ -1,0 +1,349 @@
+/**
+ * Membership (DESIGN §4): join tokens, registration that issues each node its own credential,
+ * heartbeats, deregistration, and the health monitor that marks silent nodes DOWN.
+ */
+import { z } from 'zod';
+import type { Db } from './database.js';
+import type { MdmContext } from './context.js';
+import { pflexError } from '../common/errors.js';
+import { nameSchema, refSchema } from '../common/names.js';
+import { newSecret, sha256Hex } from '../common/secrets.js';
+import { recordEvent } from './events.js';
+import { findRow, getRow } from './lookup.js';
+import { addSds, hostSchema, deviceSchema } from './topology.js';
+import type { SdcRow, SdsRow } from './rows.js';
+import type { Caller } from './auth.js';
+
+export const NODE_ROLES = ['sds', 'sdc', 'mgmt'] as const;
+export type NodeRole = (typeof NODE_ROLES)[number];
+export const JOIN_TOKEN_TTL_S_DEFAULT = 3600;
+export const JOIN_TOKEN_TTL_S_MAX = 7 * 24 * 3600;
+export const JOIN_TOKEN_USES_MAX = 10_000;
+const NODE_METADATA_BYTES_MAX = 64 * 1024;
+
+const portSchema = z.number().int().min(1).max(65535);
+
+// ---------------------------------------------------------------- join tokens
+
+export const createJoinTokenSchema = z.strictObject({
+  roles: z.array(z.enum(NODE_ROLES)).min(1).max(NODE_ROLES.length).default(['sds', 'sdc', 'mgmt']),
+  ttl_s: z.number().int().min(1).max(JOIN_TOKEN_TTL_S_MAX).default(JOIN_TOKEN_TTL_S_DEFAULT),
+  uses_max: z.number().int().min(1).max(JOIN_TOKEN_USES_MAX).default(JOIN_TOKEN_USES_MAX),
+});
+
+export function createJoinToken(
+  db: Db,
+  input: z.infer<typeof createJoinTokenSchema>,
+  nowMs = Date.now(),
+): { join_token: string; roles: string[]; expires_at: string; uses_max: number } {
+  const token = newSecret('pfj');
+  const roles = [...new Set(input.roles)].sort();
+  const expiresAtMs = nowMs + input.ttl_s * 1000;
+  db.prepare('INSERT INTO join_tokens (token_sha256, roles, expires_at_ms, uses_max) VALUES (?, ?, ?, ?)').run(
+    sha256Hex(token),
+    roles.join(','),
+    expiresAtMs,
+    input.uses_max,
+  );
+  db.prepare('DELETE FROM join_tokens WHERE expires_at_ms < ?').run(nowMs);
+  recordEvent(db, 'info', 'JOIN_TOKEN_CREATED', `join token for ${roles.join(',')} created, valid ${input.ttl_s} s`);
+  return { join_token: token, roles, expires_at: new Date(expiresAtMs).toISOString(), uses_max: input.uses_max };
+}
+
+/** Consumes one use of a join token for these roles, or throws 401 without saying which check failed. */
+function consumeJoinToken(db: Db, token: string, roles: readonly string[], nowMs: number): void {
+  const row = db.prepare('SELECT * FROM join_tokens WHERE token_sha256 = ?').get(sha256Hex(token)) as
+    | { id: number; roles: string; expires_at_ms: number; uses_max: number; uses: number }
+    | undefined;
+  const allowed = row?.roles.split(',') ?? [];
+  if (
+    row === undefined ||
+    row.expires_at_ms <= nowMs ||
+    row.uses >= row.uses_max ||
+    !roles.every((role) => allowed.includes(role))
+  ) {
+    throw pflexError('JOIN_TOKEN_INVALID', 'join token is unknown, expired, used up, or not valid for these roles');
+  }
+  db.prepare('UPDATE join_tokens SET uses = uses + 1 WHERE id = ?').run(row.id);
+}
+
+// ---------------------------------------------------------------- registration
+
+export const registerSchema = z.strictObject({
+  join_token: z.string().max(256).optional(),
+  node_id: nameSchema,
+  roles: z.array(z.enum(NODE_ROLES)).min(1).max(NODE_ROLES.length),
+  host: hostSchema,
+  ports: z
+    .strictObject({
+      data: portSchema.optional(),
+      control: portSchema.optional(),
+      mgmt: portSchema.optional(),
+      nbd: portSchema.optional(),
+      device: portSchema.optional(),
+      gui: portSchema.optional(),
+    })
+    .default({}),
+  /** For an SDS without a record yet: where it goes and what it brings. */
+  pd: refSchema.optional(),
+  fault_set: refSchema.optional(),
+  devices: z.array(deviceSchema).max(64).optional(),
+  capabilities: z.array(z.string().max(64)).max(32).default([]),
+});
+
+export interface Registration {
+  node_id: string;
+  credential: string;
+  cluster_id: string;
+  heartbeat_interval_ms: number;
+  sds_id?: number;
+  sdc_id?: number;
+  /** base64; only for nodes with the sds role, which verify IO tokens with it. */
+  signing_key?: string;
+}
+
+export function registerNode(
+  context: MdmContext,
+  input: z.infer<typeof registerSchema>,
+  caller: Caller | undefined,
+  nowMs = Date.now(),
+): Registration {
+  const { db } = context;
+  const roles = [...new Set(input.roles)].sort();
+  return db.transaction(() => {
+    const existing = db.prepare('SELECT node_id, roles FROM cluster_nodes WHERE node_id = ?').get(input.node_id) as
+      | { node_id: string; roles: string }
+      | undefined;
+    const reRegistering = caller?.kind === 'node' && caller.nodeId === input.node_id;
+    if (reRegistering) {
+      const known = existing!.roles.split(',');
+      if (!roles.every((role) => known.includes(role))) {
+        throw pflexError('FORBIDDEN', 'a node credential cannot add roles; register again with a join token');
+      }
+    } else if (caller?.kind !== 'admin') {
+      if (input.join_token === undefined) {
+        throw pflexError('UNAUTHORIZED', 'registration needs a join token (pflex cluster join-token) or the node credential');
+      }
+      consumeJoinToken(db, input.join_token, roles, nowMs);
+    }
+    const credential = newSecret('pfn');
+    db.prepare(
+      `INSERT INTO cluster_nodes (node_id, roles, host, ports_json, credential_sha256, status, last_heartbeat_at_ms, metadata_json)
+       VALUES (?, ?, ?, ?, ?, 'UP', ?, ?)
+       ON CONFLICT(node_id) DO UPDATE SET roles = excluded.roles, host = excluded.host, ports_json = excluded.ports_json,
+         credential_sha256 = excluded.credential_sha256, status = 'UP', last_heartbeat_at_ms = excluded.last_heartbeat_at_ms,
+         metadata_json = excluded.metadata_json`,
+    ).run(
+      input.node_id,
+      roles.join(','),
+      input.host,
+      JSON.stringify(input.ports),
+      sha256Hex(credential),
+      nowMs,
+      JSON.stringify({ capabilities: input.capabilities }),
+    );
+    const registration: Registration = {
+      node_id: input.node_id,
+      credential,
+      cluster_id: context.clusterId,
+      heartbeat_interval_ms: context.settings.heartbeatIntervalMs,
+    };
+    if (roles.includes('sds')) {
+      registration.sds_id = bindSds(db, input, nowMs).id;
+      registration.signing_key = context.signingKey.toString('base64');
+    }
+    if (roles.includes('sdc')) registration.sdc_id = bindSdc(db, input, nowMs).id;
+    recordEvent(db, 'info', 'NODE_REGISTERED', `node ${input.node_id} (${roles.join(',')}) registered from ${input.host}`, {
+      ...(registration.sds_id !== undefined ? { sdsId: registration.sds_id } : {}),
+      ...(registration.sdc_id !== undefined ? { sdcId: registration.sdc_id } : {}),
+    });
+    context.log.info({ nodeId: input.node_id, roles, host: input.host }, 'node registered');
+    return registration;
+  })();
+}
+
+function bindSds(db: Db, input: z.infer<typeof registerSchema>, nowMs: number): SdsRow {
+  let sds = findRow<SdsRow>(db, 'sds', input.node_id);
+  if (sds === undefined) {
+    if (input.pd === undefined) {
+      throw pflexError(
+        'NOT_FOUND',
+        `no SDS record named ${input.node_id}: create it with "pflex sds add" or register with a protection domain (--pd)`,
+      );
+    }
+    sds = addSds(db, {
+      name: input.node_id,
+      pd: input.pd,
+      ...(input.fault_set !== undefined ? { fault_set: input.fault_set } : {}),
+      host: input.host,
+      data_port: input.ports.data ?? 9700,
+      control_port: input.ports.control ?? 9100,
+      mgmt_port: input.ports.mgmt ?? 9200,
+      devices: input.devices ?? [],
+    });
+  }
+  if (sds.state === 'REMOVING') throw pflexError('CONFLICT', `SDS ${sds.name} is being removed`);
+  db.prepare(
+    `UPDATE sds SET host = ?, data_port = ?, control_port = ?, mgmt_port = ?, state = 'UP', last_heartbeat_at_ms = ? WHERE id = ?`,
+  ).run(
+    input.host,
+    input.ports.data ?? sds.data_port,
+    input.ports.control ?? sds.control_port,
+    input.ports.mgmt ?? sds.mgmt_port,
+    nowMs,
+    sds.id,
+  );
+  if (sds.state === 'DOWN') recordEvent(db, 'info', 'SDS_UP', `SDS ${sds.name} is back up`, { sdsId: sds.id });
+  return getRow<SdsRow>(db, 'sds', sds.id);
+}
+
+function bindSdc(db: Db, input: z.infer<typeof registerSchema>, nowMs: number): SdcRow {
+  let sdc = findRow<SdcRow>(db, 'sdc', input.node_id);
+  if (sdc === undefined) {
+    db.prepare('INSERT INTO sdc (name, host) VALUES (?, ?)').run(input.node_id, input.host);
+    sdc = getRow<SdcRow>(db, 'sdc', input.node_id);
+    recordEvent(db, 'info', 'SDC_ADDED', `SDC ${sdc.name} added by registration`, { sdcId: sdc.id });
+  }
+  db.prepare(
+    `UPDATE sdc SET host = ?, control_port = ?, mgmt_port = ?, nbd_port = ?, state = 'UP', last_heartbeat_at_ms = ? WHERE id = ?`,
+  ).run(input.host, input.ports.control ?? null, input.ports.mgmt ?? null, input.ports.nbd ?? null, nowMs, sdc.id);
+  if (sdc.state === 'DOWN') recordEvent(db, 'info', 'SDC_UP', `SDC ${sdc.name} is back up`, { sdcId: sdc.id });
+  return getRow<SdcRow>(db, 'sdc', sdc.id);
+}
+
+// ---------------------------------------------------------------- heartbeats and leaving
+
+export const heartbeatSchema = z
+  .object({
+    status: z.string().max(64).optional(),
+  })
+  .catchall(z.unknown());
+
+export function heartbeat(context: MdmContext, nodeId: string, report: Record<string, unknown>, nowMs = Date.now()) {
+  const { db } = context;
+  const metadata = JSON.stringify(report);
+  if (metadata.length > NODE_METADATA_BYTES_MAX) {
+    throw pflexError('PAYLOAD_TOO_LARGE', `heartbeat report larger than ${NODE_METADATA_BYTES_MAX} bytes`);
+  }
+  return db.transaction(() => {
+    const node = db.prepare('SELECT roles, status FROM cluster_nodes WHERE node_id = ?').get(nodeId) as
+      | { roles: string; status: string }
+      | undefined;
+    if (node === undefined) throw pflexError('NOT_FOUND', `node ${nodeId} is not registered`);
+    db.prepare(
+      `UPDATE cluster_nodes SET last_heartbeat_at_ms = ?, status = 'UP', metadata_json = ? WHERE node_id = ?`,
+    ).run(nowMs, metadata, nodeId);
+    const roles = node.roles.split(',');
+    if (roles.includes('sds')) markUp(db, 'sds', nodeId, nowMs);
+    if (roles.includes('sdc')) markUp(db, 'sdc', nodeId, nowMs);
+    return { ok: true, heartbeat_interval_ms: context.settings.heartbeatIntervalMs };
+  })();
+}
+
+function markUp(db: Db, table: 'sds' | 'sdc', name: string, nowMs: number): void {
+  const row = db.prepare(`SELECT id, state FROM ${table} WHERE name = ?`).get(name) as { id: number; state: string } | undefined;
+  if (row === undefined || row.state === 'REMOVING') return;
+  db.prepare(`UPDATE ${table} SET state = 'UP', last_heartbeat_at_ms = ? WHERE id = ?`).run(nowMs, row.id);
+  if (row.state === 'DOWN') {
+    const label = table.toUpperCase();
+    recordEvent(db, 'info', `${label}_UP`, `${label} ${name} is back up`, table === 'sds' ? { sdsId: row.id } : { sdcId: row.id });
+  }
+}
+
+export function deregister(context: MdmContext, nodeId: string): { ok: true } {
+  const { db } = context;
+  db.transaction(() => {
+    const node = db.prepare('SELECT roles FROM cluster_nodes WHERE node_id = ?').get(nodeId) as { roles: string } | undefined;
+    if (node === undefined) throw pflexError('NOT_FOUND', `node ${nodeId} is not registered`);
+    db.prepare(`UPDATE cluster_nodes SET status = 'OFFLINE' WHERE node_id = ?`).run(nodeId);
+    for (const table of ['sds', 'sdc'] as const) {
+      if (!node.roles.split(',').includes(table)) continue;
+      db.prepare(`UPDATE ${table} SET state = 'DOWN' WHERE name = ? AND state != 'REMOVING'`).run(nodeId);
+    }
+    recordEvent(db, 'warning', 'NODE_DEREGISTERED', `node ${nodeId} left the cluster (graceful shutdown)`);
+  })();
+  context.log.info({ nodeId }, 'node deregistered');
+  return { ok: true };
+}
+
+/**
+ * One pass of the health monitor: every node silent for more than heartbeatMissesMax intervals
+ * goes DOWN, and so do its SDS and SDC records. Returns the node ids it marked down.
+ */
+export function markSilentNodesDown(context: MdmContext, nowMs = Date.now()): string[] {
+  const { db, settings } = context;
+  const deadlineMs = nowMs - settings.heartbeatIntervalMs * settings.heartbeatMissesMax;
+  return db.transaction(() => {
+    const silent = db
+      .prepare(`SELECT node_id, roles FROM cluster_nodes WHERE status = 'UP' AND last_heartbeat_at_ms < ?`)
+      .all(deadlineMs) as { node_id: string; roles: string }[];
+    for (const node of silent) {
+      db.prepare(`UPDATE cluster_nodes SET status = 'DOWN' WHERE node_id = ?`).run(node.node_id);
+      for (const table of ['sds', 'sdc'] as const) {
+        if (!node.roles.split(',').includes(table)) continue;
+        const row = db.prepare(`SELECT id FROM ${table} WHERE name = ? AND state = 'UP'`).get(node.node_id) as
+          | { id: number }
+          | undefined;
+        if (row === undefined) continue;
+        db.prepare(`UPDATE ${table} SET state = 'DOWN' WHERE id = ?`).run(row.id);
+        const label = table.toUpperCase();
+        recordEvent(
+          db,
+          'error',
+          `${label}_DOWN`,
+          `${label} ${node.node_id} missed ${settings.heartbeatMissesMax} heartbeats and is DOWN`,
+          table === 'sds' ? { sdsId: row.id } : { sdcId: row.id },
+        );
+      }
+      context.log.warn({ nodeId: node.node_id }, 'node missed heartbeats: DOWN');
+    }
+    return silent.map((node) => node.node_id);
+  })();
+}
+
+export function startHealthMonitor(context: MdmContext): () => void {
+  const timer = setInterval(() => {
+    try {
+      markSilentNodesDown(context);
+    } catch (error) {
+      context.log.error({ err: error }, 'health monitor pass failed');
+    }
+  }, Math.max(100, Math.floor(context.settings.heartbeatIntervalMs / 2)));
+  timer.unref();
+  return () => clearInterval(timer);
+}
+
+// ---------------------------------------------------------------- discovery
+
+export interface NodeView {
+  node_id: string;
+  roles: string[];
+  host: string;
+  ports: Record<string, number>;
+  status: string;
+  last_heartbeat_at: string;
+  registered_at: string;
+}
+
+export function listNodes(db: Db, role?: string): NodeView[] {
+  const rows = db.prepare('SELECT * FROM cluster_nodes ORDER BY node_id').all() as {
+    node_id: string;
+    roles: string;
+    host: string;
+    ports_json: string;
+    status: string;
+    last_heartbeat_at_ms: number;
+    registered_at: string;
+  }[];
+  return rows
+    .map((row) => ({
+      node_id: row.node_id,
+      roles: row.roles.split(','),
+      host: row.host,
+      ports: JSON.parse(row.ports_json) as Record<string, number>,
+      status: row.status,
+      last_heartbeat_at: new Date(row.last_heartbeat_at_ms).toISOString(),
+      registered_at: row.registered_at,
+    }))
+    .filter((node) => role === undefined || node.roles.includes(role));
+}

@@ -1,0 +1,107 @@
+/** HTTP routes for health, status, events, join tokens, discovery and the IO token authority. */
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { z } from 'zod';
+import type { MdmContext } from '../context.js';
+import { bodyOf, refParam } from '../http-server.js';
+import { pflexError } from '../../common/errors.js';
+import { getRow } from '../lookup.js';
+import { clusterStatus } from '../views.js';
+import { listEvents } from '../events.js';
+import {
+  createJoinToken,
+  createJoinTokenSchema,
+  deregister,
+  heartbeat,
+  heartbeatSchema,
+  listNodes,
+  NODE_ROLES,
+  registerNode,
+  registerSchema,
+} from '../membership.js';
+import { applyTxAcks, authorize, authorizeSchema, txAckSchema } from '../token-authority.js';
+import type { SdcRow } from '../rows.js';
+import type { Caller } from '../auth.js';
+
+export const EVENTS_PAGE_MAX = 1000;
+export const PFLEX_VERSION = '0.1.0';
+
+function nodeCaller(request: FastifyRequest, role?: string): Extract<Caller, { kind: 'node' }> {
+  const caller = request.caller;
+  if (caller?.kind !== 'node') throw pflexError('FORBIDDEN', 'this endpoint is for registered nodes');
+  if (role !== undefined && !caller.roles.includes(role)) {
+    throw pflexError('FORBIDDEN', `this endpoint is for nodes with the ${role} role`);
+  }
+  return caller;
+}
+
+const eventQuerySchema = z.object({
+  limit: z.coerce.number().int().min(1).max(EVENTS_PAGE_MAX).default(100),
+  since_id: z.coerce.number().int().min(0).optional(),
+  type: z.string().regex(/^[A-Z_]{1,64}$/).optional(),
+});
+
+export function registerClusterRoutes(app: FastifyInstance, context: MdmContext, startedAtMs: number): void {
+  const { db } = context;
+
+  app.get('/health', { config: { access: 'public' } }, async () => ({
+    status: 'ok',
+    role: 'mdm',
+    version: PFLEX_VERSION,
+    cluster_id: context.clusterId,
+    uptime_s: Math.round((Date.now() - startedAtMs) / 1000),
+  }));
+
+  app.get('/cluster/status', { config: { access: 'admin-or-node' } }, async () => clusterStatus(db, context.clusterId));
+  app.post('/cluster/join-token', async (request, reply) =>
+    reply.status(201).send(createJoinToken(db, createJoinTokenSchema.parse(bodyOf(request)))),
+  );
+  app.get('/event/list', async (request) => {
+    const query = eventQuerySchema.parse(request.query);
+    return listEvents(db, {
+      limit: query.limit,
+      ...(query.since_id !== undefined ? { sinceId: query.since_id } : {}),
+      ...(query.type !== undefined ? { type: query.type } : {}),
+    });
+  });
+
+  // -------- discovery
+  app.post('/discovery/register', { config: { access: 'public' } }, async (request, reply) =>
+    reply.status(201).send(registerNode(context, registerSchema.parse(bodyOf(request)), request.caller)),
+  );
+  app.post('/discovery/heartbeat', { config: { access: 'node' } }, async (request) =>
+    heartbeat(context, nodeCaller(request).nodeId, heartbeatSchema.parse(bodyOf(request))),
+  );
+  app.post('/discovery/deregister', { config: { access: 'node' } }, async (request) => deregister(context, nodeCaller(request).nodeId));
+  app.get('/discovery/topology', { config: { access: 'admin-or-node' } }, async () => ({
+    cluster_id: context.clusterId,
+    mdm: { heartbeat_interval_ms: context.settings.heartbeatIntervalMs },
+    nodes: listNodes(db),
+  }));
+  app.get('/discovery/peers/:role', { config: { access: 'admin-or-node' } }, async (request) => {
+    const role = String((request.params as { role: string }).role).toLowerCase();
+    if (!(NODE_ROLES as readonly string[]).includes(role)) {
+      throw pflexError('VALIDATION', `role: must be one of ${NODE_ROLES.join(', ')}`, { field: 'role' });
+    }
+    return listNodes(db, role);
+  });
+
+  // -------- IO authorization
+  app.post('/vol/:id/io/authorize', { config: { access: 'admin-or-node' } }, async (request) => {
+    const input = authorizeSchema.parse(bodyOf(request));
+    let sdcRef: string | number;
+    if (request.caller?.kind === 'node') {
+      const caller = nodeCaller(request, 'sdc');
+      sdcRef = getRow<SdcRow>(db, 'sdc', caller.nodeId).id;
+      if (input.sdc !== undefined && input.sdc !== sdcRef && input.sdc !== caller.nodeId) {
+        throw pflexError('FORBIDDEN', 'an SDC can only ask for tokens for itself');
+      }
+    } else {
+      if (input.sdc === undefined) throw pflexError('VALIDATION', 'sdc: required for admin callers', { field: 'sdc' });
+      sdcRef = input.sdc;
+    }
+    return authorize(context, refParam(request), sdcRef, input);
+  });
+  app.post('/io/tx/ack', { config: { access: 'node' } }, async (request) =>
+    applyTxAcks(context, nodeCaller(request, 'sds').nodeId, txAckSchema.parse(bodyOf(request))),
+  );
+}

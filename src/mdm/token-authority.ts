@@ -1,0 +1,223 @@
+/**
+ * The token authority (DESIGN §4): answers an SDC's authorize request with the IO plan of a
+ * chunk range, a signed token and the token's session key. Thin chunks are placed here, on the
+ * first authorization that grants WRITE.
+ */
+import { randomBytes } from 'node:crypto';
+import { z } from 'zod';
+import type { MdmContext } from './context.js';
+import { pflexError } from '../common/errors.js';
+import { deriveSessionKey, signToken, TOKEN_CHUNKS_MAX, TokenOp, TOKEN_TARGETS_PER_CHUNK_MAX } from '../common/io-token.js';
+import { getRow } from './lookup.js';
+import { chunkCountOf, ensureChunksPlaced, mappingOf } from './volumes.js';
+import type { PoolRow, SdcRow, VolumeRow } from './rows.js';
+
+export const OPERATION_NAMES = ['read', 'write', 'trim', 'flush'] as const;
+const OPERATION_BITS: Record<(typeof OPERATION_NAMES)[number], number> = {
+  read: TokenOp.READ,
+  write: TokenOp.WRITE,
+  trim: TokenOp.TRIM,
+  flush: TokenOp.FLUSH,
+};
+
+export const authorizeSchema = z.strictObject({
+  operations: z.array(z.enum(OPERATION_NAMES)).min(1).max(OPERATION_NAMES.length),
+  chunk_first: z.number().int().min(0).max(0xffffffff),
+  chunk_count: z.number().int().min(1).max(TOKEN_CHUNKS_MAX),
+  /** Only for admin callers (tests, tools): the SDC the token is for. An SDC node is itself. */
+  sdc: z.union([z.number().int().positive(), z.string().max(64)]).optional(),
+});
+
+export interface PlanReplica {
+  sds_id: number;
+  sds_name: string;
+  host: string;
+  data_port: number;
+}
+
+export interface PlanChunk {
+  index: number;
+  /** False for a thin chunk never written: reads return zeros without asking any SDS. */
+  placed: boolean;
+  epoch: number;
+  replicas: PlanReplica[];
+}
+
+export interface Authorization {
+  token: string;
+  token_id: string;
+  session_key: string;
+  issued_at: string;
+  expires_at: string;
+  ttl_ms: number;
+  volume: { id: number; name: string; size_bytes: number; chunk_size_bytes: number; chunk_count: number };
+  sdc_id: number;
+  access_mode: string;
+  operations: string[];
+  chunk_first: number;
+  chunk_count: number;
+  chunks: PlanChunk[];
+}
+
+export function authorize(
+  context: MdmContext,
+  volumeRef: string | number,
+  sdcRef: string | number,
+  input: z.infer<typeof authorizeSchema>,
+  nowMs = Date.now(),
+): Authorization {
+  const { db } = context;
+  const operations = [...new Set(input.operations)].sort();
+  return db.transaction(() => {
+    const volume = getRow<VolumeRow>(db, 'volume', volumeRef);
+    const sdc = getRow<SdcRow>(db, 'sdc', sdcRef);
+    const mapping = mappingOf(db, volume.id, sdc.id);
+    if (mapping === undefined) {
+      throw pflexError('FORBIDDEN', `volume ${volume.name} is not mapped to SDC ${sdc.name}`);
+    }
+    const mutating = operations.some((op) => op === 'write' || op === 'trim');
+    if (mutating && mapping.access_mode === 'readOnly') {
+      throw pflexError('FORBIDDEN', `volume ${volume.name} is mapped readOnly to SDC ${sdc.name}`);
+    }
+    const pool = getRow<PoolRow>(db, 'pool', volume.pool_id);
+    const volumeChunkCount = chunkCountOf(volume.size_bytes, pool.chunk_size_bytes);
+    if (input.chunk_first + input.chunk_count > volumeChunkCount) {
+      throw pflexError(
+        'RANGE',
+        `chunks ${input.chunk_first}..${input.chunk_first + input.chunk_count - 1} are beyond volume ${volume.name}, ` +
+          `which has ${volumeChunkCount} chunks`,
+        { chunk_count: volumeChunkCount },
+      );
+    }
+    if (operations.includes('write')) ensureChunksPlaced(db, volume, input.chunk_first, input.chunk_count);
+    const chunks = planChunks(context, volume, input.chunk_first, input.chunk_count);
+    const tokenId = randomBytes(16);
+    const expiresAtMs = nowMs + context.settings.tokenTtlMs;
+    const token = signToken(
+      {
+        tokenId,
+        operations: operations.reduce((bits, op) => bits | OPERATION_BITS[op], 0),
+        volumeId: volume.id,
+        sdcId: sdc.id,
+        issuedAtMs: nowMs,
+        expiresAtMs,
+        chunkFirst: input.chunk_first,
+        chunks: chunks.map((chunk) => ({ epoch: chunk.epoch, targetSdsIds: chunk.replicas.map((r) => r.sds_id) })),
+      },
+      context.signingKey,
+    );
+    db.prepare(
+      `INSERT INTO io_tokens (token_id, volume_id, sdc_id, operations, chunk_first, chunk_count, issued_at_ms, expires_at_ms)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+    ).run(tokenId.toString('hex'), volume.id, sdc.id, token.readUInt8(5), input.chunk_first, input.chunk_count, nowMs, expiresAtMs);
+    db.prepare('DELETE FROM io_tokens WHERE expires_at_ms < ?').run(nowMs - 60_000);
+    return {
+      token: token.toString('base64'),
+      token_id: tokenId.toString('hex'),
+      session_key: deriveSessionKey(context.signingKey, tokenId).toString('base64'),
+      issued_at: new Date(nowMs).toISOString(),
+      expires_at: new Date(expiresAtMs).toISOString(),
+      ttl_ms: context.settings.tokenTtlMs,
+      volume: {
+        id: volume.id,
+        name: volume.name,
+        size_bytes: volume.size_bytes,
+        chunk_size_bytes: pool.chunk_size_bytes,
+        chunk_count: volumeChunkCount,
+      },
+      sdc_id: sdc.id,
+      access_mode: mapping.access_mode,
+      operations,
+      chunk_first: input.chunk_first,
+      chunk_count: input.chunk_count,
+      chunks,
+    };
+  })();
+}
+
+function planChunks(context: MdmContext, volume: VolumeRow, chunkFirst: number, chunkCount: number): PlanChunk[] {
+  const rows = context.db
+    .prepare(
+      `SELECT c.chunk_index, c.epoch, r.sds_id, s.name AS sds_name, s.host, s.data_port, s.state AS sds_state, r.state AS replica_state
+       FROM chunks c LEFT JOIN replicas r ON r.chunk_id = c.id LEFT JOIN sds s ON s.id = r.sds_id
+       WHERE c.volume_id = ? AND c.chunk_index >= ? AND c.chunk_index < ?
+       ORDER BY c.chunk_index, r.sds_id`,
+    )
+    .all(volume.id, chunkFirst, chunkFirst + chunkCount) as {
+    chunk_index: number;
+    epoch: number;
+    sds_id: number | null;
+    sds_name: string | null;
+    host: string | null;
+    data_port: number | null;
+    sds_state: string | null;
+    replica_state: string | null;
+  }[];
+  const byIndex = new Map<number, PlanChunk>();
+  for (const row of rows) {
+    let chunk = byIndex.get(row.chunk_index);
+    if (chunk === undefined) {
+      chunk = { index: row.chunk_index, placed: true, epoch: row.epoch, replicas: [] };
+      byIndex.set(row.chunk_index, chunk);
+    }
+    // Only current replicas on reachable SDS serve IO; the rest wait for rebuild or resync.
+    if (row.sds_id === null || row.replica_state !== 'CURRENT' || row.sds_state === 'DOWN') continue;
+    if (chunk.replicas.length >= TOKEN_TARGETS_PER_CHUNK_MAX) continue;
+    chunk.replicas.push({ sds_id: row.sds_id, sds_name: row.sds_name!, host: row.host!, data_port: row.data_port! });
+  }
+  const chunks: PlanChunk[] = [];
+  for (let index = chunkFirst; index < chunkFirst + chunkCount; index += 1) {
+    chunks.push(byIndex.get(index) ?? { index, placed: false, epoch: 0, replicas: [] });
+  }
+  return chunks;
+}
+
+// ---------------------------------------------------------------- transaction acknowledgements
+
+export const TX_ACKS_PER_BATCH_MAX = 10_000;
+
+export const txAckSchema = z.strictObject({
+  acks: z
+    .array(
+      z.strictObject({
+        token_id: z.string().regex(/^[0-9a-f]{32}$/),
+        volume_id: z.number().int().positive(),
+        chunk_index: z.number().int().min(0).max(0xffffffff),
+        operation: z.enum(['read', 'write', 'trim', 'write_zeroes']),
+        requests: z.number().int().min(1).max(1_000_000_000),
+        bytes: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
+      }),
+    )
+    .max(TX_ACKS_PER_BATCH_MAX),
+});
+
+/**
+ * Applies a batch of an SDS's acknowledgements: write-like operations bump the chunk's
+ * generation and byte count. Acks for unknown tokens or chunks this SDS does not hold are
+ * counted as ignored, never applied.
+ */
+export function applyTxAcks(
+  context: MdmContext,
+  sdsName: string,
+  input: z.infer<typeof txAckSchema>,
+): { accepted: number; ignored: number } {
+  const { db } = context;
+  const sds = getRow<{ id: number }>(db, 'sds', sdsName);
+  let accepted = 0;
+  db.transaction(() => {
+    const tokenKnown = db.prepare('SELECT volume_id FROM io_tokens WHERE token_id = ?');
+    const chunkOnSds = db.prepare(
+      `SELECT c.id FROM chunks c JOIN replicas r ON r.chunk_id = c.id WHERE c.volume_id = ? AND c.chunk_index = ? AND r.sds_id = ?`,
+    );
+    const bump = db.prepare('UPDATE chunks SET generation = generation + ?, bytes_written = bytes_written + ? WHERE id = ?');
+    for (const ack of input.acks) {
+      const token = tokenKnown.get(ack.token_id) as { volume_id: number } | undefined;
+      if (token !== undefined && token.volume_id !== ack.volume_id) continue;
+      const chunk = chunkOnSds.get(ack.volume_id, ack.chunk_index, sds.id) as { id: number } | undefined;
+      if (chunk === undefined) continue;
+      if (ack.operation !== 'read') bump.run(ack.requests, ack.bytes, chunk.id);
+      accepted += 1;
+    }
+  })();
+  return { accepted, ignored: input.acks.length - accepted };
+}
