@@ -48,7 +48,7 @@ export function renderTable<T>(rows: readonly T[], columns: readonly Column<T>[]
     const gap = ' '.repeat(widths[i]! - visibleLength(text));
     return columns[i]!.align === 'right' ? gap + text : text + gap;
   };
-  const header = columns.map((column, i) => pc.bold(pad(column.header, i))).join('  ');
+  const header = pc.bold(columns.map((column, i) => pad(column.header, i)).join('  ').trimEnd());
   const body = cells.map((line) => line.map((cell, i) => pad(cell, i)).join('  ').trimEnd());
   if (rows.length === 0) return `${header}\n${pc.dim('(none)')}`;
   return [header, ...body].join('\n');

@@ -1,0 +1,122 @@
+/** pflex cluster status | join-token | topology, and pflex event list. */
+import { Command, Option } from 'commander';
+import pc from 'picocolors';
+import { contextOf, parseIntegerArgument } from '../context.js';
+import { colourState, print, renderTable } from '../output.js';
+import { poolTable, type PoolView } from './topology-commands.js';
+import { sdcTable, sdsTable, type SdcView, type SdsView } from './node-commands.js';
+import { volumeTable, type VolumeView } from './volume-commands.js';
+
+interface ClusterStatus {
+  cluster_id: string;
+  health: string;
+  pools: PoolView[];
+  sds: SdsView[];
+  sdc: SdcView[];
+  volumes: VolumeView[];
+  replicas: { chunks: number; expected: number; available: number; degraded_chunks: number; failed_chunks: number };
+}
+
+interface EventView {
+  id: number;
+  at: string;
+  severity: string;
+  type: string;
+  message: string;
+}
+
+interface NodeView {
+  node_id: string;
+  roles: string[];
+  host: string;
+  ports: Record<string, number>;
+  status: string;
+  last_heartbeat_at: string;
+}
+
+function section(title: string, body: string): string {
+  return `${pc.bold(pc.underline(title))}\n${body}`;
+}
+
+export function registerClusterCommands(program: Command): void {
+  const cluster = program.command('cluster').description('the whole cluster: status, join tokens, topology');
+  cluster
+    .command('status')
+    .description('pools with health and capacity, SDS and SDC with state, volumes, replica counts')
+    .action(async (_options: unknown, command: Command) => {
+      const { client, output } = contextOf(command);
+      const status = await client.get<ClusterStatus>('/cluster/status');
+      print(output, status, () =>
+        [
+          `${pc.bold('cluster')} ${status.cluster_id}  ${pc.bold('health')} ${colourState(status.health)}`,
+          section('Storage pools', poolTable(status.pools)),
+          section('SDS', sdsTable(status.sds)),
+          section('SDC', sdcTable(status.sdc)),
+          section('Volumes', volumeTable(status.volumes)),
+          `${pc.bold('replicas')} ${status.replicas.available}/${status.replicas.expected} available over ${status.replicas.chunks} chunks; ` +
+            `${status.replicas.degraded_chunks} chunks degraded, ${status.replicas.failed_chunks} failed`,
+        ].join('\n\n'),
+      );
+    });
+  cluster
+    .command('join-token')
+    .description('create a join token that lets SDS/SDC/MGMT nodes register')
+    .option('--roles <roles>', 'comma-separated roles it admits: sds,sdc,mgmt', 'sds,sdc,mgmt')
+    .option('--ttl-s <seconds>', 'lifetime in seconds (default 3600, max 7 days)', parseIntegerArgument(1, 7 * 24 * 3600))
+    .option('--uses <n>', 'how many registrations it admits (default 10000)', parseIntegerArgument(1, 10_000))
+    .action(async (options: { roles: string; ttlS?: number; uses?: number }, command: Command) => {
+      const { client, output } = contextOf(command);
+      const body: Record<string, unknown> = { roles: options.roles.split(',').map((role) => role.trim()).filter(Boolean) };
+      if (options.ttlS !== undefined) body.ttl_s = options.ttlS;
+      if (options.uses !== undefined) body.uses_max = options.uses;
+      const created = await client.post<{ join_token: string; roles: string[]; expires_at: string; uses_max: number }>('/cluster/join-token', body);
+      print(output, created, () => created.join_token);
+      if (!output.json) {
+        process.stderr.write(`join token for ${created.roles.join(',')}, valid until ${created.expires_at}, ${created.uses_max} use(s)\n`);
+      }
+    });
+  cluster
+    .command('topology')
+    .description('registered nodes, their roles, addresses and liveness')
+    .addOption(new Option('--role <role>', 'only nodes with this role').choices(['sds', 'sdc', 'mgmt']))
+    .action(async (options: { role?: string }, command: Command) => {
+      const { client, output } = contextOf(command);
+      const nodes =
+        options.role === undefined
+          ? (await client.get<{ nodes: NodeView[] }>('/discovery/topology')).nodes
+          : await client.get<NodeView[]>(`/discovery/peers/${options.role}`);
+      print(output, nodes, () =>
+        renderTable(nodes, [
+          { header: 'NODE', value: (n) => n.node_id },
+          { header: 'ROLES', value: (n) => n.roles.join(',') },
+          { header: 'HOST', value: (n) => n.host },
+          { header: 'PORTS', value: (n) => Object.entries(n.ports).map(([k, v]) => `${k}=${v}`).join(' ') },
+          { header: 'STATUS', value: (n) => colourState(n.status) },
+          { header: 'LAST HEARTBEAT', value: (n) => n.last_heartbeat_at },
+        ]),
+      );
+    });
+
+  const event = program.command('event').description('the event log');
+  event
+    .command('list')
+    .description('recent events, oldest first')
+    .option('--limit <n>', 'how many (default 100, max 1000)', parseIntegerArgument(1, 1000))
+    .option('--type <TYPE>', 'only this event type, e.g. SDS_DOWN')
+    .action(async (options: { limit?: number; type?: string }, command: Command) => {
+      const { client, output } = contextOf(command);
+      const query = new URLSearchParams();
+      if (options.limit !== undefined) query.set('limit', String(options.limit));
+      if (options.type !== undefined) query.set('type', options.type);
+      const events = await client.get<EventView[]>(`/event/list${query.size > 0 ? `?${query}` : ''}`);
+      print(output, events, () =>
+        renderTable(events, [
+          { header: 'ID', value: (e) => e.id, align: 'right' },
+          { header: 'AT', value: (e) => e.at },
+          { header: 'SEVERITY', value: (e) => colourState(e.severity) },
+          { header: 'TYPE', value: (e) => e.type },
+          { header: 'MESSAGE', value: (e) => e.message },
+        ]),
+      );
+    });
+}
