@@ -1,7 +1,7 @@
 /**
  * IO tokens: capability leases the MDM signs and the SDS verifies (DESIGN §4, docs/PROTOCOL.md §Token).
  *
- * A token is a byte string: a fixed 56-byte header, one record per chunk of its range, then a
+ * A token is a byte string: a fixed 64-byte header, one record per chunk of its range, then a
  * 32-byte HMAC-SHA256 over everything before it, keyed by the cluster signing key that only the
  * MDM and SDS hold. The SDC carries it around opaque; decoding never trusts a length it has not
  * bounded first, so a hostile token costs at most TOKEN_BYTES_MAX of parsing.
@@ -10,7 +10,7 @@ import { createHmac, timingSafeEqual } from 'node:crypto';
 
 export const TOKEN_MAGIC = 0x50465431; // "PFT1"
 export const TOKEN_VERSION = 1;
-export const TOKEN_HEADER_BYTES = 56;
+export const TOKEN_HEADER_BYTES = 64;
 export const TOKEN_SIGNATURE_BYTES = 32;
 export const TOKEN_ID_BYTES = 16;
 export const TOKEN_CHUNKS_MAX = 1024;
@@ -44,8 +44,15 @@ export interface TokenFields {
   readonly issuedAtMs: number;
   readonly expiresAtMs: number;
   readonly chunkFirst: number;
+  /** The volume's pool: an SDS stores the chunk on a device of this pool. */
+  readonly poolId: number;
+  /** The pool's chunk size, a power of two; IO must stay inside one chunk. */
+  readonly chunkSizeBytes: number;
   readonly chunks: readonly TokenChunk[];
 }
+
+export const TOKEN_CHUNK_SIZE_LOG2_MIN = 12;
+export const TOKEN_CHUNK_SIZE_LOG2_MAX = 30;
 
 export class TokenFormatError extends Error {
   constructor(message: string) {
@@ -67,11 +74,16 @@ function checkFields(fields: TokenFields): void {
     ['volume id', fields.volumeId],
     ['sdc id', fields.sdcId],
     ['chunk first', fields.chunkFirst],
+    ['pool id', fields.poolId],
   ] as const) {
     if (!isU32(value)) throw new TokenFormatError(`${name} must be a u32`);
   }
-  if (!Number.isSafeInteger(fields.issuedAtMs) || !Number.isSafeInteger(fields.expiresAtMs)) {
-    throw new TokenFormatError('timestamps must be integers');
+  if (!Number.isSafeInteger(fields.issuedAtMs) || !Number.isSafeInteger(fields.expiresAtMs) || fields.issuedAtMs < 0) {
+    throw new TokenFormatError('timestamps must be non-negative integers');
+  }
+  const log2 = Math.log2(fields.chunkSizeBytes);
+  if (!Number.isInteger(log2) || log2 < TOKEN_CHUNK_SIZE_LOG2_MIN || log2 > TOKEN_CHUNK_SIZE_LOG2_MAX) {
+    throw new TokenFormatError('chunk size must be a power of two from 4 KiB to 1 GiB');
   }
   if (fields.expiresAtMs <= fields.issuedAtMs) throw new TokenFormatError('token expires before it is issued');
   if (fields.chunks.length === 0 || fields.chunks.length > TOKEN_CHUNKS_MAX) {
@@ -104,6 +116,9 @@ export function encodeTokenBody(fields: TokenFields): Buffer {
   body.writeBigUInt64BE(BigInt(fields.expiresAtMs), 40);
   body.writeUInt32BE(fields.chunkFirst, 48);
   body.writeUInt32BE(fields.chunks.length, 52);
+  body.writeUInt32BE(fields.poolId, 56);
+  body.writeUInt8(Math.log2(fields.chunkSizeBytes), 60);
+  body.fill(0, 61, 64);
   let offset = TOKEN_HEADER_BYTES;
   for (const chunk of fields.chunks) {
     body.writeUInt32BE(chunk.epoch, offset);
@@ -140,6 +155,11 @@ export function decodeToken(bytes: Buffer): DecodedToken {
   if (bytes.readUInt32BE(0) !== TOKEN_MAGIC) throw new TokenFormatError('bad token magic');
   if (bytes.readUInt8(4) !== TOKEN_VERSION) throw new TokenFormatError(`unsupported token version ${bytes[4]}`);
   if (bytes.readUInt16BE(6) !== 0) throw new TokenFormatError('reserved bytes must be zero');
+  if (bytes[61] !== 0 || bytes[62] !== 0 || bytes[63] !== 0) throw new TokenFormatError('reserved bytes must be zero');
+  const chunkSizeLog2 = bytes.readUInt8(60);
+  if (chunkSizeLog2 < TOKEN_CHUNK_SIZE_LOG2_MIN || chunkSizeLog2 > TOKEN_CHUNK_SIZE_LOG2_MAX) {
+    throw new TokenFormatError('bad chunk size');
+  }
   const chunkCount = bytes.readUInt32BE(52);
   if (chunkCount === 0 || chunkCount > TOKEN_CHUNKS_MAX) throw new TokenFormatError('bad chunk count');
   const bodyEnd = bytes.length - TOKEN_SIGNATURE_BYTES;
@@ -168,6 +188,8 @@ export function decodeToken(bytes: Buffer): DecodedToken {
     issuedAtMs: Number(bytes.readBigUInt64BE(32)),
     expiresAtMs: Number(bytes.readBigUInt64BE(40)),
     chunkFirst: bytes.readUInt32BE(48),
+    poolId: bytes.readUInt32BE(56),
+    chunkSizeBytes: 2 ** chunkSizeLog2,
     chunks,
   };
   checkFields(fields);

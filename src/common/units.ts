@@ -20,6 +20,9 @@ const SIZE_UNITS_BYTES: Record<string, number> = {
   t: TiB,
   tb: 1000 * 1000 * 1000 * 1000,
   tib: TiB,
+  p: 1024 * TiB,
+  pb: 1000 * 1000 * 1000 * 1000 * 1000,
+  pib: 1024 * TiB,
 };
 
 /** Parses "4MiB" or "1.5g" or "4096" into bytes; returns undefined when it is not a size. */
@@ -43,6 +46,13 @@ export function formatBytes(bytes: number): string {
     value /= 1024;
     unitIndex += 1;
   }
-  const text = unitIndex === 0 ? String(value) : value.toFixed(value >= 100 ? 0 : value >= 10 ? 1 : 2);
-  return `${text.replace(/\.0+$/, '')} ${units[unitIndex]}`;
+  let text = unitIndex === 0 ? String(value) : value.toFixed(value >= 100 ? 0 : value >= 10 ? 1 : 2);
+  // Rounding can reach the next unit (1023.99 KiB prints as 1024): step up instead.
+  if (unitIndex > 0 && unitIndex < units.length - 1 && Number(text) >= 1024) {
+    value /= 1024;
+    unitIndex += 1;
+    text = value.toFixed(2);
+  }
+  if (text.includes('.')) text = text.replace(/0+$/, '').replace(/\.$/, '');
+  return `${text} ${units[unitIndex]}`;
 }

@@ -32,7 +32,7 @@ const MIGRATIONS: readonly string[] = [
   );
 
   CREATE TABLE storage_pools (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     pd_id INTEGER NOT NULL REFERENCES protection_domains(id),
     name TEXT NOT NULL UNIQUE,
     protection_policy TEXT NOT NULL CHECK (protection_policy IN ('two_copies','three_copies')),
@@ -45,7 +45,7 @@ const MIGRATIONS: readonly string[] = [
   );
 
   CREATE TABLE sds (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     name TEXT NOT NULL UNIQUE,
     pd_id INTEGER NOT NULL REFERENCES protection_domains(id),
     fault_set_id INTEGER REFERENCES fault_sets(id),
@@ -70,7 +70,7 @@ const MIGRATIONS: readonly string[] = [
   );
 
   CREATE TABLE sdc (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     name TEXT NOT NULL UNIQUE,
     host TEXT NOT NULL DEFAULT '',
     control_port INTEGER,
@@ -82,7 +82,7 @@ const MIGRATIONS: readonly string[] = [
   );
 
   CREATE TABLE volumes (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     name TEXT NOT NULL UNIQUE,
     pool_id INTEGER NOT NULL REFERENCES storage_pools(id),
     size_bytes INTEGER NOT NULL CHECK (size_bytes > 0),
@@ -99,9 +99,10 @@ const MIGRATIONS: readonly string[] = [
     UNIQUE (volume_id, sdc_id)
   );
 
+  -- Ids that leave the MDM (volumes, SDS, SDC, pools in tokens and on SDS) are AUTOINCREMENT: never reused.
   -- One row per placed chunk; a thin volume's unwritten chunks have no row.
   CREATE TABLE chunks (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     volume_id INTEGER NOT NULL REFERENCES volumes(id),
     chunk_index INTEGER NOT NULL,
     epoch INTEGER NOT NULL DEFAULT 1,

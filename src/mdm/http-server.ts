@@ -25,13 +25,21 @@ declare module 'fastify' {
   }
 }
 
+/** Error text echoes input (unknown keys, bad values): bounded so a huge body cannot make a huge answer. */
+export const ERROR_TEXT_LENGTH_MAX = 300;
+const ERROR_ISSUES_MAX = 10;
+
+function bounded(text: string): string {
+  return text.length <= ERROR_TEXT_LENGTH_MAX ? text : `${text.slice(0, ERROR_TEXT_LENGTH_MAX)}…`;
+}
+
 export function zodErrorToPflex(error: ZodError): PflexError {
   const issue = error.issues[0];
-  const field = issue === undefined || issue.path.length === 0 ? '(body)' : issue.path.join('.');
-  const message = issue === undefined ? 'invalid input' : `${field}: ${issue.message}`;
+  const field = issue === undefined || issue.path.length === 0 ? '(body)' : bounded(issue.path.join('.'));
+  const message = issue === undefined ? 'invalid input' : `${field}: ${bounded(issue.message)}`;
   return pflexError('VALIDATION', message, {
     field,
-    issues: error.issues.slice(0, 10).map((i) => ({ path: i.path.join('.'), message: i.message })),
+    issues: error.issues.slice(0, ERROR_ISSUES_MAX).map((i) => ({ path: bounded(i.path.join('.')), message: bounded(i.message) })),
   });
 }
 
@@ -43,10 +51,10 @@ export function toPflexError(error: unknown): PflexError {
   if (status === 413) return pflexError('PAYLOAD_TOO_LARGE', `request body larger than ${HTTP_BODY_BYTES_MAX} bytes`);
   if (status === 415) return pflexError('UNSUPPORTED_MEDIA_TYPE', 'send request bodies as application/json');
   if (fastifyError.code?.startsWith('FST_ERR_CTP_') || (error instanceof SyntaxError && status === 400)) {
-    return pflexError('BAD_JSON', `request body is not valid JSON: ${fastifyError.message ?? ''}`.trim());
+    return pflexError('BAD_JSON', bounded(`request body is not valid JSON: ${fastifyError.message ?? ''}`.trim()));
   }
   if (status !== undefined && status >= 400 && status < 500) {
-    return new PflexError('BAD_REQUEST', fastifyError.message ?? 'bad request');
+    return new PflexError('BAD_REQUEST', bounded(fastifyError.message ?? 'bad request'));
   }
   return pflexError('INTERNAL', 'internal error; see the MDM log');
 }
@@ -60,8 +68,15 @@ export function buildHttpServer(log: Logger, db: Db, admin: AdminCredentials): F
     // Per-request lines would drown the log; refusals are logged by the onResponse hook.
     logController: new LogController({ disableRequestLogging: true }),
     forceCloseConnections: true,
+    // Malformed URLs and over-long parameters fail in the router, before any hook: same error shape.
+    frameworkErrors: (error, _request, reply) => {
+      const pflex = toPflexError(error);
+      void (reply as unknown as { status(code: number): { send(body: unknown): unknown } }).status(pflex.httpStatus).send(pflex.toBody());
+    },
   });
   app.server.maxConnections = HTTP_CONNECTIONS_MAX;
+  // Only JSON bodies: a text/plain body gets 415, not a confusing validation error.
+  app.removeContentTypeParser('text/plain');
   app.decorateRequest('caller', undefined);
 
   app.addHook('onRequest', async (request) => {

@@ -111,8 +111,8 @@ export function registerNode(
   const { db } = context;
   const roles = [...new Set(input.roles)].sort();
   return db.transaction(() => {
-    const existing = db.prepare('SELECT node_id, roles FROM cluster_nodes WHERE node_id = ?').get(input.node_id) as
-      | { node_id: string; roles: string }
+    const existing = db.prepare('SELECT node_id, roles, status FROM cluster_nodes WHERE node_id = ?').get(input.node_id) as
+      | { node_id: string; roles: string; status: string }
       | undefined;
     const reRegistering = caller?.kind === 'node' && caller.nodeId === input.node_id;
     if (reRegistering) {
@@ -123,6 +123,16 @@ export function registerNode(
     } else if (caller?.kind !== 'admin') {
       if (input.join_token === undefined) {
         throw pflexError('UNAUTHORIZED', 'registration needs a join token (pflex cluster join-token) or the node credential');
+      }
+      // A join token never takes over a live node, nor changes what a known node is.
+      if (existing !== undefined && existing.status === 'UP') {
+        throw pflexError(
+          'CONFLICT',
+          `node ${input.node_id} is registered and alive; it re-registers with its own credential (or remove it first)`,
+        );
+      }
+      if (existing !== undefined && existing.roles !== roles.join(',')) {
+        throw pflexError('CONFLICT', `node ${input.node_id} is registered with roles ${existing.roles}, not ${roles.join(',')}`);
       }
       consumeJoinToken(db, input.join_token, roles, nowMs);
     }

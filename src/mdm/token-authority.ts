@@ -50,7 +50,7 @@ export interface Authorization {
   issued_at: string;
   expires_at: string;
   ttl_ms: number;
-  volume: { id: number; name: string; size_bytes: number; chunk_size_bytes: number; chunk_count: number };
+  volume: { id: number; name: string; pool_id: number; size_bytes: number; chunk_size_bytes: number; chunk_count: number };
   sdc_id: number;
   access_mode: string;
   operations: string[];
@@ -102,6 +102,8 @@ export function authorize(
         issuedAtMs: nowMs,
         expiresAtMs,
         chunkFirst: input.chunk_first,
+        poolId: pool.id,
+        chunkSizeBytes: pool.chunk_size_bytes,
         chunks: chunks.map((chunk) => ({ epoch: chunk.epoch, targetSdsIds: chunk.replicas.map((r) => r.sds_id) })),
       },
       context.signingKey,
@@ -121,6 +123,7 @@ export function authorize(
       volume: {
         id: volume.id,
         name: volume.name,
+        pool_id: pool.id,
         size_bytes: volume.size_bytes,
         chunk_size_bytes: pool.chunk_size_bytes,
         chunk_count: volumeChunkCount,

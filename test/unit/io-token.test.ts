@@ -41,6 +41,8 @@ function sampleFields(overrides: Partial<TokenFields> = {}): TokenFields {
     issuedAtMs: 1_700_000_000_000,
     expiresAtMs: 1_700_000_030_000,
     chunkFirst: 100,
+    poolId: 5,
+    chunkSizeBytes: 4 * 1024 * 1024,
     chunks: [
       { epoch: 3, targetSdsIds: [1, 2, 3] },
       { epoch: 0, targetSdsIds: [] },
@@ -92,10 +94,13 @@ const fieldsArb: fc.Arbitrary<TokenFields> = fc
     issuedAtMs: timestamp,
     lifetimeMs: fc.oneof(fc.integer({ min: 1, max: 60_000 }), fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER })),
     chunkFirst: u32,
+    poolId: u32,
+    chunkSizeLog2: fc.integer({ min: 12, max: 30 }),
     chunks: fc.array(chunkArb, { minLength: 1, maxLength: 40 }),
   })
-  .map(({ tokenId, issuedAtMs, lifetimeMs, chunkFirst, chunks, ...rest }) => ({
+  .map(({ tokenId, issuedAtMs, lifetimeMs, chunkFirst, chunks, chunkSizeLog2, ...rest }) => ({
     ...rest,
+    chunkSizeBytes: 2 ** chunkSizeLog2,
     tokenId: Buffer.from(tokenId),
     issuedAtMs,
     expiresAtMs: Math.min(issuedAtMs + lifetimeMs, Number.MAX_SAFE_INTEGER),
@@ -383,6 +388,8 @@ t.test('byte layout of a signed token', async (t) => {
     issuedAtMs: 0x0000_0102_0304_0506,
     expiresAtMs: 0x0000_0102_0304_0507 + 0x10,
     chunkFirst: 0x0a0b0c0d,
+    poolId: 0x71727374,
+    chunkSizeBytes: 2 ** 22,
     chunks: [
       { epoch: 0x11121314, targetSdsIds: [0x21222324, 0x31323334] },
       { epoch: 0x41424344, targetSdsIds: [] },
@@ -390,8 +397,11 @@ t.test('byte layout of a signed token', async (t) => {
     ],
   };
   const token = signToken(fields, KEY);
-  t.equal(token.length, 56 + (5 + 8) + 5 + (5 + 4) + 32, 'header + chunk records + signature');
-  t.equal(TOKEN_HEADER_BYTES, 56);
+  t.equal(token.length, 64 + (5 + 8) + 5 + (5 + 4) + 32, 'header + chunk records + signature');
+  t.equal(TOKEN_HEADER_BYTES, 64);
+  t.equal(token.subarray(56, 60).toString('hex'), '71727374', 'pool id u32 BE at 56');
+  t.equal(token[60], 22, 'log2 of the chunk size at 60');
+  t.equal(token.subarray(61, 64).toString('hex'), '000000', 'reserved zero at 61..64');
   t.equal(token.subarray(0, 4).toString('ascii'), 'PFT1', 'magic "PFT1" at 0');
   t.equal(token.readUInt32BE(0), TOKEN_MAGIC);
   t.equal(token[4], 1, 'version 1 at 4');
@@ -406,19 +416,19 @@ t.test('byte layout of a signed token', async (t) => {
   t.equal(token.subarray(48, 52).toString('hex'), '0a0b0c0d', 'chunk_first u32 BE at 48');
   t.equal(token.subarray(52, 56).toString('hex'), '00000003', 'chunk count u32 BE at 52');
   t.equal(
-    token.subarray(56, 69).toString('hex'),
+    token.subarray(64, 77).toString('hex'),
     '11121314' + '02' + '21222324' + '31323334',
     'chunk 0: epoch u32, target count u8, targets u32',
   );
-  t.equal(token.subarray(69, 74).toString('hex'), '41424344' + '00', 'chunk 1: no targets');
-  t.equal(token.subarray(74, 83).toString('hex'), '51525354' + '01' + '61626364', 'chunk 2: one target');
-  const body = token.subarray(0, 83);
+  t.equal(token.subarray(77, 82).toString('hex'), '41424344' + '00', 'chunk 1: no targets');
+  t.equal(token.subarray(82, 91).toString('hex'), '51525354' + '01' + '61626364', 'chunk 2: one target');
+  const body = token.subarray(0, 91);
   const mac = createHmac('sha256', KEY).update(body).digest();
-  t.ok(token.subarray(83).equals(mac), 'last 32 bytes: HMAC-SHA256(signing key, all previous bytes)');
+  t.ok(token.subarray(91).equals(mac), 'last 32 bytes: HMAC-SHA256(signing key, all previous bytes)');
   t.equal(
     token.toString('hex'),
     '50465431' + '01' + '05' + '0000' + tokenId.toString('hex') +
-      '01020304' + '05060708' + '0000010203040506' + '0000010203040517' + '0a0b0c0d' + '00000003' +
+      '01020304' + '05060708' + '0000010203040506' + '0000010203040517' + '0a0b0c0d' + '00000003' + '71727374' + '16' + '000000' +
       '11121314' + '02' + '21222324' + '31323334' + '41424344' + '00' + '51525354' + '01' + '61626364' +
       mac.toString('hex'),
     'the whole token, byte for byte',

@@ -1,0 +1,19 @@
+{
+  # pflex_io: the SDS's O_DIRECT IO addon (DESIGN §7). Built by `node-gyp rebuild` from the package's
+  # "install" script into build/Release/pflex_io.node; loaded by src/sds/native-io.ts.
+  "targets": [
+    {
+      "target_name": "pflex_io",
+      "sources": ["native/pflex_io.cc"],
+      # node-addon-api's header-only target with C++ exceptions on: argument errors are thrown as
+      # Napi::TypeError / Napi::RangeError and surface in JavaScript as ordinary exceptions.
+      "dependencies": [
+        "<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except"
+      ],
+      "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED", "_FILE_OFFSET_BITS=64"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions", "-std=gnu++17"],
+      "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+    }
+  ]
+}
