@@ -118,6 +118,9 @@ const MIGRATIONS: readonly string[] = [
     sds_id INTEGER NOT NULL REFERENCES sds(id),
     pool_id INTEGER NOT NULL REFERENCES storage_pools(id),
     state TEXT NOT NULL DEFAULT 'CURRENT' CHECK (state IN ('CURRENT','STALE','REBUILDING')),
+    -- Mutating requests and bytes this replica acknowledged (SDS tx acks).
+    generation INTEGER NOT NULL DEFAULT 0,
+    bytes_written INTEGER NOT NULL DEFAULT 0,
     created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')),
     UNIQUE (chunk_id, sds_id)
   );

@@ -100,6 +100,25 @@ export interface Registration {
   sdc_id?: number;
   /** base64; only for nodes with the sds role, which verify IO tokens with it. */
   signing_key?: string;
+  /** For an SDS: the devices it must serve, each with its pool's chunk size. */
+  devices?: SdsDeviceAssignment[];
+}
+
+export interface SdsDeviceAssignment {
+  mdm_device_id: number;
+  path: string;
+  pool_id: number;
+  capacity_bytes: number;
+  slot_bytes: number;
+}
+
+export function sdsDeviceAssignments(db: Db, sdsId: number): SdsDeviceAssignment[] {
+  return db
+    .prepare(
+      `SELECT d.id AS mdm_device_id, d.path, d.pool_id, d.capacity_bytes, p.chunk_size_bytes AS slot_bytes
+       FROM sds_devices d JOIN storage_pools p ON p.id = d.pool_id WHERE d.sds_id = ? ORDER BY d.id`,
+    )
+    .all(sdsId) as SdsDeviceAssignment[];
 }
 
 export function registerNode(
@@ -161,6 +180,7 @@ export function registerNode(
     if (roles.includes('sds')) {
       registration.sds_id = bindSds(db, input, nowMs).id;
       registration.signing_key = context.signingKey.toString('base64');
+      registration.devices = sdsDeviceAssignments(db, registration.sds_id);
     }
     if (roles.includes('sdc')) registration.sdc_id = bindSdc(db, input, nowMs).id;
     recordEvent(db, 'info', 'NODE_REGISTERED', `node ${input.node_id} (${roles.join(',')}) registered from ${input.host}`, {
@@ -244,9 +264,17 @@ export function heartbeat(context: MdmContext, nodeId: string, report: Record<st
       `UPDATE cluster_nodes SET last_heartbeat_at_ms = ?, status = 'UP', metadata_json = ? WHERE node_id = ?`,
     ).run(nowMs, metadata, nodeId);
     const roles = node.roles.split(',');
-    if (roles.includes('sds')) markUp(db, 'sds', nodeId, nowMs);
+    const answer: { ok: true; heartbeat_interval_ms: number; devices?: SdsDeviceAssignment[] } = {
+      ok: true,
+      heartbeat_interval_ms: context.settings.heartbeatIntervalMs,
+    };
+    if (roles.includes('sds')) {
+      markUp(db, 'sds', nodeId, nowMs);
+      const sds = findRow<SdsRow>(db, 'sds', nodeId);
+      if (sds !== undefined) answer.devices = sdsDeviceAssignments(db, sds.id);
+    }
     if (roles.includes('sdc')) markUp(db, 'sdc', nodeId, nowMs);
-    return { ok: true, heartbeat_interval_ms: context.settings.heartbeatIntervalMs };
+    return answer;
   })();
 }
 

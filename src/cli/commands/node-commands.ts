@@ -3,6 +3,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { contextOf, parseIntegerArgument, pathRef, ref } from '../context.js';
 import { colourState, print, renderKeyValues, renderTable } from '../output.js';
 import { formatBytes, parseSizeBytes } from '../../common/units.js';
+import { attachRunSdsAction } from './run-sds.js';
 
 export interface SdsView {
   id: number;
@@ -82,7 +83,10 @@ export function sdcTable(rows: readonly SdcView[]): string {
 
 export function registerNodeCommands(program: Command): void {
   // ---------------------------------------------------------------- SDS
-  const sds = program.command('sds').description('storage data servers: add, list, show, devices, remove');
+  const sds = program
+    .command('sds')
+    .description('run a storage data server (no subcommand), or manage SDS records: add, list, show, device, remove');
+  attachRunSdsAction(sds);
   sds
     .command('add <pd> <name>')
     .description('add an SDS record (the `pflex sds` process with this name registers into it)')

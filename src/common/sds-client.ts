@@ -1,0 +1,156 @@
+/**
+ * A pipelined client of the SDS data port: one TCP connection, many requests in flight, replies
+ * matched by request id in whatever order they come. Used by the SDC for all its IO and by an
+ * SDS pulling a chunk from a peer. Knows nothing about tokens beyond signing the header it is given.
+ */
+import { connect, type Socket } from 'node:net';
+import {
+  ByteQueue,
+  decodeReplyHeader,
+  encodeRequestHeader,
+  REPLY_HEADER_BYTES,
+  signRequestHeader,
+  type ReplyHeader,
+  type RequestHeader,
+} from './sds-protocol.js';
+
+export const CONNECT_TIMEOUT_MS = 5000;
+export const REQUEST_TIMEOUT_MS_DEFAULT = 30_000;
+
+export interface SdsReply {
+  status: number;
+  aux: number;
+  payload: Buffer | undefined;
+}
+
+export class SdsConnectionError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'SdsConnectionError';
+  }
+}
+
+interface Pending {
+  resolve: (reply: SdsReply) => void;
+  reject: (error: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
+export type RequestFields = Omit<RequestHeader, 'mac' | 'requestId' | 'payloadBytes'>;
+
+export class SdsDataClient {
+  private socket: Socket | undefined;
+  private connecting: Promise<void> | undefined;
+  private readonly pending = new Map<bigint, Pending>();
+  private readonly queue = new ByteQueue();
+  private replyHeader: ReplyHeader | undefined;
+  private nextRequestId = 1n;
+  private closedError: Error | undefined;
+
+  constructor(
+    readonly host: string,
+    readonly port: number,
+    private readonly requestTimeoutMs = REQUEST_TIMEOUT_MS_DEFAULT,
+  ) {}
+
+  get inFlight(): number {
+    return this.pending.size;
+  }
+
+  get connected(): boolean {
+    return this.socket !== undefined && this.closedError === undefined;
+  }
+
+  connect(): Promise<void> {
+    if (this.socket !== undefined) return Promise.resolve();
+    if (this.connecting !== undefined) return this.connecting;
+    this.connecting = new Promise<void>((resolve, reject) => {
+      const socket = connect({ host: this.host, port: this.port, noDelay: true });
+      const timer = setTimeout(() => socket.destroy(new SdsConnectionError(`connect to ${this.host}:${this.port} timed out`)), CONNECT_TIMEOUT_MS);
+      socket.once('connect', () => {
+        clearTimeout(timer);
+        this.socket = socket;
+        this.closedError = undefined;
+        resolve();
+      });
+      socket.on('data', (chunk: Buffer) => this.onData(chunk));
+      socket.on('error', (error) => {
+        clearTimeout(timer);
+        this.failAll(new SdsConnectionError(`${this.host}:${this.port}: ${error.message}`));
+        reject(new SdsConnectionError(`${this.host}:${this.port}: ${error.message}`));
+      });
+      socket.on('close', () => {
+        clearTimeout(timer);
+        this.failAll(new SdsConnectionError(`${this.host}:${this.port}: connection closed`));
+        reject(new SdsConnectionError(`${this.host}:${this.port}: connection closed`));
+      });
+    }).finally(() => {
+      this.connecting = undefined;
+    });
+    return this.connecting;
+  }
+
+  /** Sends one request; `macKey` signs the header (session key, or the peer key for PEER_READ). */
+  async request(fields: RequestFields, payload: Buffer | undefined, macKey: Buffer | undefined): Promise<SdsReply> {
+    await this.connect();
+    const socket = this.socket!;
+    const requestId = this.nextRequestId;
+    this.nextRequestId += 1n;
+    const header = encodeRequestHeader({ ...fields, requestId, payloadBytes: payload?.length ?? 0 });
+    if (macKey !== undefined) signRequestHeader(macKey, header);
+    return new Promise<SdsReply>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(requestId);
+        reject(new SdsConnectionError(`${this.host}:${this.port}: no reply within ${this.requestTimeoutMs} ms`));
+      }, this.requestTimeoutMs);
+      this.pending.set(requestId, { resolve, reject, timer });
+      socket.cork();
+      socket.write(header);
+      if (payload !== undefined && payload.length > 0) socket.write(payload);
+      process.nextTick(() => socket.uncork());
+    });
+  }
+
+  close(): void {
+    this.socket?.destroy();
+    this.socket = undefined;
+    this.failAll(new SdsConnectionError('client closed'));
+  }
+
+  private onData(chunk: Buffer): void {
+    this.queue.push(chunk);
+    for (;;) {
+      if (this.replyHeader === undefined) {
+        if (this.queue.length < REPLY_HEADER_BYTES) return;
+        try {
+          this.replyHeader = decodeReplyHeader(this.queue.take(REPLY_HEADER_BYTES));
+        } catch (error) {
+          this.socket?.destroy();
+          this.failAll(new SdsConnectionError(`${this.host}:${this.port}: ${(error as Error).message}`));
+          return;
+        }
+      }
+      const header = this.replyHeader;
+      if (this.queue.length < header.payloadBytes) return;
+      this.replyHeader = undefined;
+      const payload = header.payloadBytes > 0 ? this.queue.take(header.payloadBytes) : undefined;
+      const pending = this.pending.get(header.requestId);
+      if (pending === undefined) continue; // timed out already
+      this.pending.delete(header.requestId);
+      clearTimeout(pending.timer);
+      pending.resolve({ status: header.status, aux: header.aux, payload });
+    }
+  }
+
+  private failAll(error: Error): void {
+    this.closedError = error;
+    this.socket = undefined;
+    this.queue.clear();
+    this.replyHeader = undefined;
+    for (const [id, pending] of this.pending) {
+      clearTimeout(pending.timer);
+      pending.reject(error);
+      this.pending.delete(id);
+    }
+  }
+}

@@ -1,0 +1,157 @@
+/**
+ * The SDS control plane (9100+n): orders from the MDM only, authenticated with a credential
+ * derived from the signing key (which only the MDM and SDS hold). Install epochs, prepare slots,
+ * delete chunks, copy a chunk from a peer, attach devices.
+ */
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import { timingSafeEqual } from 'node:crypto';
+import { z, ZodError } from 'zod';
+import type { Logger } from '../common/logger.js';
+import { PflexError, pflexError } from '../common/errors.js';
+import { deriveControlCredential, derivePeerKey, FRAME_PAYLOAD_BYTES_MAX, Opcode, Status, statusName } from '../common/sds-protocol.js';
+import { SdsDataClient } from '../common/sds-client.js';
+import type { ChunkStore } from './chunk-store.js';
+
+export const CONTROL_BODY_BYTES_MAX = 4 * 1024 * 1024;
+export const CONTROL_CHUNKS_PER_REQUEST_MAX = 10_000;
+const COPY_PIECE_BYTES = 1024 * 1024;
+
+const u32 = z.number().int().min(0).max(0xffffffff);
+const chunkRef = z.strictObject({ volume_id: u32, chunk_index: u32 });
+const chunkWithEpoch = chunkRef.extend({ pool_id: u32, epoch: u32 });
+
+const epochSchema = z.strictObject({ chunks: z.array(chunkWithEpoch).min(1).max(CONTROL_CHUNKS_PER_REQUEST_MAX) });
+const deleteSchema = z.strictObject({ chunks: z.array(chunkRef).min(1).max(CONTROL_CHUNKS_PER_REQUEST_MAX) });
+const copySchema = chunkWithEpoch.extend({
+  chunk_size_bytes: z.number().int().min(4096).max(2 ** 30),
+  source: z.strictObject({ host: z.string().max(253).regex(/^[A-Za-z0-9.:_-]+$/), data_port: z.number().int().min(1).max(65535) }),
+});
+const deviceSchema = z.strictObject({
+  mdm_device_id: z.number().int().positive(),
+  path: z.string().max(1024).regex(/^\/[^\0\n\r]*$/),
+  pool_id: u32,
+  capacity_bytes: z.number().int().positive(),
+  slot_bytes: z.number().int().min(4096).max(2 ** 30),
+});
+
+export interface ControlServerDeps {
+  readonly store: ChunkStore;
+  readonly signingKey: () => Buffer | undefined;
+  readonly log: Logger;
+}
+
+function toError(error: unknown): PflexError {
+  if (error instanceof PflexError) return error;
+  if (error instanceof ZodError) {
+    const issue = error.issues[0];
+    return pflexError('VALIDATION', `${issue?.path.join('.') || '(body)'}: ${issue?.message ?? 'invalid'}`.slice(0, 300));
+  }
+  const status = (error as { statusCode?: number }).statusCode;
+  if (status === 413) return pflexError('PAYLOAD_TOO_LARGE', 'body too large');
+  if (status !== undefined && status < 500) return pflexError('BAD_REQUEST', String((error as Error).message).slice(0, 300));
+  return pflexError('INTERNAL', 'internal error; see the SDS log');
+}
+
+export function buildControlServer(deps: ControlServerDeps): FastifyInstance {
+  const app = Fastify({
+    loggerInstance: deps.log as FastifyBaseLogger,
+    bodyLimit: CONTROL_BODY_BYTES_MAX,
+    logController: new LogController({ disableRequestLogging: true }),
+    forceCloseConnections: true,
+  });
+  app.removeContentTypeParser('text/plain');
+  app.setErrorHandler((error, _request, reply) => {
+    const pflex = toError(error);
+    if (pflex.httpStatus >= 500) deps.log.error({ err: error }, 'control request failed');
+    void reply.status(pflex.httpStatus).send(pflex.toBody());
+  });
+  app.setNotFoundHandler((request, reply) => {
+    void reply.status(404).send(pflexError('NOT_FOUND', `no such endpoint: ${request.method} ${request.url}`).toBody());
+  });
+  app.addHook('onRequest', async (request) => {
+    const key = deps.signingKey();
+    if (key === undefined) throw pflexError('UNAVAILABLE', 'this SDS has not registered with the MDM yet');
+    const expected = Buffer.from(`Bearer ${deriveControlCredential(key)}`);
+    const given = Buffer.from(request.headers.authorization ?? '');
+    if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
+      throw pflexError('UNAUTHORIZED', 'the control plane takes orders from the MDM only');
+    }
+  });
+
+  app.get('/chunks', async () => ({ chunks: deps.store.listChunks() }));
+
+  app.post('/chunks/epoch', async (request) => {
+    const input = epochSchema.parse(request.body ?? {});
+    for (const chunk of input.chunks) deps.store.setEpoch(chunk.volume_id, chunk.chunk_index, chunk.pool_id, chunk.epoch);
+    return { updated: input.chunks.length };
+  });
+
+  app.post('/chunks/assign', async (request) => {
+    const input = epochSchema.parse(request.body ?? {});
+    for (const chunk of input.chunks) {
+      deps.store.setEpoch(chunk.volume_id, chunk.chunk_index, chunk.pool_id, chunk.epoch);
+      await deps.store.prepareSlot(chunk.volume_id, chunk.chunk_index);
+    }
+    return { assigned: input.chunks.length };
+  });
+
+  app.post('/chunks/delete', async (request) => {
+    const input = deleteSchema.parse(request.body ?? {});
+    let deleted = 0;
+    for (const chunk of input.chunks) if (deps.store.deleteChunk(chunk.volume_id, chunk.chunk_index)) deleted += 1;
+    return { deleted };
+  });
+
+  /** Pulls a whole chunk from a peer replica (PEER_READ) and stores it at the given epoch. */
+  app.post('/chunks/copy', async (request) => {
+    const input = copySchema.parse(request.body ?? {});
+    const key = deps.signingKey()!;
+    const peerKey = derivePeerKey(key);
+    const client = new SdsDataClient(input.source.host, input.source.data_port);
+    let copied = 0;
+    try {
+      deps.store.setEpoch(input.volume_id, input.chunk_index, input.pool_id, input.epoch);
+      const piece = Math.min(COPY_PIECE_BYTES, FRAME_PAYLOAD_BYTES_MAX, input.chunk_size_bytes);
+      for (let offset = 0; offset < input.chunk_size_bytes; offset += piece) {
+        const reply = await client.request(
+          {
+            opcode: Opcode.PEER_READ,
+            flags: 0,
+            tokenId: Buffer.alloc(16),
+            seq: 0n,
+            volumeId: input.volume_id,
+            chunkIndex: input.chunk_index,
+            epoch: input.epoch,
+            offsetBytes: offset,
+            lengthBytes: piece,
+          },
+          undefined,
+          peerKey,
+        );
+        if (reply.status !== Status.OK || reply.payload === undefined) {
+          throw pflexError('CONFLICT', `peer ${input.source.host}:${input.source.data_port} refused: ${statusName(reply.status)}`);
+        }
+        await deps.store.write(input.volume_id, input.chunk_index, input.pool_id, input.epoch, offset, reply.payload, false);
+        copied += reply.payload.length;
+      }
+      await deps.store.flush();
+    } finally {
+      client.close();
+    }
+    return { copied_bytes: copied };
+  });
+
+  app.post('/devices/add', async (request) => {
+    const input = deviceSchema.parse(request.body ?? {});
+    deps.store.attachDevice({
+      mdmDeviceId: input.mdm_device_id,
+      path: input.path,
+      poolId: input.pool_id,
+      capacityBytes: input.capacity_bytes,
+      slotBytes: input.slot_bytes,
+    });
+    return { devices: deps.store.deviceReport() };
+  });
+
+  return app;
+}

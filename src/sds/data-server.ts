@@ -1,0 +1,385 @@
+/**
+ * The SDS data port (9700+n): binary pipelined frames, or newline-delimited JSON frames for
+ * debugging, told apart by a connection's first byte (docs/PROTOCOL.md §5). Requests are handled
+ * concurrently and answered in completion order. Limits: connections, requests in flight per
+ * connection, frame size, idle time. A malformed binary frame closes the connection (its framing
+ * can no longer be trusted); a bad JSON frame gets an error line.
+ */
+import { createServer, type Server, type Socket } from 'node:net';
+import type { Logger } from '../common/logger.js';
+import {
+  ByteQueue,
+  decodeRequestHeader,
+  encodeReplyHeader,
+  encodeRequestHeader,
+  FrameError,
+  FRAME_PAYLOAD_BYTES_MAX,
+  JSON_FRAME_BYTES_MAX,
+  Opcode,
+  REQUEST_HEADER_BYTES,
+  REQUEST_MAC_OFFSET,
+  REPLY_HEADER_BYTES,
+  requestMacValid,
+  Status,
+  statusName,
+  type RequestHeader,
+  type StatusValue,
+} from '../common/sds-protocol.js';
+import { ChunkStore, ChunkStoreError } from './chunk-store.js';
+import type { TokenChecker } from './token-checker.js';
+import type { IoStats, IoKind } from './io-stats.js';
+import type { TxAckBatcher } from './tx-acks.js';
+
+export const DATA_CONNECTIONS_MAX = 1024;
+export const REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX = 256;
+export const DATA_IDLE_TIMEOUT_MS = 10 * 60 * 1000;
+
+export interface DataServerDeps {
+  readonly store: ChunkStore;
+  readonly checker: () => TokenChecker | undefined;
+  readonly peerKey: () => Buffer | undefined;
+  readonly stats: IoStats;
+  readonly acks: TxAckBatcher;
+  readonly log: Logger;
+}
+
+export interface Outcome {
+  status: StatusValue;
+  aux: number;
+  payload?: Buffer;
+}
+
+const OK: Outcome = { status: Status.OK, aux: 0 };
+
+function outcome(status: StatusValue, aux = 0): Outcome {
+  return { status, aux };
+}
+
+const KIND_OF: Record<number, IoKind> = {
+  [Opcode.READ]: 'read',
+  [Opcode.WRITE]: 'write',
+  [Opcode.TRIM]: 'trim',
+  [Opcode.WRITE_ZEROES]: 'write_zeroes',
+  [Opcode.FLUSH]: 'flush',
+};
+
+/** Executes one request after its frame is parsed: token checks, bounds, then the chunk store. */
+export async function executeRequest(deps: DataServerDeps, header: RequestHeader, headerBytes: Buffer, payload: Buffer | undefined): Promise<Outcome> {
+  switch (header.opcode) {
+    case Opcode.PING:
+      return OK;
+    case Opcode.TOKEN: {
+      const checker = deps.checker();
+      if (checker === undefined || payload === undefined) return outcome(checker === undefined ? Status.SHUTTING_DOWN : Status.BAD_REQUEST);
+      const result = checker.install(payload, header.tokenId);
+      return result.ok ? OK : outcome(result.status);
+    }
+    case Opcode.PEER_READ: {
+      const key = deps.peerKey();
+      if (key === undefined) return outcome(Status.SHUTTING_DOWN);
+      if (!requestMacValid(key, headerBytes)) return outcome(Status.BAD_MAC);
+      if (header.lengthBytes === 0 || header.lengthBytes > FRAME_PAYLOAD_BYTES_MAX) return outcome(Status.BAD_REQUEST);
+      const mine = deps.store.epochOf(header.volumeId, header.chunkIndex);
+      if (mine !== undefined && mine !== header.epoch) return outcome(Status.STALE_EPOCH, mine);
+      return { ...OK, payload: await deps.store.readChunk(header.volumeId, header.chunkIndex, header.offsetBytes, header.lengthBytes) };
+    }
+    default:
+      break;
+  }
+  const checker = deps.checker();
+  if (checker === undefined) return outcome(Status.SHUTTING_DOWN);
+  const check = checker.check(header, headerBytes, (volumeId, chunkIndex) => deps.store.epochOf(volumeId, chunkIndex));
+  if (!check.ok) return outcome(check.status, check.aux ?? 0);
+  const { fields } = check.token;
+  const isFlush = header.opcode === Opcode.FLUSH;
+  if (!isFlush) {
+    const end = header.offsetBytes + header.lengthBytes;
+    if (header.lengthBytes === 0 || end > fields.chunkSizeBytes) return outcome(Status.BAD_REQUEST);
+    if (header.opcode === Opcode.READ && header.lengthBytes > FRAME_PAYLOAD_BYTES_MAX) return outcome(Status.BAD_REQUEST);
+    if (header.opcode === Opcode.WRITE && payload?.length !== header.lengthBytes) return outcome(Status.BAD_REQUEST);
+  }
+  const startedAt = process.hrtime.bigint();
+  const fua = (header.flags & 0x01) !== 0;
+  let result: Outcome = OK;
+  try {
+    switch (header.opcode) {
+      case Opcode.READ:
+        result = { ...OK, payload: await deps.store.read(header.volumeId, header.chunkIndex, header.offsetBytes, header.lengthBytes) };
+        break;
+      case Opcode.WRITE:
+        await deps.store.write(header.volumeId, header.chunkIndex, fields.poolId, check.epoch, header.offsetBytes, payload!, fua);
+        break;
+      case Opcode.TRIM:
+      case Opcode.WRITE_ZEROES:
+        await deps.store.zero(header.volumeId, header.chunkIndex, header.offsetBytes, header.lengthBytes, fua);
+        break;
+      case Opcode.FLUSH:
+        await deps.store.flush();
+        break;
+    }
+  } catch (error) {
+    if (!(error instanceof ChunkStoreError)) throw error;
+    result = error.kind === 'IO' ? outcome(Status.IO_ERROR, error.errno) : outcome(Status.NO_SPACE);
+  }
+  const kind = KIND_OF[header.opcode]!;
+  const latencyUs = Number(process.hrtime.bigint() - startedAt) / 1000;
+  const bytes = isFlush ? 0 : header.lengthBytes;
+  deps.stats.record(header.volumeId, kind, bytes, latencyUs, result.status === Status.OK);
+  if (result.status === Status.OK && kind !== 'flush') {
+    deps.acks.record(header.tokenId.toString('hex'), header.volumeId, header.chunkIndex, kind, bytes);
+  }
+  return result;
+}
+
+class DataConnection {
+  private readonly queue = new ByteQueue();
+  private mode: 'unknown' | 'binary' | 'json' = 'unknown';
+  private inFlight = 0;
+  private closed = false;
+  private readingPaused = false;
+
+  constructor(
+    private readonly socket: Socket,
+    private readonly deps: DataServerDeps,
+  ) {
+    socket.setNoDelay(true);
+    socket.setTimeout(DATA_IDLE_TIMEOUT_MS, () => socket.destroy());
+    socket.on('data', (chunk: Buffer) => {
+      this.queue.push(chunk);
+      this.pump();
+    });
+    socket.on('drain', () => this.resumeIfPossible());
+    socket.on('error', () => undefined);
+    socket.on('close', () => {
+      this.closed = true;
+      this.queue.clear();
+    });
+  }
+
+  private fail(reason: string): void {
+    this.deps.log.warn({ remote: this.socket.remoteAddress, reason }, 'closing data connection: malformed input');
+    this.closed = true;
+    this.socket.destroy();
+  }
+
+  private pump(): void {
+    while (!this.closed && this.inFlight < REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX) {
+      if (this.mode === 'unknown') {
+        const first = this.queue.peekByte();
+        if (first === undefined) return;
+        if (first === 0x7b /* { */) this.mode = 'json';
+        else if (first === 0x50 /* P */) this.mode = 'binary';
+        else return this.fail(`first byte 0x${first.toString(16)} is neither "{" nor a binary frame`);
+      }
+      const progressed = this.mode === 'binary' ? this.nextBinary() : this.nextJson();
+      if (!progressed) break;
+    }
+    if (this.inFlight >= REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX && !this.readingPaused) {
+      this.readingPaused = true;
+      this.socket.pause();
+    }
+  }
+
+  private resumeIfPossible(): void {
+    if (this.readingPaused && this.inFlight < REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX && this.socket.writableLength === 0) {
+      this.readingPaused = false;
+      this.socket.resume();
+      this.pump();
+    }
+  }
+
+  /** A header already taken off the queue, waiting for the rest of its payload. */
+  private pendingHeader: { header: RequestHeader; headerBytes: Buffer } | undefined;
+
+  private nextBinary(): boolean {
+    if (this.pendingHeader === undefined) {
+      if (this.queue.length < REQUEST_HEADER_BYTES) return false;
+      const headerBytes = Buffer.allocUnsafe(REQUEST_HEADER_BYTES);
+      this.queue.takeInto(REQUEST_HEADER_BYTES, headerBytes);
+      try {
+        this.pendingHeader = { header: decodeRequestHeader(headerBytes), headerBytes };
+      } catch (error) {
+        this.fail((error as Error).message);
+        return false;
+      }
+    }
+    const { header, headerBytes } = this.pendingHeader;
+    if (this.queue.length < header.payloadBytes) return false;
+    this.pendingHeader = undefined;
+    // A view into the socket's buffers: Node never reuses them, and the store copies into aligned memory.
+    const payload = header.payloadBytes > 0 ? this.queue.take(header.payloadBytes) : undefined;
+    this.dispatchBinary(header, headerBytes, payload);
+    return true;
+  }
+
+  private dispatchBinary(header: RequestHeader, headerBytes: Buffer, payload: Buffer | undefined): void {
+    this.inFlight += 1;
+    executeRequest(this.deps, header, headerBytes, payload)
+      .catch((error: unknown) => {
+        this.deps.log.error({ err: error }, 'data request failed unexpectedly');
+        return outcome(Status.INTERNAL);
+      })
+      .then((result) => {
+        this.inFlight -= 1;
+        if (!this.closed) {
+          const payloadBytes = result.payload?.length ?? 0;
+          const replyHeader = encodeReplyHeader({ status: result.status, requestId: header.requestId, payloadBytes, aux: result.aux }, Buffer.allocUnsafe(REPLY_HEADER_BYTES));
+          this.socket.cork();
+          this.socket.write(replyHeader);
+          if (result.payload !== undefined) this.socket.write(result.payload);
+          process.nextTick(() => this.socket.uncork());
+        }
+        this.resumeIfPossible();
+        if (!this.readingPaused) this.pump();
+      });
+  }
+
+  private nextJson(): boolean {
+    const newline = this.queue.indexOf(0x0a, JSON_FRAME_BYTES_MAX + 1);
+    if (newline === -1) {
+      if (this.queue.length > JSON_FRAME_BYTES_MAX) {
+        this.writeJson({ ok: false, error: { code: 'FRAME_TOO_LARGE', message: `JSON frames are limited to ${JSON_FRAME_BYTES_MAX} bytes` } });
+        this.socket.end();
+        this.closed = true;
+      }
+      return false;
+    }
+    const line = this.queue.take(newline + 1).toString('utf8').trim();
+    if (line.length === 0) return true;
+    this.inFlight += 1;
+    handleJsonFrame(this.deps, line)
+      .catch((error: unknown) => {
+        this.deps.log.error({ err: error }, 'JSON frame failed unexpectedly');
+        return { ok: false, error: { code: 'INTERNAL', message: 'internal error' } };
+      })
+      .then((reply) => {
+        this.inFlight -= 1;
+        if (!this.closed) this.writeJson(reply);
+        this.resumeIfPossible();
+        if (!this.readingPaused) this.pump();
+      });
+    return true;
+  }
+
+  private writeJson(value: unknown): void {
+    this.socket.write(`${JSON.stringify(value)}\n`);
+  }
+}
+
+/**
+ * The JSON form of a request (seed §3 shapes): the binary header is rebuilt from the fields, so
+ * the MAC, the token checks and the IO path are exactly those of binary frames.
+ */
+async function handleJsonFrame(deps: DataServerDeps, line: string): Promise<Record<string, unknown>> {
+  let frame: Record<string, unknown>;
+  try {
+    const parsed: unknown = JSON.parse(line);
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error('a frame is a JSON object');
+    frame = parsed as Record<string, unknown>;
+  } catch (error) {
+    return { ok: false, error: { code: 'BAD_FRAME', message: `not a JSON object: ${(error as Error).message}`.slice(0, 200) } };
+  }
+  const id = typeof frame.id === 'string' || typeof frame.id === 'number' ? frame.id : null;
+  const fail = (code: string, message: string, extra: Record<string, unknown> = {}) => ({ ok: false, id, error: { code, message, ...extra } });
+  const opcodes: Record<string, number> = {
+    read: Opcode.READ,
+    write: Opcode.WRITE,
+    flush: Opcode.FLUSH,
+    trim: Opcode.TRIM,
+    write_zeroes: Opcode.WRITE_ZEROES,
+    token: Opcode.TOKEN,
+    ping: Opcode.PING,
+  };
+  const action = frame.action;
+  if (typeof action !== 'string' || !(action in opcodes)) {
+    return fail('BAD_FRAME', `action must be one of ${Object.keys(opcodes).join(', ')}`);
+  }
+  const u32 = (name: string, required = true): number => {
+    const value = frame[name];
+    if (value === undefined && !required) return 0;
+    if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > 0xffffffff) throw new FrameError(`${name} must be an integer 0..2^32-1`);
+    return value;
+  };
+  try {
+    const opcode = opcodes[action]!;
+    let payload: Buffer | undefined;
+    if (opcode === Opcode.TOKEN) {
+      if (typeof frame.token !== 'string') throw new FrameError('token must be base64');
+      payload = Buffer.from(frame.token, 'base64');
+    }
+    if (opcode === Opcode.WRITE) {
+      if (typeof frame.data_b64 !== 'string') throw new FrameError('data_b64 must be base64');
+      if (frame.data_b64.length > Math.ceil((FRAME_PAYLOAD_BYTES_MAX * 4) / 3) + 4) throw new FrameError('data_b64 too large');
+      payload = Buffer.from(frame.data_b64, 'base64');
+    }
+    const tokenIdHex = frame.token_id ?? (payload !== undefined && opcode === Opcode.TOKEN ? payload.subarray(8, 24).toString('hex') : undefined);
+    if (opcode !== Opcode.PING && (typeof tokenIdHex !== 'string' || !/^[0-9a-f]{32}$/.test(tokenIdHex))) {
+      throw new FrameError('token_id must be 32 hex digits');
+    }
+    const seqValue = frame.seq ?? 0;
+    if (typeof seqValue !== 'number' || !Number.isSafeInteger(seqValue) || seqValue < 0) throw new FrameError('seq must be a non-negative integer');
+    const lengthBytes = opcode === Opcode.WRITE ? payload!.length : u32('length_bytes', opcode === Opcode.READ || opcode === Opcode.TRIM || opcode === Opcode.WRITE_ZEROES);
+    const headerBytes = encodeRequestHeader({
+      opcode,
+      flags: frame.fua === true ? 0x01 : 0,
+      requestId: 0n,
+      tokenId: typeof tokenIdHex === 'string' ? Buffer.from(tokenIdHex, 'hex') : Buffer.alloc(16),
+      seq: BigInt(seqValue),
+      volumeId: u32('volume_id', opcode !== Opcode.PING && opcode !== Opcode.TOKEN),
+      chunkIndex: u32('chunk_index', false),
+      epoch: u32('epoch', false),
+      offsetBytes: u32('offset_bytes', false),
+      lengthBytes,
+      payloadBytes: payload?.length ?? 0,
+    });
+    if (typeof frame.mac === 'string' && /^[0-9a-f]{32}$/.test(frame.mac)) Buffer.from(frame.mac, 'hex').copy(headerBytes, REQUEST_MAC_OFFSET);
+    const header = decodeRequestHeader(headerBytes);
+    const result = await executeRequest(deps, header, headerBytes, payload);
+    if (result.status !== Status.OK) {
+      return fail(statusName(result.status), `request refused: ${statusName(result.status)}`, result.status === Status.STALE_EPOCH ? { epoch: result.aux } : {});
+    }
+    const reply: Record<string, unknown> = { ok: true, id };
+    if (opcode === Opcode.READ) {
+      reply.bytes_read = result.payload!.length;
+      reply.data_b64 = result.payload!.toString('base64');
+    }
+    if (opcode === Opcode.WRITE) reply.bytes_written = lengthBytes;
+    return reply;
+  } catch (error) {
+    if (error instanceof FrameError) return fail('BAD_FRAME', error.message);
+    throw error;
+  }
+}
+
+export interface DataServer {
+  readonly server: Server;
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+export async function startDataServer(deps: DataServerDeps, host: string, port: number): Promise<DataServer> {
+  const sockets = new Set<Socket>();
+  const server = createServer({ noDelay: true }, (socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    new DataConnection(socket, deps);
+  });
+  server.maxConnections = DATA_CONNECTIONS_MAX;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const address = server.address();
+  return {
+    server,
+    port: typeof address === 'object' && address !== null ? address.port : port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const socket of sockets) socket.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}

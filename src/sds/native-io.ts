@@ -1,0 +1,245 @@
+/**
+ * Typed wrappers over the pflex_io native addon (native/pflex_io.cc, DESIGN §7): O_DIRECT open,
+ * aligned buffers, and pread/pwrite/fdatasync/punchHole/zeroRange on the libuv threadpool.
+ *
+ * Errors:
+ * - Bad arguments (wrong types, negative or unsafe integers, empty or oversized buffers) are
+ *   programming errors: the synchronous functions throw TypeError / RangeError, and the
+ *   Promise-returning ones reject with them (they never throw synchronously).
+ * - Failed system calls throw / reject with an {@link IoError}: `.code` is the errno name ("EIO"),
+ *   `.errno` the positive C errno (as in `os.constants.errno`; Node's fs uses negative numbers),
+ *   `.syscall` the call ("pwrite"), and the message reads "pwrite: Input/output error (EIO)".
+ *
+ * O_DIRECT needs the buffer address, length and file offset aligned to the device's logical block
+ * size ({@link logicalBlockSizeBytes}; 4096 is always safe). The kernel judges it: misaligned IO on
+ * an O_DIRECT descriptor rejects with code EINVAL. Buffers from {@link allocAligned} are aligned.
+ *
+ * Concurrency: any number of IOs may be in flight on one descriptor; they run on the libuv threadpool
+ * (UV_THREADPOOL_SIZE threads, 4 by default). Do not close a descriptor, nor transfer or detach a
+ * buffer, while an IO on it is in flight.
+ *
+ * Nothing here logs: a caller that gets `direct: false` from {@link open} logs the buffered fallback.
+ */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** Flags for {@link open}; every one defaults to false. */
+export interface OpenFlags {
+  /** O_CREAT with mode 0600 (before umask). */
+  create?: boolean;
+  /** O_RDONLY instead of O_RDWR. */
+  readOnly?: boolean;
+  /** Ask for O_DIRECT; falls back to buffered IO where the file system refuses it. */
+  direct?: boolean;
+}
+
+/** An open descriptor and whether it really bypasses the page cache. */
+export interface OpenedFile {
+  fd: number;
+  /** True when the descriptor has O_DIRECT; false when not asked for or refused (EINVAL). */
+  direct: boolean;
+}
+
+/** An errno-coded failure of a system call made by the addon. */
+export interface IoError extends Error {
+  /** The errno name, e.g. "EIO", "EINVAL", "EBADF", "ENOSPC". */
+  code: string;
+  /** The positive C errno. */
+  errno: number;
+  /** The failed call: "open", "pread", "pwrite", "fdatasync", "fallocate", "ioctl", ... */
+  syscall: string;
+  /** The path, for open. */
+  path?: string;
+}
+
+/** The addon's own interface (see native/pflex_io.cc). */
+interface NativeIo {
+  open(path: string, flags: OpenFlags): OpenedFile;
+  close(fd: number): void;
+  allocAligned(sizeBytes: number, alignmentBytes?: number): Buffer;
+  addressAlignmentOf(buffer: Uint8Array): number;
+  pread(fd: number, buffer: Uint8Array, offsetBytes: number): Promise<number>;
+  pwrite(fd: number, buffer: Uint8Array, offsetBytes: number): Promise<number>;
+  fdatasync(fd: number): Promise<void>;
+  punchHole(fd: number, offsetBytes: number, lengthBytes: number): Promise<void>;
+  zeroRange(fd: number, offsetBytes: number, lengthBytes: number): Promise<void>;
+  fileStatusFlags(fd: number): number;
+  isBlockDevice(fd: number): boolean;
+  sizeBytes(fd: number): number;
+  logicalBlockSizeBytes(fd: number): number;
+  truncate(fd: number, sizeBytes: number): void;
+  O_RDONLY: number;
+  O_WRONLY: number;
+  O_RDWR: number;
+  O_ACCMODE: number;
+  O_CREAT: number;
+  O_DIRECT: number;
+  O_CLOEXEC: number;
+  O_DSYNC: number;
+  O_SYNC: number;
+  IO_BYTES_MAX: number;
+  ALIGNMENT_BYTES_DEFAULT: number;
+  ALIGNMENT_BYTES_MAX: number;
+}
+
+const ADDON_RELATIVE_PATH = join('build', 'Release', 'pflex_io.node');
+
+/**
+ * Finds build/Release/pflex_io.node at the repository root: three levels up from the compiled
+ * dist/src/sds/, two levels up when this file runs from src/sds/ directly.
+ */
+function findAddonPath(): string {
+  const here = dirname(fileURLToPath(import.meta.url));
+  const candidates = [join(here, '..', '..', '..', ADDON_RELATIVE_PATH), join(here, '..', '..', ADDON_RELATIVE_PATH)];
+  const found = candidates.find((candidate) => existsSync(candidate));
+  if (found === undefined) {
+    throw new Error(
+      `pflex_io native addon not found (looked at ${candidates.join(', ')}); ` +
+        'build it with `npm install` or `npx node-gyp rebuild` in the repository root',
+    );
+  }
+  return found;
+}
+
+/** Where the addon was loaded from. */
+export const nativeAddonPath: string = findAddonPath();
+
+const native = createRequire(import.meta.url)(nativeAddonPath) as NativeIo;
+
+export const O_RDONLY: number = native.O_RDONLY;
+export const O_WRONLY: number = native.O_WRONLY;
+export const O_RDWR: number = native.O_RDWR;
+export const O_ACCMODE: number = native.O_ACCMODE;
+export const O_CREAT: number = native.O_CREAT;
+export const O_DIRECT: number = native.O_DIRECT;
+export const O_CLOEXEC: number = native.O_CLOEXEC;
+export const O_DSYNC: number = native.O_DSYNC;
+export const O_SYNC: number = native.O_SYNC;
+/** The largest single pread/pwrite buffer and allocAligned size: 64 MiB. */
+export const IO_BYTES_MAX: number = native.IO_BYTES_MAX;
+/** allocAligned's default alignment: 4096 bytes. */
+export const ALIGNMENT_BYTES_DEFAULT: number = native.ALIGNMENT_BYTES_DEFAULT;
+/** The largest alignment allocAligned accepts: 2 MiB. */
+export const ALIGNMENT_BYTES_MAX: number = native.ALIGNMENT_BYTES_MAX;
+
+/** True when `error` is an errno-coded {@link IoError}, and, if `code` is given, has that code. */
+export function isIoError(error: unknown, code?: string): error is IoError {
+  if (!(error instanceof Error)) return false;
+  const fields = error as Partial<IoError>;
+  if (typeof fields.code !== 'string' || typeof fields.errno !== 'number' || typeof fields.syscall !== 'string') return false;
+  return code === undefined || fields.code === code;
+}
+
+/** Runs a native call that returns a Promise so that argument errors reject instead of throwing. */
+function settle<T>(call: () => Promise<T>): Promise<T> {
+  try {
+    return call();
+  } catch (error) {
+    return Promise.reject(error);
+  }
+}
+
+/**
+ * Opens `path` with O_RDWR (or O_RDONLY) | O_CLOEXEC, plus O_CREAT (mode 0600) and O_DIRECT when
+ * asked. Where O_DIRECT is refused with EINVAL (tmpfs before Linux 6.6, ramfs, procfs) it retries
+ * without it and returns `direct: false`. Synchronous: opening is control plane.
+ * @throws IoError from open(2) (ENOENT, EACCES, EISDIR, ...); TypeError/RangeError on bad arguments.
+ */
+export function open(path: string, flags: OpenFlags = {}): OpenedFile {
+  return native.open(path, flags);
+}
+
+/** Closes `fd`. An EINTR from close(2) is treated as success (Linux has released the fd). */
+export function close(fd: number): void {
+  native.close(fd);
+}
+
+/**
+ * A zero-filled Buffer of `sizeBytes` (1 .. IO_BYTES_MAX) whose memory starts at a multiple of
+ * `alignmentBytes` (a power of two, 8 .. ALIGNMENT_BYTES_MAX). Allocated with posix_memalign, freed
+ * when the GC collects the Buffer, and counted as external memory so the GC sees it.
+ */
+export function allocAligned(sizeBytes: number, alignmentBytes: number = ALIGNMENT_BYTES_DEFAULT): Buffer {
+  return native.allocAligned(sizeBytes, alignmentBytes);
+}
+
+/** The largest power of two (capped at 2^30) dividing the address of `buffer`'s first byte. */
+export function addressAlignmentOf(buffer: Uint8Array): number {
+  return native.addressAlignmentOf(buffer);
+}
+
+/**
+ * Reads `buffer.length` bytes (1 .. IO_BYTES_MAX) at `offsetBytes` on the threadpool, retrying short
+ * reads and EINTR. Resolves with the bytes read: fewer than `buffer.length` only at the end of the
+ * file or device, and then the rest of `buffer` is zero-filled. `buffer` may be a subarray.
+ */
+export function pread(fd: number, buffer: Uint8Array, offsetBytes: number): Promise<number> {
+  return settle(() => native.pread(fd, buffer, offsetBytes));
+}
+
+/**
+ * Writes all of `buffer` (1 .. IO_BYTES_MAX bytes) at `offsetBytes` on the threadpool, retrying
+ * short writes and EINTR. Resolves with `buffer.length`. Not durable until {@link fdatasync}.
+ */
+export function pwrite(fd: number, buffer: Uint8Array, offsetBytes: number): Promise<number> {
+  return settle(() => native.pwrite(fd, buffer, offsetBytes));
+}
+
+/** fdatasync(2) on the threadpool: written data (and the size, if it changed) reach stable storage. */
+export function fdatasync(fd: number): Promise<void> {
+  return settle(() => native.fdatasync(fd));
+}
+
+/**
+ * Deallocates [offsetBytes, offsetBytes + lengthBytes) with fallocate(PUNCH_HOLE | KEEP_SIZE): the
+ * range reads back as zeros and frees its blocks; the size does not change. Rejects with EOPNOTSUPP
+ * where the file system cannot punch holes.
+ */
+export function punchHole(fd: number, offsetBytes: number, lengthBytes: number): Promise<void> {
+  return settle(() => native.punchHole(fd, offsetBytes, lengthBytes));
+}
+
+/**
+ * Makes [offsetBytes, offsetBytes + lengthBytes) read back as zeros, never changing the size.
+ * Regular files: fallocate(ZERO_RANGE | KEEP_SIZE), else punch hole, else writing zeros (below the
+ * size only). Block devices: ioctl(BLKZEROOUT), else writing zeros; the range must then be aligned
+ * to the logical block size (EINVAL otherwise).
+ */
+export function zeroRange(fd: number, offsetBytes: number, lengthBytes: number): Promise<void> {
+  return settle(() => native.zeroRange(fd, offsetBytes, lengthBytes));
+}
+
+/** fcntl(F_GETFL): the descriptor's access mode and status flags (test with O_DIRECT etc.). */
+export function fileStatusFlags(fd: number): number {
+  return native.fileStatusFlags(fd);
+}
+
+/** True when the descriptor has O_DIRECT set. */
+export function isDirect(fd: number): boolean {
+  return (native.fileStatusFlags(fd) & native.O_DIRECT) !== 0;
+}
+
+/** True when `fd` is a block device. */
+export function isBlockDevice(fd: number): boolean {
+  return native.isBlockDevice(fd);
+}
+
+/** The size: st_size for a file, ioctl(BLKGETSIZE64) for a block device. */
+export function sizeBytes(fd: number): number {
+  return native.sizeBytes(fd);
+}
+
+/**
+ * The alignment O_DIRECT IO needs: ioctl(BLKSSZGET) for a block device (512 or 4096), and 4096 for
+ * a file (safe whatever the device under the file system).
+ */
+export function logicalBlockSizeBytes(fd: number): number {
+  return native.logicalBlockSizeBytes(fd);
+}
+
+/** ftruncate(2): sets a file's size; growing makes it sparse. Synchronous (control plane). */
+export function truncate(fd: number, sizeBytes: number): void {
+  native.truncate(fd, sizeBytes);
+}

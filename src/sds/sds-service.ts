@@ -1,0 +1,248 @@
+/**
+ * The SDS as a service: its data, control and management listeners, its chunk store, and its
+ * link to the MDM (registration by join token or saved credential, heartbeats that also bring
+ * device assignments, batched transaction acks). With a saved signing key it serves IO even
+ * while the MDM is away, and keeps trying to register in the background.
+ */
+import { existsSync, readFileSync, writeFileSync, chmodSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from '../common/logger.js';
+import { HttpClient, HttpClientError } from '../common/http-client.js';
+import { derivePeerKey } from '../common/sds-protocol.js';
+import { openSdsDatabase, type SdsDb } from './sds-database.js';
+import { ChunkStore, type DeviceSpec } from './chunk-store.js';
+import { TokenChecker } from './token-checker.js';
+import { IoStats } from './io-stats.js';
+import { TxAckBatcher } from './tx-acks.js';
+import { startDataServer, type DataServer } from './data-server.js';
+import { buildControlServer } from './control-server.js';
+import { buildMgmtServer } from './mgmt-server.js';
+
+export const NODE_FILE = 'node.json';
+const REGISTER_RETRY_MS = 2000;
+
+export interface SdsOptions {
+  readonly nodeId: string;
+  readonly dataDir: string;
+  readonly mdmUrl: string;
+  readonly joinToken: string | undefined;
+  /** Address the MDM, SDC and peers reach this SDS at. */
+  readonly advertiseHost: string;
+  readonly listenHost: string;
+  readonly dataPort: number;
+  readonly controlPort: number;
+  readonly mgmtPort: number;
+  /** For a first registration without an SDS record: where it goes and what it brings. */
+  readonly pd?: string | undefined;
+  readonly faultSet?: string | undefined;
+  readonly devices?: { path: string; capacity_bytes: number; pool: string }[] | undefined;
+  readonly log: Logger;
+}
+
+interface NodeFile {
+  node_id: string;
+  credential: string;
+  sds_id: number;
+  signing_key: string;
+}
+
+interface DeviceAssignment {
+  mdm_device_id: number;
+  path: string;
+  pool_id: number;
+  capacity_bytes: number;
+  slot_bytes: number;
+}
+
+export interface RunningSds {
+  readonly dataPort: number;
+  readonly controlPort: number;
+  readonly mgmtPort: number;
+  readonly store: ChunkStore;
+  readonly registered: Promise<void>;
+  close(): Promise<void>;
+}
+
+function readNodeFile(dataDir: string): NodeFile | undefined {
+  const path = join(dataDir, NODE_FILE);
+  if (!existsSync(path)) return undefined;
+  return JSON.parse(readFileSync(path, 'utf8')) as NodeFile;
+}
+
+function writeNodeFile(dataDir: string, node: NodeFile): void {
+  const path = join(dataDir, NODE_FILE);
+  writeFileSync(path, `${JSON.stringify(node, null, 2)}\n`, { mode: 0o600 });
+  chmodSync(path, 0o600);
+}
+
+function toSpec(device: DeviceAssignment): DeviceSpec {
+  return { mdmDeviceId: device.mdm_device_id, path: device.path, poolId: device.pool_id, capacityBytes: device.capacity_bytes, slotBytes: device.slot_bytes };
+}
+
+async function listen(app: FastifyInstance, host: string, port: number): Promise<number> {
+  await app.listen({ host, port });
+  const address = app.server.address();
+  return typeof address === 'object' && address !== null ? address.port : port;
+}
+
+export async function startSds(options: SdsOptions): Promise<RunningSds> {
+  const { log } = options;
+  mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
+  chmodSync(options.dataDir, 0o700);
+  const db: SdsDb = openSdsDatabase(join(options.dataDir, 'sds_local.db'));
+  const store = new ChunkStore(db, log);
+  const stats = new IoStats();
+  let node = readNodeFile(options.dataDir);
+  let checker: TokenChecker | undefined;
+  let currentKey: Buffer | undefined;
+  let peerKey: Buffer | undefined;
+  let mdm: HttpClient | undefined;
+  let registered = false;
+  let closing = false;
+
+  const adoptKey = (signingKeyB64: string, sdsId: number): void => {
+    const key = Buffer.from(signingKeyB64, 'base64');
+    currentKey = key;
+    checker = new TokenChecker(key, sdsId);
+    peerKey = derivePeerKey(key);
+  };
+
+  // With a saved identity, serve from local state at once: IO must not wait for the MDM.
+  if (node !== undefined) {
+    adoptKey(node.signing_key, node.sds_id);
+    mdm = new HttpClient({ baseUrl: options.mdmUrl, credential: node.credential });
+    const devices = db.prepare('SELECT * FROM devices ORDER BY id').all() as {
+      mdm_device_id: number;
+      path: string;
+      pool_id: number;
+      capacity_bytes: number;
+      slot_bytes: number;
+    }[];
+    for (const device of devices) store.attachDevice(toSpec(device));
+  }
+  store.loadChunks();
+  const intentsAtStart = store.intentsAtStart();
+  if (intentsAtStart.length > 0) {
+    log.warn({ chunks: intentsAtStart.length }, 'chunks had writes in flight at the last stop; they need resync');
+  }
+  store.startIntentCleaner();
+
+  const acks = new TxAckBatcher(() => (registered ? mdm : undefined), log);
+  const data: DataServer = await startDataServer(
+    { store, checker: () => checker, peerKey: () => peerKey, stats, acks, log },
+    options.listenHost,
+    options.dataPort,
+  );
+  const control = buildControlServer({ store, signingKey: () => currentKey, log });
+  const controlPort = await listen(control, options.listenHost, options.controlPort);
+  const mgmt = buildMgmtServer({
+    nodeId: options.nodeId,
+    store,
+    stats,
+    checker: () => checker,
+    state: () => ({ registered, sds_id: node?.sds_id, mdm: options.mdmUrl }),
+    log,
+  });
+  const mgmtPort = await listen(mgmt, options.listenHost, options.mgmtPort);
+  log.info({ dataPort: data.port, controlPort, mgmtPort }, 'SDS listening');
+
+  const register = async (): Promise<void> => {
+    const body: Record<string, unknown> = {
+      node_id: options.nodeId,
+      roles: ['sds'],
+      host: options.advertiseHost,
+      ports: { data: data.port, control: controlPort, mgmt: mgmtPort },
+    };
+    if (options.pd !== undefined) body.pd = options.pd;
+    if (options.faultSet !== undefined) body.fault_set = options.faultSet;
+    if (options.devices !== undefined && options.devices.length > 0) body.devices = options.devices;
+    let answer: { credential: string; sds_id: number; signing_key: string; devices: DeviceAssignment[]; heartbeat_interval_ms: number };
+    const withCredential = node !== undefined ? new HttpClient({ baseUrl: options.mdmUrl, credential: node.credential }) : undefined;
+    try {
+      if (withCredential === undefined) throw new HttpClientError('no saved credential', 'NO_CREDENTIAL', 401);
+      answer = await withCredential.post('/discovery/register', body);
+    } catch (error) {
+      const refused = error instanceof HttpClientError && (error.status === 401 || error.code === 'NO_CREDENTIAL');
+      if (!refused || options.joinToken === undefined) throw error;
+      answer = await new HttpClient({ baseUrl: options.mdmUrl }).post('/discovery/register', { ...body, join_token: options.joinToken });
+    }
+    node = { node_id: options.nodeId, credential: answer.credential, sds_id: answer.sds_id, signing_key: answer.signing_key };
+    writeNodeFile(options.dataDir, node);
+    adoptKey(answer.signing_key, answer.sds_id);
+    mdm = new HttpClient({ baseUrl: options.mdmUrl, credential: answer.credential });
+    for (const device of answer.devices) store.attachDevice(toSpec(device));
+    registered = true;
+    heartbeatIntervalMs = answer.heartbeat_interval_ms;
+    log.info({ sdsId: answer.sds_id, devices: answer.devices.length }, 'registered with the MDM');
+  };
+
+  let heartbeatIntervalMs = 2000;
+  let heartbeatTimer: NodeJS.Timeout | undefined;
+  const heartbeat = async (): Promise<void> => {
+    if (closing) return;
+    try {
+      if (!registered) {
+        await register();
+      } else {
+        const answer = await mdm!.post<{ devices?: DeviceAssignment[]; heartbeat_interval_ms: number }>('/discovery/heartbeat', {
+          status: 'UP',
+          devices: store.deviceReport(),
+          io: stats.sampleRate(),
+          write_intents_at_start: intentsAtStart.length,
+          tx_acks_dropped: acks.dropped,
+        });
+        for (const device of answer.devices ?? []) store.attachDevice(toSpec(device));
+        heartbeatIntervalMs = answer.heartbeat_interval_ms;
+      }
+    } catch (error) {
+      if (error instanceof HttpClientError && error.status === 401) registered = false;
+      log.warn({ err: (error as Error).message }, registered ? 'heartbeat failed' : 'registration failed; retrying');
+    } finally {
+      if (!closing) {
+        heartbeatTimer = setTimeout(() => void heartbeat(), registered ? heartbeatIntervalMs : REGISTER_RETRY_MS);
+        heartbeatTimer.unref();
+      }
+    }
+  };
+
+  const registeredPromise = (async () => {
+    await register();
+  })();
+  registeredPromise.then(
+    () => {
+      heartbeatTimer = setTimeout(() => void heartbeat(), heartbeatIntervalMs);
+      heartbeatTimer.unref();
+    },
+    (error: unknown) => {
+      log.warn({ err: (error as Error).message }, 'first registration failed; retrying in the background');
+      heartbeatTimer = setTimeout(() => void heartbeat(), REGISTER_RETRY_MS);
+      heartbeatTimer.unref();
+    },
+  );
+  acks.start();
+  const sweepTimer = setInterval(() => checker?.sweep(), 10_000);
+  sweepTimer.unref();
+
+  return {
+    dataPort: data.port,
+    controlPort,
+    mgmtPort,
+    store,
+    registered: registeredPromise,
+    async close() {
+      if (closing) return;
+      closing = true;
+      if (heartbeatTimer !== undefined) clearTimeout(heartbeatTimer);
+      clearInterval(sweepTimer);
+      await acks.stop().catch(() => undefined);
+      if (registered && mdm !== undefined) await mdm.post('/discovery/deregister', {}).catch(() => undefined);
+      await data.close();
+      await control.close();
+      await mgmt.close();
+      await store.close();
+      db.close();
+      log.info('SDS stopped');
+    },
+  };
+}
