@@ -24,6 +24,12 @@ export const authorizeSchema = z.strictObject({
   operations: z.array(z.enum(OPERATION_NAMES)).min(1).max(OPERATION_NAMES.length),
   chunk_first: z.number().int().min(0).max(0xffffffff),
   chunk_count: z.number().int().min(1).max(TOKEN_CHUNKS_MAX),
+  /**
+   * Place the range's unplaced chunks (thin volumes) before planning. Needs `write`. Without it a
+   * write token covers placed chunks only, so an SDC can hold one token for a whole volume and
+   * ask for placement of just the chunks a write touches.
+   */
+  allocate: z.boolean().default(false),
   /** Only for admin callers (tests, tools): the SDC the token is for. An SDC node is itself. */
   sdc: z.union([z.number().int().positive(), z.string().max(64)]).optional(),
 });
@@ -89,7 +95,10 @@ export function authorize(
         { chunk_count: volumeChunkCount },
       );
     }
-    if (operations.includes('write')) ensureChunksPlaced(db, volume, input.chunk_first, input.chunk_count);
+    if (input.allocate) {
+      if (!operations.includes('write')) throw pflexError('VALIDATION', 'allocate needs the write operation', { field: 'allocate' });
+      ensureChunksPlaced(db, volume, input.chunk_first, input.chunk_count);
+    }
     const chunks = planChunks(context, volume, input.chunk_first, input.chunk_count);
     const tokenId = randomBytes(16);
     const expiresAtMs = nowMs + context.settings.tokenTtlMs;

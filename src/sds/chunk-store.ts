@@ -15,7 +15,7 @@ import type { Logger } from '../common/logger.js';
 import type { SdsDb } from './sds-database.js';
 import * as nativeIo from './native-io.js';
 import { AlignedBufferPool, ALIGNMENT_BYTES, alignDown, alignUp } from './aligned-buffers.js';
-import { RangeLock } from './range-lock.js';
+import { RangeLock } from '../common/range-lock.js';
 
 export const INTENT_QUIET_MS = 1000;
 export const DEVICES_MAX = 64;

@@ -124,7 +124,10 @@ export const ALIGNMENT_BYTES_DEFAULT: number = native.ALIGNMENT_BYTES_DEFAULT;
 /** The largest alignment allocAligned accepts: 2 MiB. */
 export const ALIGNMENT_BYTES_MAX: number = native.ALIGNMENT_BYTES_MAX;
 
-/** True when `error` is an errno-coded {@link IoError}, and, if `code` is given, has that code. */
+/**
+ * True when `error` is an errno-coded {@link IoError}, and, if `code` is given, has that code.
+ * Node's own fs errors have the same shape and match too (their `.errno` is negative).
+ */
 export function isIoError(error: unknown, code?: string): error is IoError {
   if (!(error instanceof Error)) return false;
   const fields = error as Partial<IoError>;

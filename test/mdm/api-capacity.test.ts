@@ -113,7 +113,7 @@ t.test('three_copies pool with only 2 SDS: thick create is PLACEMENT_IMPOSSIBLE 
   const thin = await api.post('/vol/create', { name: 'vol-3c-thin', pool: 'pool-3c', size_bytes: 40 * MiB, provisioning: 'thin' });
   t.equal(thin.status, 201, 'thin creation reserves nothing and succeeds');
   await api.must('/vol/map', { volume: 'vol-3c-thin', sdc: 'sdc-3c' });
-  const write = await api.post('/vol/vol-3c-thin/io/authorize', { operations: ['write'], chunk_first: 0, chunk_count: 2, sdc: 'sdc-3c' });
+  const write = await api.post('/vol/vol-3c-thin/io/authorize', { operations: ['write'], chunk_first: 0, chunk_count: 2, sdc: 'sdc-3c', allocate: true });
   assertApiError(t, write, { status: 507, code: 'PFLEX_ERR_PLACEMENT_IMPOSSIBLE' }, 'first write to the thin volume');
   t.equal((await api.ok('/vol/vol-3c-thin')).chunk_health.chunks_placed, 0, 'the refused write placed nothing');
 });
@@ -147,7 +147,7 @@ t.test('thin volumes place chunks only on the first write authorization, exactly
   );
   t.equal((await api.ok('/vol/vol-t')).chunk_health.chunks_placed, 0, 'a read places nothing');
 
-  const write = await api.post('/vol/vol-t/io/authorize', { operations: ['write'], chunk_first: 5, chunk_count: 3, sdc: 'sdc-thin' });
+  const write = await api.post('/vol/vol-t/io/authorize', { operations: ['write'], chunk_first: 5, chunk_count: 3, sdc: 'sdc-thin', allocate: true });
   t.equal(write.status, 200, 'the first write authorization is granted');
   t.same(
     write.body.chunks.map((c: { index: number }) => c.index),
@@ -179,11 +179,11 @@ t.test('thin volumes place chunks only on the first write authorization, exactly
   t.equal(pool.chunk_health.chunks_placed, 3);
   t.equal(pool.capacity.used_bytes, 3 * 4 * MiB, 'pool used = 3 chunks');
 
-  const again = await api.post('/vol/vol-t/io/authorize', { operations: ['write'], chunk_first: 5, chunk_count: 3, sdc: 'sdc-thin' });
+  const again = await api.post('/vol/vol-t/io/authorize', { operations: ['write'], chunk_first: 5, chunk_count: 3, sdc: 'sdc-thin', allocate: true });
   t.equal(again.status, 200);
   t.same(await chunksOf('vol-t'), placed, 'a second write authorization of the same range places nothing new');
 
-  const overlap = await api.post('/vol/vol-t/io/authorize', { operations: ['write'], chunk_first: 6, chunk_count: 4, sdc: 'sdc-thin' });
+  const overlap = await api.post('/vol/vol-t/io/authorize', { operations: ['write'], chunk_first: 6, chunk_count: 4, sdc: 'sdc-thin', allocate: true });
   t.equal(overlap.status, 200);
   t.same(
     (await chunksOf('vol-t')).map((c) => c.index),
@@ -237,7 +237,7 @@ t.test('placement honors fault sets: every chunk has its replicas in distinct fa
   await api.must('/sdc/add', { name: 'sdc-fs' });
   await api.must('/vol/create', { name: 'vol-fs-thin', pool: 'pool-fs', size_bytes: 100 * MiB });
   await api.must('/vol/map', { volume: 'vol-fs-thin', sdc: 'sdc-fs' });
-  const write = await api.post('/vol/vol-fs-thin/io/authorize', { operations: ['write'], chunk_first: 0, chunk_count: 25, sdc: 'sdc-fs' });
+  const write = await api.post('/vol/vol-fs-thin/io/authorize', { operations: ['write'], chunk_first: 0, chunk_count: 25, sdc: 'sdc-fs', allocate: true });
   t.equal(write.status, 200);
   const thinChunks = await chunksOf('vol-fs-thin');
   t.equal(thinChunks.length, 25);

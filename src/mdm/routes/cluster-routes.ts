@@ -85,6 +85,22 @@ export function registerClusterRoutes(app: FastifyInstance, context: MdmContext,
     return listNodes(db, role);
   });
 
+  /** An SDC's own mappings: the volumes it exports. */
+  app.get('/discovery/mappings', { config: { access: 'node' } }, async (request) => {
+    const caller = nodeCaller(request, 'sdc');
+    const sdc = getRow<SdcRow>(db, 'sdc', caller.nodeId);
+    return {
+      sdc_id: sdc.id,
+      mappings: db
+        .prepare(
+          `SELECT v.id AS volume_id, v.name, v.size_bytes, v.provisioning, m.access_mode, p.id AS pool_id, p.chunk_size_bytes
+           FROM volume_mappings m JOIN volumes v ON v.id = m.volume_id JOIN storage_pools p ON p.id = v.pool_id
+           WHERE m.sdc_id = ? ORDER BY v.name`,
+        )
+        .all(sdc.id),
+    };
+  });
+
   // -------- IO authorization
   app.post('/vol/:id/io/authorize', { config: { access: 'admin-or-node' } }, async (request) => {
     const input = authorizeSchema.parse(bodyOf(request));

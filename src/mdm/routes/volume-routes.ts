@@ -19,6 +19,7 @@ import {
   unmapVolumeSchema,
 } from '../volumes.js';
 import { volumeChunksView, volumeView } from '../views.js';
+import { notifySdcs, sdcIdsOfVolume } from '../sdc-notifier.js';
 import type { VolumeRow } from '../rows.js';
 
 export function registerVolumeRoutes(app: FastifyInstance, context: MdmContext): void {
@@ -45,9 +46,25 @@ export function registerVolumeRoutes(app: FastifyInstance, context: MdmContext):
     const volume = getRow<VolumeRow>(db, 'volume', refParam(request));
     return { volume: volume.name, chunks: volumeChunksView(db, volume) };
   });
-  app.post('/vol/extend', async (request) => volumeView(db, extendVolume(db, extendVolumeSchema.parse(bodyOf(request)))));
-  app.post('/vol/rename', async (request) => volumeView(db, renameVolume(db, renameVolumeSchema.parse(bodyOf(request)))));
+  app.post('/vol/extend', async (request) => {
+    const volume = extendVolume(db, extendVolumeSchema.parse(bodyOf(request)));
+    notifySdcs(db, context.log, sdcIdsOfVolume(db, volume.id));
+    return volumeView(db, volume);
+  });
+  app.post('/vol/rename', async (request) => {
+    const volume = renameVolume(db, renameVolumeSchema.parse(bodyOf(request)));
+    notifySdcs(db, context.log, sdcIdsOfVolume(db, volume.id));
+    return volumeView(db, volume);
+  });
   app.delete('/vol/:id', async (request) => ({ deleted: deleteVolume(db, refParam(request)) }));
-  app.post('/vol/map', async (request, reply) => reply.status(201).send(mapVolume(db, mapVolumeSchema.parse(bodyOf(request)))));
-  app.post('/vol/unmap', async (request) => ({ unmapped: unmapVolume(db, unmapVolumeSchema.parse(bodyOf(request))) }));
+  app.post('/vol/map', async (request, reply) => {
+    const mapping = mapVolume(db, mapVolumeSchema.parse(bodyOf(request)));
+    notifySdcs(db, context.log, [mapping.sdc_id]);
+    return reply.status(201).send(mapping);
+  });
+  app.post('/vol/unmap', async (request) => {
+    const mapping = unmapVolume(db, unmapVolumeSchema.parse(bodyOf(request)));
+    notifySdcs(db, context.log, [mapping.sdc_id]);
+    return { unmapped: mapping };
+  });
 }
