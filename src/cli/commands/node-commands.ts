@@ -4,6 +4,7 @@ import { contextOf, parseIntegerArgument, pathRef, ref } from '../context.js';
 import { colourState, print, renderKeyValues, renderTable } from '../output.js';
 import { formatBytes, parseSizeBytes } from '../../common/units.js';
 import { attachRunSdsAction } from './run-sds.js';
+import { attachRunSdcAction } from './run-sdc.js';
 
 export interface SdsView {
   id: number;
@@ -182,7 +183,10 @@ export function registerNodeCommands(program: Command): void {
     });
 
   // ---------------------------------------------------------------- SDC
-  const sdc = program.command('sdc').description('storage data clients: add, list, show, remove');
+  const sdc = program
+    .command('sdc')
+    .description('run a storage data client, the NBD server (no subcommand), or manage SDC records: add, list, show, remove');
+  attachRunSdcAction(sdc);
   sdc
     .command('add <name>')
     .description('add an SDC record (an SDC process also adds itself when it registers)')

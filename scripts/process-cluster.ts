@@ -1,0 +1,264 @@
+/**
+ * A whole pflex cluster as real OS processes on loopback: `pflex mdm`, N × `pflex sds`, and
+ * `pflex sdc`, each its own process whose command line names its role and node. Used by
+ * `npm start` (fixed ports, ./data), the end-to-end tests (free ports, temp dirs) and the
+ * benchmarks. Bootstraps PD, fault sets, a two-copy pool, SDS records with file devices, the SDC
+ * and volumes, idempotently, so a restart finds everything where it was.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, openSync, existsSync, readFileSync, closeSync } from 'node:fs';
+import { join, resolve, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { HttpClient, HttpClientError } from '../src/common/http-client.js';
+import { GiB } from '../src/common/units.js';
+
+export const PFLEX_BIN = resolve(dirname(fileURLToPath(import.meta.url)), '../src/cli/main.js');
+const STOP_GRACE_MS = 10_000;
+
+export interface SdsPorts {
+  readonly data: number;
+  readonly control: number;
+  readonly mgmt: number;
+}
+
+export interface SdcPorts {
+  readonly nbd: number;
+  readonly device: number;
+  readonly control: number;
+  readonly mgmt: number;
+}
+
+export interface VolumeSpec {
+  readonly name: string;
+  readonly sizeBytes: number;
+  readonly provisioning: 'thin' | 'thick';
+  readonly accessMode?: 'readWrite' | 'readOnly';
+}
+
+export interface ClusterSpec {
+  readonly dataDir: string;
+  readonly mdmPort: number;
+  readonly sds: readonly SdsPorts[];
+  readonly sdc: SdcPorts;
+  readonly sdsDeviceBytes?: number;
+  readonly volumes?: readonly VolumeSpec[];
+  readonly logLevel?: string;
+  readonly heartbeatIntervalMs?: number;
+  /** Extra environment for every child (never secrets on command lines). */
+  readonly env?: NodeJS.ProcessEnv;
+  /** Called when a child exits on its own (not through stop()). */
+  readonly onUnexpectedExit?: (name: string, code: number | null, signal: NodeJS.Signals | null) => void;
+}
+
+export interface ClusterProcess {
+  readonly name: string;
+  readonly args: readonly string[];
+  child: ChildProcess;
+}
+
+export class ProcessCluster {
+  readonly processes = new Map<string, ClusterProcess>();
+  readonly mdmUrl: string;
+  readonly admin: HttpClient;
+  private stopping = false;
+  private joinToken: string | undefined;
+
+  private constructor(
+    readonly spec: ClusterSpec,
+    adminToken: string,
+  ) {
+    this.mdmUrl = `http://127.0.0.1:${spec.mdmPort}`;
+    this.admin = new HttpClient({ baseUrl: this.mdmUrl, credential: adminToken });
+  }
+
+  get nbdUri(): string {
+    return `nbd://127.0.0.1:${this.spec.sdc.nbd}`;
+  }
+
+  get adminTokenFile(): string {
+    return join(this.spec.dataDir, 'mdm', 'admin.token');
+  }
+
+  /** Starts (or restarts, with its data) the whole cluster and waits until the SDC exports. */
+  static async start(spec: ClusterSpec): Promise<ProcessCluster> {
+    mkdirSync(spec.dataDir, { recursive: true });
+    const mdmArgs = ['mdm', '--port', String(spec.mdmPort), '--data-dir', join(spec.dataDir, 'mdm')];
+    if (spec.heartbeatIntervalMs !== undefined) mdmArgs.push('--heartbeat-interval-ms', String(spec.heartbeatIntervalMs));
+    const bootstrapCluster = new ProcessCluster(spec, '');
+    bootstrapCluster.spawn('mdm', mdmArgs);
+    await waitForHealth(bootstrapCluster.mdmUrl, 30_000);
+    const tokenFile = join(spec.dataDir, 'mdm', 'admin.token');
+    const adminToken = process.env.PFLEX_ADMIN_TOKEN ?? (existsSync(tokenFile) ? readFileSync(tokenFile, 'utf8').trim() : '');
+    const cluster = new ProcessCluster(spec, adminToken);
+    for (const [name, entry] of bootstrapCluster.processes) cluster.processes.set(name, entry);
+    try {
+      await cluster.bootstrap();
+      for (let index = 0; index < spec.sds.length; index += 1) cluster.startSds(index);
+      for (let index = 0; index < spec.sds.length; index += 1) await waitForHealth(`http://127.0.0.1:${spec.sds[index]!.mgmt}`, 30_000, true);
+      cluster.startSdc();
+      await cluster.waitForSdc();
+    } catch (error) {
+      await cluster.stop();
+      throw error;
+    }
+    return cluster;
+  }
+
+  sdsName(index: number): string {
+    return `sds-${index + 1}`;
+  }
+
+  private async bootstrap(): Promise<void> {
+    const { admin, spec } = this;
+    await ensure(admin, '/pd/pd1', '/pd/create', { name: 'pd1', description: 'local cluster' });
+    for (let n = 1; n <= spec.sds.length; n += 1) await ensure(admin, `/fault_set/fs${n}`, '/fault_set/create', { pd: 'pd1', name: `fs${n}` });
+    await ensure(admin, '/pool/pool1', '/pool/create', { pd: 'pd1', name: 'pool1', protection_policy: 'two_copies' });
+    for (const [index, ports] of spec.sds.entries()) {
+      const name = this.sdsName(index);
+      await ensure(admin, `/sds/${name}`, '/sds/add', {
+        name,
+        pd: 'pd1',
+        fault_set: `fs${index + 1}`,
+        host: '127.0.0.1',
+        data_port: ports.data,
+        control_port: ports.control,
+        mgmt_port: ports.mgmt,
+        devices: [{ path: join(spec.dataDir, name, 'device0.img'), capacity_bytes: spec.sdsDeviceBytes ?? 4 * GiB, pool: 'pool1' }],
+      });
+    }
+    await ensure(admin, '/sdc/sdc1', '/sdc/add', { name: 'sdc1', host: '127.0.0.1' });
+    for (const volume of spec.volumes ?? [{ name: 'vol1', sizeBytes: GiB, provisioning: 'thin' as const }]) {
+      await ensure(admin, `/vol/${volume.name}`, '/vol/create', { name: volume.name, pool: 'pool1', size_bytes: volume.sizeBytes, provisioning: volume.provisioning });
+      const view = await admin.get<{ mappings: { sdc: string }[] }>(`/vol/${volume.name}`);
+      if (!view.mappings.some((mapping) => mapping.sdc === 'sdc1')) {
+        await admin.post('/vol/map', { volume: volume.name, sdc: 'sdc1', access_mode: volume.accessMode ?? 'readWrite' });
+      }
+    }
+    this.joinToken = (await admin.post<{ join_token: string }>('/cluster/join-token', { roles: ['sds', 'sdc'], ttl_s: 3600 })).join_token;
+  }
+
+  private childEnv(): NodeJS.ProcessEnv {
+    return { POWERFLEX_MDM_ADDRESS: this.mdmUrl, PFLEX_JOIN_TOKEN: this.joinToken ?? '', ...(this.spec.env ?? {}) };
+  }
+
+  startSds(index: number): ClusterProcess {
+    const ports = this.spec.sds[index]!;
+    const name = this.sdsName(index);
+    return this.spawn(
+      name,
+      ['sds', '--node-id', name, '--data-dir', join(this.spec.dataDir, name), '--data-port', String(ports.data), '--control-port', String(ports.control), '--mgmt-port', String(ports.mgmt)],
+      this.childEnv(),
+    );
+  }
+
+  startSdc(): ClusterProcess {
+    const ports = this.spec.sdc;
+    return this.spawn(
+      'sdc1',
+      [
+        'sdc', '--node-id', 'sdc1', '--data-dir', join(this.spec.dataDir, 'sdc1'),
+        '--nbd-port', String(ports.nbd), '--device-port', String(ports.device), '--control-port', String(ports.control), '--mgmt-port', String(ports.mgmt),
+      ],
+      this.childEnv(),
+    );
+  }
+
+  /** Waits until the SDC is registered and exports every volume of the spec. */
+  async waitForSdc(timeoutMs = 30_000): Promise<void> {
+    const wanted = (this.spec.volumes ?? [{ name: 'vol1' }]).map((volume) => volume.name);
+    const deadline = Date.now() + timeoutMs;
+    await waitForHealth(`http://127.0.0.1:${this.spec.sdc.mgmt}`, timeoutMs, true);
+    while (Date.now() < deadline) {
+      try {
+        const response = await fetch(`http://127.0.0.1:${this.spec.sdc.mgmt}/mappings`, { signal: AbortSignal.timeout(1000) });
+        const body = (await response.json()) as { mappings: { name: string }[] };
+        if (wanted.every((name) => body.mappings.some((mapping) => mapping.name === name))) return;
+      } catch {
+        // not yet
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error(`the SDC did not export ${wanted.join(', ')} within ${timeoutMs} ms`);
+  }
+
+  spawn(name: string, args: string[], env: NodeJS.ProcessEnv = {}): ClusterProcess {
+    const logs = join(this.spec.dataDir, 'logs');
+    mkdirSync(logs, { recursive: true });
+    const log = openSync(join(logs, `${name}.log`), 'a');
+    const fullArgs = [...args, '--log-level', this.spec.logLevel ?? 'info'];
+    const child = spawn(process.execPath, [PFLEX_BIN, ...fullArgs], { stdio: ['ignore', log, log], env: { ...process.env, ...env } });
+    closeSync(log);
+    const entry: ClusterProcess = { name, args: fullArgs, child };
+    this.processes.set(name, entry);
+    child.on('exit', (code, signal) => {
+      if (!this.stopping && this.processes.get(name)?.child === child) this.spec.onUnexpectedExit?.(name, code, signal);
+    });
+    return entry;
+  }
+
+  pid(name: string): number | undefined {
+    return this.processes.get(name)?.child.pid;
+  }
+
+  /** kill -9 one process (by its PID) and wait for it to be gone. */
+  async kill9(name: string): Promise<void> {
+    const entry = this.processes.get(name);
+    if (entry === undefined) throw new Error(`no process ${name}`);
+    await stopChild(entry.child, 'SIGKILL');
+  }
+
+  async stopProcess(name: string, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    const entry = this.processes.get(name);
+    if (entry !== undefined) await stopChild(entry.child, signal);
+  }
+
+  /** Stops every child: SIGTERM, then SIGKILL after a grace period. SDC first, MDM last. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    const order = [...this.processes.values()].sort((a, b) => rank(a.name) - rank(b.name));
+    for (const group of [order.filter((p) => rank(p.name) === 0), order.filter((p) => rank(p.name) === 1), order.filter((p) => rank(p.name) === 2)]) {
+      await Promise.all(group.map((entry) => stopChild(entry.child, 'SIGTERM')));
+    }
+  }
+}
+
+function rank(name: string): number {
+  return name.startsWith('sdc') ? 0 : name.startsWith('sds') ? 1 : 2;
+}
+
+function stopChild(child: ChildProcess, signal: NodeJS.Signals): Promise<void> {
+  return new Promise((resolveStop) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resolveStop();
+    const timer = setTimeout(() => child.kill('SIGKILL'), STOP_GRACE_MS);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      resolveStop();
+    });
+    child.kill(signal);
+  });
+}
+
+/** Creates an object unless it exists: the bootstrap runs at every start. */
+async function ensure(client: HttpClient, showPath: string, createPath: string, body: unknown): Promise<void> {
+  try {
+    await client.get(showPath);
+  } catch (error) {
+    if (!(error instanceof HttpClientError) || error.status !== 404) throw error;
+    await client.post(createPath, body);
+  }
+}
+
+/** Waits until `${url}/health` answers (and, when asked, says registered: true). */
+export async function waitForHealth(url: string, timeoutMs: number, registered = false): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    try {
+      const response = await fetch(`${url}/health`, { signal: AbortSignal.timeout(1000) });
+      if (response.ok && (!registered || ((await response.json()) as { registered?: boolean }).registered === true)) return;
+    } catch {
+      // not up yet
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`${url} did not answer /health${registered ? ' as registered' : ''} within ${timeoutMs} ms`);
+}

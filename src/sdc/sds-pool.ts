@@ -1,0 +1,109 @@
+/**
+ * Persistent pipelined connections from this SDC to each SDS data port (DESIGN §5.3, §10): a few
+ * connections per SDS, the least busy picked per request, and the tokens each SDS already holds,
+ * so a token travels to an SDS once, not with every request.
+ */
+import { SdsDataClient, type RequestFields, type SdsReply } from '../common/sds-client.js';
+import { Opcode, Status } from '../common/sds-protocol.js';
+import type { Lease } from './token-leases.js';
+
+export const CONNECTIONS_PER_SDS = 4;
+const INSTALLED_TOKENS_MAX = 4096;
+
+export class SdsEndpoint {
+  private readonly clients: SdsDataClient[] = [];
+  private readonly installed = new Set<string>();
+  private readonly installing = new Map<string, Promise<void>>();
+
+  constructor(
+    readonly host: string,
+    readonly port: number,
+  ) {
+    for (let i = 0; i < CONNECTIONS_PER_SDS; i += 1) this.clients.push(new SdsDataClient(host, port));
+  }
+
+  get inFlight(): number {
+    return this.clients.reduce((sum, client) => sum + client.inFlight, 0);
+  }
+
+  private pick(): SdsDataClient {
+    let best = this.clients[0]!;
+    for (const client of this.clients) if (client.inFlight < best.inFlight) best = client;
+    return best;
+  }
+
+  /** Sends a request under a lease, installing the lease's token first when this SDS lacks it. */
+  async send(lease: Lease, fields: Omit<RequestFields, 'tokenId' | 'seq'>, payload: Buffer | undefined): Promise<SdsReply> {
+    for (let attempt = 0; attempt < 2; attempt += 1) {
+      await this.ensureToken(lease);
+      const seq = lease.nextSeq;
+      lease.nextSeq += 1n;
+      const reply = await this.pick().request({ ...fields, tokenId: lease.tokenId, seq }, payload, lease.sessionKey);
+      if (reply.status !== Status.TOKEN_UNKNOWN) return reply;
+      // The SDS restarted (or evicted the token): forget what it held and install again.
+      this.installed.clear();
+    }
+    return { status: Status.TOKEN_UNKNOWN, aux: 0, payload: undefined };
+  }
+
+  private async ensureToken(lease: Lease): Promise<void> {
+    if (this.installed.has(lease.tokenIdHex)) return;
+    let pending = this.installing.get(lease.tokenIdHex);
+    if (pending === undefined) {
+      pending = (async () => {
+        const reply = await this.pick().request(
+          {
+            opcode: Opcode.TOKEN,
+            flags: 0,
+            tokenId: lease.tokenId,
+            seq: 0n,
+            volumeId: 0,
+            chunkIndex: 0,
+            epoch: 0,
+            offsetBytes: 0,
+            lengthBytes: 0,
+          },
+          lease.token,
+          undefined,
+        );
+        if (reply.status !== Status.OK) throw new TokenRefusedError(reply.status);
+        if (this.installed.size >= INSTALLED_TOKENS_MAX) this.installed.clear();
+        this.installed.add(lease.tokenIdHex);
+      })();
+      this.installing.set(lease.tokenIdHex, pending);
+      pending.finally(() => this.installing.delete(lease.tokenIdHex)).catch(() => undefined);
+    }
+    await pending;
+  }
+
+  close(): void {
+    for (const client of this.clients) client.close();
+  }
+}
+
+/** The SDS refused a token at install: the caller re-plans (expired, bad signature…). */
+export class TokenRefusedError extends Error {
+  constructor(readonly status: number) {
+    super(`token refused with status ${status}`);
+    this.name = 'TokenRefusedError';
+  }
+}
+
+export class SdsPool {
+  private readonly endpoints = new Map<string, SdsEndpoint>();
+
+  endpoint(host: string, port: number): SdsEndpoint {
+    const key = `${host}:${port}`;
+    let endpoint = this.endpoints.get(key);
+    if (endpoint === undefined) {
+      endpoint = new SdsEndpoint(host, port);
+      this.endpoints.set(key, endpoint);
+    }
+    return endpoint;
+  }
+
+  close(): void {
+    for (const endpoint of this.endpoints.values()) endpoint.close();
+    this.endpoints.clear();
+  }
+}

@@ -1,0 +1,205 @@
+/**
+ * The SDC's IO tokens for one volume (DESIGN §4): leases from the MDM, each covering a window
+ * of up to 1024 chunks, renewed in the background at half-life so IO never waits on the MDM.
+ * A write to a thin chunk nobody placed yet asks for just that chunk to be allocated.
+ * Every chunk index maps to the newest route (lease + plan) that covers it.
+ */
+import type { Logger } from '../common/logger.js';
+import { TOKEN_CHUNKS_MAX } from '../common/io-token.js';
+
+export interface PlanReplica {
+  sds_id: number;
+  sds_name: string;
+  host: string;
+  data_port: number;
+}
+
+export interface PlanChunk {
+  index: number;
+  placed: boolean;
+  epoch: number;
+  replicas: PlanReplica[];
+}
+
+export interface AuthorizeAnswer {
+  token: string;
+  token_id: string;
+  session_key: string;
+  issued_at: string;
+  expires_at: string;
+  ttl_ms: number;
+  chunk_first: number;
+  chunk_count: number;
+  chunks: PlanChunk[];
+}
+
+export interface AuthorizeRequest {
+  operations: string[];
+  chunk_first: number;
+  chunk_count: number;
+  allocate?: boolean;
+}
+
+export interface Lease {
+  readonly token: Buffer;
+  readonly tokenId: Buffer;
+  readonly tokenIdHex: string;
+  readonly sessionKey: Buffer;
+  readonly issuedAtMs: number;
+  readonly expiresAtMs: number;
+  nextSeq: bigint;
+}
+
+export interface ChunkRoute {
+  readonly lease: Lease;
+  readonly chunk: PlanChunk;
+  /** When this route's authorization was requested: newer routes win. */
+  readonly requestedAtMs: number;
+}
+
+/** A lease is used while it has at least this much life left (covers clock skew between hosts). */
+export const LEASE_MARGIN_MS = 2000;
+const RENEW_RETRY_MS = 1000;
+
+interface Window {
+  readonly first: number;
+  readonly count: number;
+  lease: Lease | undefined;
+  fetching: Promise<void> | undefined;
+  renewTimer: NodeJS.Timeout | undefined;
+}
+
+function leaseOf(answer: AuthorizeAnswer): Lease {
+  const tokenId = Buffer.from(answer.token_id, 'hex');
+  return {
+    token: Buffer.from(answer.token, 'base64'),
+    tokenId,
+    tokenIdHex: answer.token_id,
+    sessionKey: Buffer.from(answer.session_key, 'base64'),
+    issuedAtMs: Date.parse(answer.issued_at),
+    expiresAtMs: Date.parse(answer.expires_at),
+    nextSeq: 1n,
+  };
+}
+
+export class VolumeLeases {
+  private readonly windows = new Map<number, Window>();
+  private readonly routes = new Map<number, ChunkRoute>();
+  private readonly allocating = new Map<number, Promise<ChunkRoute>>();
+  private closed = false;
+
+  constructor(
+    private readonly chunkCount: number,
+    private readonly operations: readonly string[],
+    private readonly authorize: (request: AuthorizeRequest) => Promise<AuthorizeAnswer>,
+    private readonly log: Logger,
+  ) {}
+
+  /** A usable route for a chunk: from the cache, or after (re)fetching its window. */
+  async route(chunkIndex: number): Promise<ChunkRoute> {
+    const cached = this.routes.get(chunkIndex);
+    if (cached !== undefined && cached.lease.expiresAtMs - Date.now() > LEASE_MARGIN_MS) return cached;
+    await this.fetchWindow(this.windowOf(chunkIndex), cached?.requestedAtMs ?? 0);
+    const route = this.routes.get(chunkIndex);
+    if (route === undefined) throw new Error(`the MDM gave no plan for chunk ${chunkIndex}`);
+    return route;
+  }
+
+  /** Places an unplaced thin chunk (first write) and returns its route. */
+  async allocate(chunkIndex: number): Promise<ChunkRoute> {
+    const pending = this.allocating.get(chunkIndex);
+    if (pending !== undefined) return pending;
+    const promise = (async () => {
+      const requestedAtMs = Date.now();
+      const answer = await this.authorize({ operations: [...this.operations], chunk_first: chunkIndex, chunk_count: 1, allocate: true });
+      this.apply(answer, requestedAtMs);
+      return this.routes.get(chunkIndex)!;
+    })();
+    this.allocating.set(chunkIndex, promise);
+    try {
+      return await promise;
+    } finally {
+      this.allocating.delete(chunkIndex);
+    }
+  }
+
+  /**
+   * The plan was refused (stale epoch, expired, not a target): fetch the window again, unless a
+   * fetch that started after the failed route was requested already brought a newer one.
+   */
+  async refresh(chunkIndex: number, failed: ChunkRoute): Promise<void> {
+    const current = this.routes.get(chunkIndex);
+    if (current !== undefined && current.requestedAtMs > failed.requestedAtMs) return;
+    await this.fetchWindow(this.windowOf(chunkIndex), failed.requestedAtMs, true);
+  }
+
+  /** Every distinct route currently cached (for FLUSH: which SDS hold this volume). */
+  cachedRoutes(): ChunkRoute[] {
+    return [...this.routes.values()];
+  }
+
+  /** Fetches every window once, so the plan is known before the first IO. */
+  async prime(): Promise<void> {
+    const fetches: Promise<void>[] = [];
+    for (let first = 0; first < this.chunkCount; first += TOKEN_CHUNKS_MAX) fetches.push(this.fetchWindow(this.windowOf(first), 0));
+    await Promise.all(fetches);
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const window of this.windows.values()) if (window.renewTimer !== undefined) clearTimeout(window.renewTimer);
+  }
+
+  private windowOf(chunkIndex: number): Window {
+    const first = Math.floor(chunkIndex / TOKEN_CHUNKS_MAX) * TOKEN_CHUNKS_MAX;
+    let window = this.windows.get(first);
+    if (window === undefined) {
+      window = { first, count: Math.min(TOKEN_CHUNKS_MAX, this.chunkCount - first), lease: undefined, fetching: undefined, renewTimer: undefined };
+      this.windows.set(first, window);
+    }
+    return window;
+  }
+
+  private async fetchWindow(window: Window, notBeforeMs: number, force = false): Promise<void> {
+    if (window.fetching !== undefined) return window.fetching;
+    if (!force && window.lease !== undefined && window.lease.issuedAtMs > notBeforeMs && window.lease.expiresAtMs - Date.now() > LEASE_MARGIN_MS) return;
+    window.fetching = (async () => {
+      const requestedAtMs = Date.now();
+      const answer = await this.authorize({ operations: [...this.operations], chunk_first: window.first, chunk_count: window.count });
+      window.lease = this.apply(answer, requestedAtMs);
+      this.scheduleRenewal(window, answer.ttl_ms);
+    })();
+    try {
+      await window.fetching;
+    } finally {
+      window.fetching = undefined;
+    }
+  }
+
+  private scheduleRenewal(window: Window, ttlMs: number): void {
+    if (this.closed) return;
+    if (window.renewTimer !== undefined) clearTimeout(window.renewTimer);
+    window.renewTimer = setTimeout(() => {
+      window.renewTimer = undefined;
+      this.fetchWindow(window, Number.MAX_SAFE_INTEGER, true).catch((error: unknown) => {
+        this.log.warn({ err: (error as Error).message, window: window.first }, 'token renewal failed; retrying');
+        if (!this.closed) {
+          window.renewTimer = setTimeout(() => this.scheduleRenewal(window, 0), RENEW_RETRY_MS);
+          window.renewTimer.unref();
+        }
+      });
+    }, Math.max(0, ttlMs / 2));
+    window.renewTimer.unref();
+  }
+
+  /** Installs an answer's routes, keeping newer routes (a later allocation) where they exist. */
+  private apply(answer: AuthorizeAnswer, requestedAtMs: number): Lease {
+    const lease = leaseOf(answer);
+    for (const chunk of answer.chunks) {
+      const current = this.routes.get(chunk.index);
+      if (current !== undefined && current.requestedAtMs > requestedAtMs && current.lease.expiresAtMs - Date.now() > LEASE_MARGIN_MS) continue;
+      this.routes.set(chunk.index, { lease, chunk, requestedAtMs });
+    }
+    return lease;
+  }
+}

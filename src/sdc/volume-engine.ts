@@ -1,0 +1,321 @@
+/**
+ * The SDC's IO engine for one mapped volume (DESIGN §6): requests are cut at chunk boundaries;
+ * reads go to one current replica (rotating) and fail over to the next; writes, trims and
+ * zeroes go to every replica in parallel and succeed when all did. Overlapping writes are
+ * serialized here, so every replica applies them in the same order. FLUSH and FUA reach every
+ * replica before the reply. Stale-token answers re-plan and retry; the application sees an
+ * error only when no replica can serve within the retry budget.
+ */
+import type { Logger } from '../common/logger.js';
+import { RangeLock } from '../common/range-lock.js';
+import { Opcode, RequestFlag, Status, statusName } from '../common/sds-protocol.js';
+import { SdsConnectionError } from '../common/sds-client.js';
+import type { SdsPool } from './sds-pool.js';
+import { TokenRefusedError } from './sds-pool.js';
+import type { ChunkRoute, VolumeLeases } from './token-leases.js';
+
+export type IoErrno = 'EIO' | 'ENOSPC' | 'EPERM' | 'EINVAL';
+
+export class VolumeIoError extends Error {
+  constructor(
+    readonly errno: IoErrno,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'VolumeIoError';
+  }
+}
+
+/** Give up on a piece after this long: well under the kernel NBD client's 30 s timeout. */
+export const PIECE_DEADLINE_MS = 20_000;
+const RETRY_DELAY_MS = 100;
+/** Largest request to one SDS; larger pieces of a chunk are split. */
+export const SDS_REQUEST_BYTES_MAX = 4 * 1024 * 1024;
+
+/** Answers after which the plan is re-fetched and the request retried. */
+const REPLAN_STATUSES = new Set<number>([
+  Status.TOKEN_EXPIRED,
+  Status.TOKEN_BAD_SIGNATURE,
+  Status.TOKEN_MALFORMED,
+  Status.TOKEN_UNKNOWN,
+  Status.STALE_EPOCH,
+  Status.NOT_A_TARGET,
+  Status.CHUNK_OUT_OF_RANGE,
+  Status.WRONG_VOLUME,
+  Status.OP_NOT_GRANTED,
+  Status.BAD_MAC,
+  Status.REPLAYED,
+  Status.SHUTTING_DOWN,
+]);
+
+export interface VolumeInfo {
+  readonly id: number;
+  readonly name: string;
+  readonly sizeBytes: number;
+  readonly chunkSizeBytes: number;
+  readonly readOnly: boolean;
+}
+
+interface Piece {
+  chunkIndex: number;
+  offsetInChunk: number;
+  lengthBytes: number;
+  /** Offset of this piece within the request. */
+  requestOffset: number;
+}
+
+export interface EngineCounters {
+  reads: number;
+  writes: number;
+  bytesRead: number;
+  bytesWritten: number;
+  replans: number;
+  failovers: number;
+  errors: number;
+}
+
+export class VolumeEngine {
+  private readonly writeOrder = new RangeLock();
+  private readRotation = 0;
+  readonly counters: EngineCounters = { reads: 0, writes: 0, bytesRead: 0, bytesWritten: 0, replans: 0, failovers: 0, errors: 0 };
+
+  constructor(
+    readonly volume: VolumeInfo,
+    private readonly leases: VolumeLeases,
+    private readonly pool: SdsPool,
+    private readonly log: Logger,
+  ) {}
+
+  // ------------------------------------------------------------ the block device interface
+
+  async read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+    this.checkRange(offsetBytes, lengthBytes);
+    const out = Buffer.allocUnsafe(lengthBytes);
+    await Promise.all(this.pieces(offsetBytes, lengthBytes).map((piece) => this.readPiece(piece, out)));
+    this.counters.reads += 1;
+    this.counters.bytesRead += lengthBytes;
+    return out;
+  }
+
+  async write(offsetBytes: number, data: Buffer, fua: boolean): Promise<void> {
+    this.checkWritable(offsetBytes, data.length);
+    await this.mutate(offsetBytes, data.length, (piece) => ({
+      opcode: Opcode.WRITE,
+      flags: fua ? RequestFlag.FUA : 0,
+      payload: data.subarray(piece.requestOffset, piece.requestOffset + piece.lengthBytes),
+    }));
+    this.counters.writes += 1;
+    this.counters.bytesWritten += data.length;
+  }
+
+  async trim(offsetBytes: number, lengthBytes: number, fua: boolean): Promise<void> {
+    this.checkWritable(offsetBytes, lengthBytes);
+    await this.mutate(offsetBytes, lengthBytes, () => ({ opcode: Opcode.TRIM, flags: fua ? RequestFlag.FUA : 0, payload: undefined }), false);
+  }
+
+  async writeZeroes(offsetBytes: number, lengthBytes: number, options: { fua: boolean; noHole: boolean }): Promise<void> {
+    this.checkWritable(offsetBytes, lengthBytes);
+    const flags = (options.fua ? RequestFlag.FUA : 0) | (options.noHole ? RequestFlag.NO_HOLE : 0);
+    // Unplaced thin chunks are zeros already: nothing to place, nothing to send.
+    await this.mutate(offsetBytes, lengthBytes, () => ({ opcode: Opcode.WRITE_ZEROES, flags, payload: undefined }), false);
+  }
+
+  /** Durable on every replica of every placed chunk: every SDS holding this volume fdatasyncs. */
+  async flush(): Promise<void> {
+    const bySds = new Map<string, ChunkRoute>();
+    for (const route of this.leases.cachedRoutes()) {
+      if (!route.chunk.placed) continue;
+      for (const replica of route.chunk.replicas) {
+        const key = `${replica.host}:${replica.data_port}`;
+        const known = bySds.get(key);
+        if (known === undefined || known.lease.expiresAtMs < route.lease.expiresAtMs) bySds.set(key, route);
+      }
+    }
+    await Promise.all(
+      [...bySds.entries()].map(async ([key, route]) => {
+        const replica = route.chunk.replicas.find((r) => `${r.host}:${r.data_port}` === key)!;
+        const reply = await this.pool
+          .endpoint(replica.host, replica.data_port)
+          .send(route.lease, { opcode: Opcode.FLUSH, flags: 0, volumeId: this.volume.id, chunkIndex: route.chunk.index, epoch: route.chunk.epoch, offsetBytes: 0, lengthBytes: 0 }, undefined)
+          .catch((error: unknown) => {
+            throw new VolumeIoError('EIO', `flush on ${key} failed: ${(error as Error).message}`);
+          });
+        if (reply.status !== Status.OK) throw new VolumeIoError('EIO', `flush on ${key} refused: ${statusName(reply.status)}`);
+      }),
+    );
+  }
+
+  /** base:allocation extents at chunk granularity: unplaced thin chunks are holes that read as zeros. */
+  async blockStatus(offsetBytes: number, lengthBytes: number): Promise<{ lengthBytes: number; flags: number }[]> {
+    this.checkRange(offsetBytes, lengthBytes);
+    const extents: { lengthBytes: number; flags: number }[] = [];
+    for (const piece of this.pieces(offsetBytes, lengthBytes)) {
+      const route = await this.leases.route(piece.chunkIndex);
+      const flags = route.chunk.placed ? 0 : 3; // HOLE | ZERO
+      const last = extents[extents.length - 1];
+      if (last !== undefined && last.flags === flags) last.lengthBytes += piece.lengthBytes;
+      else extents.push({ lengthBytes: piece.lengthBytes, flags });
+    }
+    return extents;
+  }
+
+  // ------------------------------------------------------------ internals
+
+  private checkRange(offsetBytes: number, lengthBytes: number): void {
+    if (offsetBytes < 0 || lengthBytes < 0 || offsetBytes + lengthBytes > this.volume.sizeBytes) {
+      throw new VolumeIoError('EINVAL', `range ${offsetBytes}+${lengthBytes} is beyond volume ${this.volume.name} (${this.volume.sizeBytes} bytes)`);
+    }
+  }
+
+  private checkWritable(offsetBytes: number, lengthBytes: number): void {
+    if (this.volume.readOnly) throw new VolumeIoError('EPERM', `volume ${this.volume.name} is mapped readOnly`);
+    this.checkRange(offsetBytes, lengthBytes);
+  }
+
+  private pieces(offsetBytes: number, lengthBytes: number): Piece[] {
+    const pieces: Piece[] = [];
+    const chunkBytes = this.volume.chunkSizeBytes;
+    let offset = offsetBytes;
+    const end = offsetBytes + lengthBytes;
+    while (offset < end) {
+      const chunkIndex = Math.floor(offset / chunkBytes);
+      const offsetInChunk = offset - chunkIndex * chunkBytes;
+      const length = Math.min(end - offset, chunkBytes - offsetInChunk, SDS_REQUEST_BYTES_MAX);
+      pieces.push({ chunkIndex, offsetInChunk, lengthBytes: length, requestOffset: offset - offsetBytes });
+      offset += length;
+    }
+    return pieces;
+  }
+
+  private async readPiece(piece: Piece, out: Buffer): Promise<void> {
+    const deadline = Date.now() + PIECE_DEADLINE_MS;
+    let lastProblem = 'no attempt';
+    while (Date.now() < deadline) {
+      const route = await this.routeOrFail(piece.chunkIndex, deadline);
+      if (!route.chunk.placed) {
+        out.fill(0, piece.requestOffset, piece.requestOffset + piece.lengthBytes);
+        return;
+      }
+      const replicas = route.chunk.replicas;
+      if (replicas.length === 0) throw new VolumeIoError('EIO', `chunk ${piece.chunkIndex} of ${this.volume.name} has no replica available`);
+      const start = this.readRotation++ % replicas.length;
+      let replan = false;
+      for (let i = 0; i < replicas.length && !replan; i += 1) {
+        const replica = replicas[(start + i) % replicas.length]!;
+        try {
+          const reply = await this.pool.endpoint(replica.host, replica.data_port).send(
+            route.lease,
+            { opcode: Opcode.READ, flags: 0, volumeId: this.volume.id, chunkIndex: piece.chunkIndex, epoch: route.chunk.epoch, offsetBytes: piece.offsetInChunk, lengthBytes: piece.lengthBytes },
+            undefined,
+          );
+          if (reply.status === Status.OK && reply.payload !== undefined && reply.payload.length === piece.lengthBytes) {
+            reply.payload.copy(out, piece.requestOffset);
+            return;
+          }
+          lastProblem = `${replica.sds_name}: ${statusName(reply.status)}`;
+          if (REPLAN_STATUSES.has(reply.status)) replan = true;
+          else this.counters.failovers += 1;
+        } catch (error) {
+          lastProblem = `${replica.sds_name}: ${(error as Error).message}`;
+          if (error instanceof TokenRefusedError) replan = true;
+          else if (!(error instanceof SdsConnectionError)) throw error;
+          this.counters.failovers += 1;
+        }
+      }
+      this.counters.replans += 1;
+      await this.leases.refresh(piece.chunkIndex, route).catch(() => undefined);
+      if (!replan) await delay(RETRY_DELAY_MS);
+    }
+    this.counters.errors += 1;
+    throw new VolumeIoError('EIO', `read of chunk ${piece.chunkIndex} of ${this.volume.name} failed: ${lastProblem}`);
+  }
+
+  /**
+   * Sends a mutating request for every piece to every replica. Holds the byte range so an
+   * overlapping write waits: replicas then see overlapping writes in one order.
+   */
+  private async mutate(
+    offsetBytes: number,
+    lengthBytes: number,
+    build: (piece: Piece) => { opcode: number; flags: number; payload: Buffer | undefined },
+    allocate = true,
+  ): Promise<void> {
+    const release = await this.writeOrder.acquire('volume', offsetBytes, offsetBytes + lengthBytes);
+    try {
+      await Promise.all(this.pieces(offsetBytes, lengthBytes).map((piece) => this.mutatePiece(piece, build(piece), allocate)));
+    } finally {
+      release();
+    }
+  }
+
+  private async mutatePiece(piece: Piece, request: { opcode: number; flags: number; payload: Buffer | undefined }, allocate: boolean): Promise<void> {
+    const deadline = Date.now() + PIECE_DEADLINE_MS;
+    let lastProblem = 'no attempt';
+    while (Date.now() < deadline) {
+      let route = await this.routeOrFail(piece.chunkIndex, deadline);
+      if (!route.chunk.placed) {
+        if (!allocate) return; // trimming or zeroing a never-written thin chunk: it is zeros
+        route = await this.leases.allocate(piece.chunkIndex).catch((error: unknown) => {
+          const message = (error as Error).message;
+          throw new VolumeIoError(/capacity/i.test(message) ? 'ENOSPC' : 'EIO', `cannot place chunk ${piece.chunkIndex}: ${message}`);
+        });
+      }
+      const replicas = route.chunk.replicas;
+      if (replicas.length === 0) throw new VolumeIoError('EIO', `chunk ${piece.chunkIndex} of ${this.volume.name} has no replica available`);
+      const results = await Promise.all(
+        replicas.map(async (replica) => {
+          try {
+            const reply = await this.pool.endpoint(replica.host, replica.data_port).send(
+              route.lease,
+              {
+                opcode: request.opcode,
+                flags: request.flags,
+                volumeId: this.volume.id,
+                chunkIndex: piece.chunkIndex,
+                epoch: route.chunk.epoch,
+                offsetBytes: piece.offsetInChunk,
+                lengthBytes: piece.lengthBytes,
+              },
+              request.payload,
+            );
+            return { replica, status: reply.status, problem: statusName(reply.status) };
+          } catch (error) {
+            if (!(error instanceof SdsConnectionError) && !(error instanceof TokenRefusedError)) throw error;
+            return { replica, status: error instanceof TokenRefusedError ? Status.TOKEN_EXPIRED : -1, problem: (error as Error).message };
+          }
+        }),
+      );
+      const failed = results.filter((result) => result.status !== Status.OK);
+      if (failed.length === 0) return;
+      lastProblem = failed.map((result) => `${result.replica.sds_name}: ${result.problem}`).join('; ');
+      if (failed.some((result) => result.status === Status.NO_SPACE)) {
+        this.counters.errors += 1;
+        throw new VolumeIoError('ENOSPC', `no space for chunk ${piece.chunkIndex}: ${lastProblem}`);
+      }
+      // Re-plan and send again to every replica: rewriting the same bytes is harmless, and the
+      // range is still held, so no other write can slip in between.
+      this.counters.replans += 1;
+      this.log.debug({ volume: this.volume.name, chunk: piece.chunkIndex, problem: lastProblem }, 'write refused; re-planning');
+      await this.leases.refresh(piece.chunkIndex, route).catch(() => undefined);
+      if (!failed.some((result) => REPLAN_STATUSES.has(result.status))) await delay(RETRY_DELAY_MS);
+    }
+    this.counters.errors += 1;
+    throw new VolumeIoError('EIO', `write to chunk ${piece.chunkIndex} of ${this.volume.name} failed: ${lastProblem}`);
+  }
+
+  private async routeOrFail(chunkIndex: number, deadline: number): Promise<ChunkRoute> {
+    for (;;) {
+      try {
+        return await this.leases.route(chunkIndex);
+      } catch (error) {
+        if (Date.now() > deadline) throw new VolumeIoError('EIO', `no IO plan for chunk ${chunkIndex}: ${(error as Error).message}`);
+        this.log.warn({ volume: this.volume.name, err: (error as Error).message }, 'cannot get an IO plan from the MDM; retrying');
+        await delay(500);
+      }
+    }
+  }
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
