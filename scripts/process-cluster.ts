@@ -186,7 +186,9 @@ export class ProcessCluster {
     mkdirSync(logs, { recursive: true });
     const log = openSync(join(logs, `${name}.log`), 'a');
     const fullArgs = [...args, '--log-level', this.spec.logLevel ?? 'info'];
-    const child = spawn(process.execPath, [PFLEX_BIN, ...fullArgs], { stdio: ['ignore', log, log], env: { ...process.env, ...env } });
+    // PFLEX_CHILD_NODE_ARGS: extra node flags for every child, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
+    const nodeArgs = (process.env.PFLEX_CHILD_NODE_ARGS ?? '').split(' ').filter((arg) => arg.length > 0);
+    const child = spawn(process.execPath, [...nodeArgs, PFLEX_BIN, ...fullArgs], { stdio: ['ignore', log, log], env: { ...process.env, ...env } });
     closeSync(log);
     const entry: ClusterProcess = { name, args: fullArgs, child };
     this.processes.set(name, entry);

@@ -4,6 +4,7 @@
  * SDS pulling a chunk from a peer. Knows nothing about tokens beyond signing the header it is given.
  */
 import { connect, type Socket } from 'node:net';
+import { SocketBatcher } from './socket-batcher.js';
 import {
   ByteQueue,
   decodeReplyHeader,
@@ -40,6 +41,7 @@ export type RequestFields = Omit<RequestHeader, 'mac' | 'requestId' | 'payloadBy
 
 export class SdsDataClient {
   private socket: Socket | undefined;
+  private batcher: SocketBatcher | undefined;
   private connecting: Promise<void> | undefined;
   private readonly pending = new Map<bigint, Pending>();
   private readonly queue = new ByteQueue();
@@ -70,6 +72,7 @@ export class SdsDataClient {
       socket.once('connect', () => {
         clearTimeout(timer);
         this.socket = socket;
+        this.batcher = new SocketBatcher(socket);
         this.closedError = undefined;
         resolve();
       });
@@ -92,8 +95,8 @@ export class SdsDataClient {
 
   /** Sends one request; `macKey` signs the header (session key, or the peer key for PEER_READ). */
   async request(fields: RequestFields, payload: Buffer | undefined, macKey: Buffer | undefined): Promise<SdsReply> {
-    await this.connect();
-    const socket = this.socket!;
+    if (this.socket === undefined) await this.connect();
+    const batcher = this.batcher!;
     const requestId = this.nextRequestId;
     this.nextRequestId += 1n;
     const header = encodeRequestHeader({ ...fields, requestId, payloadBytes: payload?.length ?? 0 });
@@ -104,10 +107,7 @@ export class SdsDataClient {
         reject(new SdsConnectionError(`${this.host}:${this.port}: no reply within ${this.requestTimeoutMs} ms`));
       }, this.requestTimeoutMs);
       this.pending.set(requestId, { resolve, reject, timer });
-      socket.cork();
-      socket.write(header);
-      if (payload !== undefined && payload.length > 0) socket.write(payload);
-      process.nextTick(() => socket.uncork());
+      batcher.write(header, payload);
     });
   }
 

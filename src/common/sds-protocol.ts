@@ -57,6 +57,8 @@ export const Status = {
   STALE_EPOCH: 9,
   REPLAYED: 10,
   BAD_MAC: 11,
+  /** PEER_READ of a chunk this SDS has no record of: never answered with zeros. */
+  CHUNK_UNKNOWN: 12,
   BAD_REQUEST: 32,
   IO_ERROR: 33,
   NO_SPACE: 34,

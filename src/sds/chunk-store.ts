@@ -72,6 +72,8 @@ export class ChunkStore {
   private readonly devices = new Map<number, Device>();
   private readonly chunks = new Map<string, ChunkEntry>();
   private readonly intents = new Set<string>();
+  /** Intents found at start: kept until the MDM says the chunk was resynced. */
+  private readonly startupIntents = new Set<string>();
   private readonly buffers = new AlignedBufferPool();
   private readonly locks = new RangeLock();
   private bufferedFallbackLogged = false;
@@ -147,7 +149,18 @@ export class ChunkStore {
     }
     for (const row of this.db.prepare('SELECT volume_id, chunk_index FROM write_intents').all() as { volume_id: number; chunk_index: number }[]) {
       this.intents.add(chunkKey(row.volume_id, row.chunk_index));
+      this.startupIntents.add(chunkKey(row.volume_id, row.chunk_index));
     }
+  }
+
+  /** The MDM resynced these chunks from their peers: their crash-time intents may go. */
+  clearResynced(chunks: readonly { volume_id: number; chunk_index: number }[]): number {
+    let cleared = 0;
+    for (const chunk of chunks) {
+      const key = chunkKey(chunk.volume_id, chunk.chunk_index);
+      if (this.startupIntents.delete(key)) cleared += 1;
+    }
+    return cleared;
   }
 
   /** Chunks with write intents found at start: they may differ from their peers. */
@@ -167,6 +180,17 @@ export class ChunkStore {
   }
 
   // ------------------------------------------------------------ chunk records
+
+  /**
+   * The chunk size of a chunk this SDS has a record of (its pool's slot size), or undefined for
+   * a chunk it never heard of.
+   */
+  chunkSizeOf(volumeId: number, chunkIndex: number): number | undefined {
+    const entry = this.chunks.get(chunkKey(volumeId, chunkIndex));
+    if (entry === undefined) return undefined;
+    for (const device of this.devices.values()) if (device.spec.poolId === entry.poolId) return device.spec.slotBytes;
+    return undefined;
+  }
 
   epochOf(volumeId: number, chunkIndex: number): number | undefined {
     return this.chunks.get(chunkKey(volumeId, chunkIndex))?.epoch;
@@ -216,11 +240,12 @@ export class ChunkStore {
     })();
     this.chunks.delete(key);
     this.intents.delete(key);
+    this.startupIntents.delete(key);
     if (entry.deviceId !== null && entry.slotIndex !== null) this.devices.get(entry.deviceId)?.freeSlots.push(entry.slotIndex);
     return true;
   }
 
-  listChunks(): { volume_id: number; chunk_index: number; pool_id: number; epoch: number; stored: boolean; dirty: boolean }[] {
+  listChunks(): { volume_id: number; chunk_index: number; pool_id: number; epoch: number; stored: boolean; dirty: boolean; needs_resync: boolean }[] {
     return [...this.chunks.values()].map((entry) => ({
       volume_id: entry.volumeId,
       chunk_index: entry.chunkIndex,
@@ -228,6 +253,7 @@ export class ChunkStore {
       epoch: entry.epoch,
       stored: entry.slotIndex !== null,
       dirty: this.intents.has(chunkKey(entry.volumeId, entry.chunkIndex)),
+      needs_resync: this.startupIntents.has(chunkKey(entry.volumeId, entry.chunkIndex)),
     }));
   }
 
@@ -460,6 +486,7 @@ export class ChunkStore {
         this.intents.delete(key);
         continue;
       }
+      if (this.startupIntents.has(key)) continue;
       if (entry.writesInFlight === 0 && entry.lastWriteMs < quietBefore) quiet.push(entry);
     }
     if (quiet.length === 0) return;

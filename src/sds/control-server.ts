@@ -141,6 +141,12 @@ export function buildControlServer(deps: ControlServerDeps): FastifyInstance {
     return { copied_bytes: copied };
   });
 
+  /** The MDM resynced these chunks: their crash-time write intents are cleared. */
+  app.post('/chunks/resynced', async (request) => {
+    const input = deleteSchema.parse(request.body ?? {});
+    return { cleared: deps.store.clearResynced(input.chunks) };
+  });
+
   app.post('/devices/add', async (request) => {
     const input = deviceSchema.parse(request.body ?? {});
     deps.store.attachDevice({

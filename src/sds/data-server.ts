@@ -26,6 +26,7 @@ import {
   type StatusValue,
 } from '../common/sds-protocol.js';
 import { ChunkStore, ChunkStoreError } from './chunk-store.js';
+import { SocketBatcher } from '../common/socket-batcher.js';
 import type { TokenChecker } from './token-checker.js';
 import type { IoStats, IoKind } from './io-stats.js';
 import type { TxAckBatcher } from './tx-acks.js';
@@ -79,8 +80,12 @@ export async function executeRequest(deps: DataServerDeps, header: RequestHeader
       if (key === undefined) return outcome(Status.SHUTTING_DOWN);
       if (!requestMacValid(key, headerBytes)) return outcome(Status.BAD_MAC);
       if (header.lengthBytes === 0 || header.lengthBytes > FRAME_PAYLOAD_BYTES_MAX) return outcome(Status.BAD_REQUEST);
+      const chunkBytes = deps.store.chunkSizeOf(header.volumeId, header.chunkIndex);
+      // A rebuild must never copy zeros from a source that lacks the chunk (DESIGN §6).
+      if (chunkBytes === undefined) return outcome(Status.CHUNK_UNKNOWN);
+      if (header.offsetBytes + header.lengthBytes > chunkBytes) return outcome(Status.BAD_REQUEST);
       const mine = deps.store.epochOf(header.volumeId, header.chunkIndex);
-      if (mine !== undefined && mine !== header.epoch) return outcome(Status.STALE_EPOCH, mine);
+      if (mine !== header.epoch) return outcome(Status.STALE_EPOCH, mine ?? 0);
       return { ...OK, payload: await deps.store.readChunk(header.volumeId, header.chunkIndex, header.offsetBytes, header.lengthBytes) };
     }
     default:
@@ -137,11 +142,13 @@ class DataConnection {
   private inFlight = 0;
   private closed = false;
   private readingPaused = false;
+  private readonly batcher: SocketBatcher;
 
   constructor(
     private readonly socket: Socket,
     private readonly deps: DataServerDeps,
   ) {
+    this.batcher = new SocketBatcher(socket);
     socket.setNoDelay(true);
     socket.setTimeout(DATA_IDLE_TIMEOUT_MS, () => socket.destroy());
     socket.on('data', (chunk: Buffer) => {
@@ -181,7 +188,7 @@ class DataConnection {
   }
 
   private resumeIfPossible(): void {
-    if (this.readingPaused && this.inFlight < REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX && this.socket.writableLength === 0) {
+    if (this.readingPaused && this.inFlight < REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX && this.batcher.queuedBytes === 0) {
       this.readingPaused = false;
       this.socket.resume();
       this.pump();
@@ -224,10 +231,7 @@ class DataConnection {
         if (!this.closed) {
           const payloadBytes = result.payload?.length ?? 0;
           const replyHeader = encodeReplyHeader({ status: result.status, requestId: header.requestId, payloadBytes, aux: result.aux }, Buffer.allocUnsafe(REPLY_HEADER_BYTES));
-          this.socket.cork();
-          this.socket.write(replyHeader);
-          if (result.payload !== undefined) this.socket.write(result.payload);
-          process.nextTick(() => this.socket.uncork());
+          this.batcher.write(replyHeader, result.payload);
         }
         this.resumeIfPossible();
         if (!this.readingPaused) this.pump();
@@ -291,7 +295,7 @@ async function handleJsonFrame(deps: DataServerDeps, line: string): Promise<Reco
     ping: Opcode.PING,
   };
   const action = frame.action;
-  if (typeof action !== 'string' || !(action in opcodes)) {
+  if (typeof action !== 'string' || !Object.hasOwn(opcodes, action)) {
     return fail('BAD_FRAME', `action must be one of ${Object.keys(opcodes).join(', ')}`);
   }
   const u32 = (name: string, required = true): number => {
