@@ -1,12 +1,8 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S UV_THREADPOOL_SIZE=16 node
 /**
  * pflex: the one command-line entry point. `pflex mdm` runs a component in the foreground;
  * every other command is an admin operation against the MDM's HTTP API.
  */
-// The SDS runs device IO on libuv's threadpool; 4 threads would cap its queue depth. Must be set
-// before anything uses the pool.
-process.env.UV_THREADPOOL_SIZE ??= '16';
-
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { HttpClientError } from '../common/http-client.js';
 import { registerRunMdmCommand } from './commands/run-mdm.js';

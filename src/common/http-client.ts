@@ -30,7 +30,7 @@ export interface HttpClientOptions {
 
 export class HttpClient {
   readonly baseUrl: string;
-  private readonly credential: string | undefined;
+  readonly credential: string | undefined;
   private readonly timeoutMs: number;
 
   constructor(options: HttpClientOptions) {

@@ -88,6 +88,10 @@ async function listen(app: FastifyInstance, host: string, port: number): Promise
 
 export async function startSds(options: SdsOptions): Promise<RunningSds> {
   const { log } = options;
+  const poolThreads = Number(process.env.UV_THREADPOOL_SIZE ?? 4);
+  if (poolThreads < 8) {
+    log.warn({ UV_THREADPOOL_SIZE: poolThreads }, 'few IO threads: start the SDS with UV_THREADPOOL_SIZE=16 (the pflex bin does) for deep queues');
+  }
   mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
   chmodSync(options.dataDir, 0o700);
   const db: SdsDb = openSdsDatabase(join(options.dataDir, 'sds_local.db'));

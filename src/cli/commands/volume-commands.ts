@@ -3,6 +3,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { contextOf, parseSizeArgument, pathRef, ref } from '../context.js';
 import { colourState, print, renderKeyValues, renderTable } from '../output.js';
 import { formatBytes } from '../../common/units.js';
+import { HttpClient } from '../../common/http-client.js';
 
 export interface VolumeView {
   id: number;
@@ -18,6 +19,16 @@ export interface VolumeView {
   chunk_health: { chunks_placed: number; chunks_degraded: number; chunks_failed: number; replicas_available: number; replicas_expected: number };
   mappings: { sdc: string; access_mode: string }[];
   created_at: string;
+}
+
+interface VerifyReport {
+  volume: string;
+  chunks_checked: number;
+  bytes_compared: number;
+  clean: boolean;
+  duration_ms: number;
+  mismatches: { chunk_index: number; first_difference_offset_bytes: number | null; replicas: { sds: string; sha256: string | null; note: string }[] }[];
+  unreadable: { chunk_index: number; first_difference_offset_bytes: number | null; replicas: { sds: string; sha256: string | null; note: string }[] }[];
 }
 
 interface ChunkView {
@@ -106,6 +117,30 @@ export function registerVolumeCommands(program: Command): void {
           { header: 'REPLICAS', value: (c) => c.replicas.map((r) => `${r.sds}${r.state === 'CURRENT' && r.sds_state !== 'DOWN' ? '' : `(${colourState(r.sds_state === 'DOWN' ? 'DOWN' : r.state)})`}`).join(' ') },
         ]),
       );
+    });
+  vol
+    .command('verify <volume>')
+    .description('compare the replicas of every chunk byte for byte; exits 1 when any differ or cannot be read')
+    .action(async (volumeRef: string, _options: unknown, command: Command) => {
+      const { client, output } = contextOf(command);
+      const long = new HttpClient({ baseUrl: client.baseUrl, credential: client.credential, timeoutMs: 30 * 60 * 1000 });
+      const report = await long.post<VerifyReport>(`/vol/${pathRef(volumeRef)}/verify`, {});
+      print(output, report, () => {
+        const lines = [
+          `volume ${report.volume}: ${report.chunks_checked} chunks, ${formatBytes(report.bytes_compared)} compared in ${(report.duration_ms / 1000).toFixed(1)} s: ` +
+            (report.clean ? colourState('OK') : colourState('FAILED')),
+        ];
+        for (const bad of [...report.mismatches, ...report.unreadable]) {
+          lines.push(
+            `  chunk ${bad.chunk_index}` +
+              (bad.first_difference_offset_bytes === null ? '' : ` differs from byte ${bad.first_difference_offset_bytes}`) +
+              ': ' +
+              bad.replicas.map((r) => `${r.sds} ${r.sha256?.slice(0, 12) ?? '-'} (${r.note})`).join(', '),
+          );
+        }
+        return lines.join('\n');
+      });
+      if (!report.clean) process.exitCode = 1;
     });
   vol
     .command('map <volume> <sdc>')

@@ -20,6 +20,7 @@ import {
 } from '../volumes.js';
 import { volumeChunksView, volumeView } from '../views.js';
 import { notifySdcs, sdcIdsOfVolume } from '../sdc-notifier.js';
+import { verifyVolume } from '../volume-verify.js';
 import type { VolumeRow } from '../rows.js';
 
 export function registerVolumeRoutes(app: FastifyInstance, context: MdmContext): void {
@@ -46,6 +47,7 @@ export function registerVolumeRoutes(app: FastifyInstance, context: MdmContext):
     const volume = getRow<VolumeRow>(db, 'volume', refParam(request));
     return { volume: volume.name, chunks: volumeChunksView(db, volume) };
   });
+  app.post('/vol/:id/verify', async (request) => verifyVolume(context, refParam(request)));
   app.post('/vol/extend', async (request) => {
     const volume = extendVolume(db, extendVolumeSchema.parse(bodyOf(request)));
     notifySdcs(db, context.log, sdcIdsOfVolume(db, volume.id));
