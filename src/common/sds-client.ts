@@ -11,6 +11,7 @@ import {
   encodeRequestHeader,
   REPLY_HEADER_BYTES,
   signRequestHeader,
+  type MacKey,
   type ReplyHeader,
   type RequestHeader,
 } from './sds-protocol.js';
@@ -94,7 +95,7 @@ export class SdsDataClient {
   }
 
   /** Sends one request; `macKey` signs the header (session key, or the peer key for PEER_READ). */
-  async request(fields: RequestFields, payload: Buffer | undefined, macKey: Buffer | undefined): Promise<SdsReply> {
+  async request(fields: RequestFields, payload: Buffer | undefined, macKey: MacKey | undefined): Promise<SdsReply> {
     if (this.socket === undefined) await this.connect();
     const batcher = this.batcher!;
     const requestId = this.nextRequestId;

@@ -7,7 +7,8 @@ import { SdsDataClient, type RequestFields, type SdsReply } from '../common/sds-
 import { Opcode, Status } from '../common/sds-protocol.js';
 import type { Lease } from './token-leases.js';
 
-export const CONNECTIONS_PER_SDS = 4;
+/** One connection per SDS: a single-threaded SDC gains nothing from more, and one socket batches better. */
+export const CONNECTIONS_PER_SDS = 1;
 const INSTALLED_TOKENS_MAX = 4096;
 
 export class SdsEndpoint {

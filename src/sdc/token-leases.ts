@@ -5,7 +5,9 @@
  * Every chunk index maps to the newest route (lease + plan) that covers it.
  */
 import type { Logger } from '../common/logger.js';
+import type { KeyObject } from 'node:crypto';
 import { TOKEN_CHUNKS_MAX } from '../common/io-token.js';
+import { macKeyOf } from '../common/sds-protocol.js';
 
 export interface PlanReplica {
   sds_id: number;
@@ -44,7 +46,7 @@ export interface Lease {
   readonly token: Buffer;
   readonly tokenId: Buffer;
   readonly tokenIdHex: string;
-  readonly sessionKey: Buffer;
+  readonly sessionKey: KeyObject;
   readonly issuedAtMs: number;
   readonly expiresAtMs: number;
   nextSeq: bigint;
@@ -75,7 +77,7 @@ function leaseOf(answer: AuthorizeAnswer): Lease {
     token: Buffer.from(answer.token, 'base64'),
     tokenId,
     tokenIdHex: answer.token_id,
-    sessionKey: Buffer.from(answer.session_key, 'base64'),
+    sessionKey: macKeyOf(Buffer.from(answer.session_key, 'base64')),
     issuedAtMs: Date.parse(answer.issued_at),
     expiresAtMs: Date.parse(answer.expires_at),
     nextSeq: 1n,

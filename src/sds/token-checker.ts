@@ -5,7 +5,8 @@
  * Every refusal has a reason code, is counted, and touches nothing.
  */
 import { deriveSessionKey, decodeToken, TokenFormatError, TokenOp, verifyTokenSignature, type TokenFields } from '../common/io-token.js';
-import { Opcode, requestMacValid, Status, type RequestHeader, type StatusValue } from '../common/sds-protocol.js';
+import type { KeyObject } from 'node:crypto';
+import { macKeyOf, Opcode, requestMacValid, Status, type RequestHeader, type StatusValue } from '../common/sds-protocol.js';
 
 export const TOKENS_CACHED_MAX = 65_536;
 /** Sequence numbers older than the highest seen minus this are refused as replays. */
@@ -53,7 +54,7 @@ class ReplayWindow {
 
 export interface CachedToken {
   readonly fields: TokenFields;
-  readonly sessionKey: Buffer;
+  readonly sessionKey: KeyObject;
   readonly replay: ReplayWindow;
 }
 
@@ -95,7 +96,7 @@ export class TokenChecker {
       if (this.tokens.size >= TOKENS_CACHED_MAX) return this.refuse(Status.BUSY as StatusValue);
       this.tokens.set(id, {
         fields: decoded.fields,
-        sessionKey: deriveSessionKey(this.signingKey, decoded.fields.tokenId),
+        sessionKey: macKeyOf(deriveSessionKey(this.signingKey, decoded.fields.tokenId)),
         replay: new ReplayWindow(),
       });
     }
