@@ -18,7 +18,7 @@ export interface ConnectionOptions {
   readonly handshakeTimeoutMs: number;
 }
 
-/** After we end our side, how long a client may keep its side open before we drop it. */
+/** After we end our side, how long queued replies may take to leave before we drop the socket. */
 const LINGER_AFTER_END_MS = 5_000;
 
 export class NbdConnection {
@@ -90,10 +90,14 @@ export class NbdConnection {
     clearTimeout(timer);
   }
 
-  /** Orderly close: our side ends after every queued reply is flushed. */
+  /**
+   * Orderly close: end our side, and once every queued reply has left (the 'finish' event) close the
+   * socket without waiting for the client's FIN. A client that stops reading gets LINGER_AFTER_END_MS.
+   */
   private finish(): void {
     this.phase = 'done';
     if (this.socket.destroyed) return;
+    this.socket.once('finish', () => this.socket.destroy());
     this.socket.end();
     setTimeout(() => this.socket.destroy(), LINGER_AFTER_END_MS).unref();
   }

@@ -135,8 +135,8 @@ export const BLOCK_DESCRIPTOR_BYTES = 8;
 export const STRING_BYTES_MAX = 4096;
 /** An option's payload above this gets NBD_REP_ERR_TOO_BIG and a hard disconnect (it would be a DoS). */
 export const OPTION_BYTES_MAX = 64 * KiB;
-/** Options in one handshake; a client looping forever on options is disconnected. */
-export const OPTIONS_PER_HANDSHAKE_MAX = 256;
+/** Options in one handshake (nbdinfo --list spends two per export); a client looping on options is cut off. */
+export const OPTIONS_PER_HANDSHAKE_MAX = 16_384;
 /** Queries in one LIST/SET_META_CONTEXT; more get NBD_REP_ERR_TOO_BIG. */
 export const META_QUERIES_MAX = 128;
 /** Exports announced by NBD_OPT_LIST; the rest are left out (and logged). */

@@ -241,9 +241,10 @@ export class Handshake {
   }
 
   private resolve(name: string): ResolvedExport | undefined {
-    const effectiveName = name === '' ? (this.provider.defaultExportName?.() ?? '') : name;
+    let effectiveName = name;
     let nbdExport: NbdExport | undefined;
     try {
+      if (name === '') effectiveName = this.provider.defaultExportName?.() ?? '';
       nbdExport = this.provider.open(effectiveName);
     } catch (error) {
       this.log.error({ err: error, export: effectiveName }, 'nbd export provider failed to open an export');

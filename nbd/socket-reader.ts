@@ -54,7 +54,10 @@ export class SocketReader {
     return this.endError !== undefined;
   }
 
-  /** Never read again: after NBD_CMD_DISC or a fatal error. Buffered bytes are dropped. */
+  /**
+   * Never read again (after NBD_CMD_DISC or on shutdown). Buffered and later bytes are dropped but the
+   * socket keeps draining, so closing it later sends FIN rather than a reset that could eat our replies.
+   */
   stop(): void {
     this.stopped = true;
     this.chunks.length = 0;
@@ -117,7 +120,7 @@ export class SocketReader {
   private updateFlow(): void {
     if (this.socket.destroyed) return;
     const neededBytes = this.pending?.lengthBytes ?? 0;
-    const shouldPause = this.stopped || (this.bufferedBytes >= this.bufferedBytesHigh && this.bufferedBytes >= neededBytes);
+    const shouldPause = !this.stopped && this.bufferedBytes >= this.bufferedBytesHigh && this.bufferedBytes >= neededBytes;
     if (shouldPause && !this.paused) {
       this.paused = true;
       this.socket.pause();

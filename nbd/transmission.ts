@@ -5,6 +5,7 @@
  */
 import type { Socket } from 'node:net';
 import type { Logger } from '../src/common/logger.js';
+import { SocketBatcher } from '../src/common/socket-batcher.js';
 import {
   EXTENTS_PER_REPLY_MAX,
   IN_FLIGHT_BYTES_MAX,
@@ -154,6 +155,8 @@ export class Transmission {
   private stopping = false;
   private wakeReader: (() => void) | undefined;
   private idleWaiters: (() => void)[] = [];
+  /** Replies leave in one writev per event-loop turn: at queue depth 32, per-reply writes dominated. */
+  private readonly batcher: SocketBatcher;
 
   constructor(
     private readonly socket: Socket,
@@ -162,6 +165,7 @@ export class Transmission {
     private readonly log: Logger,
     private readonly limits: TransmissionLimits,
   ) {
+    this.batcher = new SocketBatcher(socket);
     socket.on('drain', () => this.wake());
     socket.on('close', () => this.wake());
   }
@@ -175,6 +179,7 @@ export class Transmission {
       await this.readRequests();
     } finally {
       await this.idle();
+      this.batcher.flush();
     }
   }
 
@@ -183,10 +188,6 @@ export class Transmission {
     this.stopping = true;
     this.reader.stop();
     this.wake();
-  }
-
-  get requestsInFlight(): number {
-    return this.inFlightRequests;
   }
 
   private async readRequests(): Promise<void> {
@@ -224,7 +225,8 @@ export class Transmission {
   private dispatch(request: Request, payload: Buffer | undefined): void {
     const refusal = validateRequest(request, this.session);
     if (refusal !== undefined) {
-      this.log.debug({ command: commandName(request.type), offsetBytes: request.offsetBytes, lengthBytes: request.lengthBytes, flags: request.flags, errno: refusal.errno }, `nbd request refused: ${refusal.message}`);
+      const { offsetBytes, lengthBytes, flags } = request;
+      this.log.debug({ command: commandName(request.type), offsetBytes, lengthBytes, flags, errno: refusal.errno }, `nbd request refused: ${refusal.message}`);
       this.replyError(request, refusal.errno, refusal.message);
       return;
     }
@@ -302,12 +304,9 @@ export class Transmission {
 
   private sendRead(request: Request, data: Buffer): void {
     if (!this.writable()) return;
-    // cork/uncork in one tick: header and data leave as one run, never split by another reply.
-    this.socket.cork();
-    if (this.session.structuredReplies) this.socket.write(encodeOffsetDataHeader(request.handle, request.offsetBytes, data.length));
-    else this.socket.write(encodeSimpleReply(0, request.handle));
-    this.socket.write(data);
-    this.socket.uncork();
+    // Header and data are queued together: they leave as one run, never split by another reply.
+    const header = this.session.structuredReplies ? encodeOffsetDataHeader(request.handle, request.offsetBytes, data.length) : encodeSimpleReply(0, request.handle);
+    this.batcher.write(header, data);
   }
 
   private replyError(request: Request, errno: NbdErrno, message: string): void {
@@ -321,7 +320,7 @@ export class Transmission {
   }
 
   private send(bytes: Buffer): void {
-    if (this.writable()) this.socket.write(bytes);
+    if (this.writable()) this.batcher.write(bytes);
   }
 
   private writable(): boolean {
@@ -333,7 +332,7 @@ export class Transmission {
     return (
       this.inFlightRequests < this.limits.requestsInFlightMax &&
       this.inFlightBytes < IN_FLIGHT_BYTES_MAX &&
-      this.socket.writableLength < OUTPUT_BUFFERED_BYTES_HIGH
+      this.batcher.queuedBytes < OUTPUT_BUFFERED_BYTES_HIGH
     );
   }
 

@@ -34,6 +34,8 @@ import type { TxAckBatcher } from './tx-acks.js';
 export const DATA_CONNECTIONS_MAX = 1024;
 export const REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX = 256;
 export const DATA_IDLE_TIMEOUT_MS = 10 * 60 * 1000;
+/** Stop reading requests while this much reply data waits in the socket (a slow reader). */
+export const REPLY_BYTES_BUFFERED_HIGH = 16 * 1024 * 1024;
 
 export interface DataServerDeps {
   readonly store: ChunkStore;
@@ -181,14 +183,16 @@ class DataConnection {
       const progressed = this.mode === 'binary' ? this.nextBinary() : this.nextJson();
       if (!progressed) break;
     }
-    if (this.inFlight >= REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX && !this.readingPaused) {
+    if ((this.inFlight >= REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX || this.socket.writableLength >= REPLY_BYTES_BUFFERED_HIGH) && !this.readingPaused) {
       this.readingPaused = true;
       this.socket.pause();
     }
   }
 
   private resumeIfPossible(): void {
-    if (this.readingPaused && this.inFlight < REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX && this.batcher.queuedBytes === 0) {
+    // Resume once below the in-flight limit and the socket is not backed up: waiting for an empty
+    // queue would wait for a 'drain' that never comes when the socket was never full.
+    if (this.readingPaused && this.inFlight < REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX && this.socket.writableLength < REPLY_BYTES_BUFFERED_HIGH) {
       this.readingPaused = false;
       this.socket.resume();
       this.pump();

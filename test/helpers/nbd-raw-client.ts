@@ -101,12 +101,15 @@ export class RawNbdClient {
         };
       });
     }
-    const all = Buffer.concat(this.chunks);
-    this.chunks.length = 0;
-    const result = all.subarray(0, lengthBytes);
-    if (all.length > lengthBytes) this.chunks.push(all.subarray(lengthBytes));
-    this.bufferedBytes = all.length - lengthBytes;
-    return result;
+    if (lengthBytes === 0) return Buffer.alloc(0);
+    // Merge only as many chunks as the read needs, so draining a long stream stays linear.
+    let merged = this.chunks[0]!;
+    let used = 1;
+    while (merged.length < lengthBytes) merged = Buffer.concat([merged, this.chunks[used++]!]);
+    this.chunks.splice(0, used);
+    if (merged.length > lengthBytes) this.chunks.unshift(merged.subarray(lengthBytes));
+    this.bufferedBytes -= lengthBytes;
+    return merged.subarray(0, lengthBytes);
   }
 
   /** Resolves true if the server closes the connection (with no more data than allowed) within the time. */

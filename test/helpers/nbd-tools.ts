@@ -4,6 +4,7 @@
  */
 import { spawn } from 'node:child_process';
 import { accessSync, constants as fsConstants } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { createLogger } from '../../src/common/logger.js';
 import { startNbdServer, type NbdServer } from '../../nbd/index.js';
@@ -15,10 +16,10 @@ export interface ToolResult {
   readonly stderr: string;
 }
 
-/** Runs a command without a shell; kills it after timeoutMs. */
-export function runTool(command: string, args: readonly string[], options: { timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<ToolResult> {
+/** Runs a command without a shell (in tmpdir unless told, so stray files never land in the repo); kills it after timeoutMs. */
+export function runTool(command: string, args: readonly string[], options: { timeoutMs?: number; env?: NodeJS.ProcessEnv; cwd?: string } = {}): Promise<ToolResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LC_ALL: 'C', ...options.env } });
+    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], cwd: options.cwd ?? tmpdir(), env: { ...process.env, LC_ALL: 'C', ...options.env } });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
