@@ -34,15 +34,27 @@ export class SdsEndpoint {
   }
 
   /** Sends a request under a lease, installing the lease's token first when this SDS lacks it. */
-  async send(lease: Lease, fields: Omit<RequestFields, 'tokenId' | 'seq'>, payload: Buffer | undefined): Promise<SdsReply> {
+  send(lease: Lease, fields: Omit<RequestFields, 'tokenId' | 'seq'>, payload: Buffer | undefined): Promise<SdsReply> {
+    // Fast path (every request but a token's first): no extra await, one promise.
+    if (this.installed.has(lease.tokenIdHex)) {
+      return this.sendOnce(lease, fields, payload).then((reply) => (reply.status === Status.TOKEN_UNKNOWN ? this.sendInstalling(lease, fields, payload) : reply));
+    }
+    return this.sendInstalling(lease, fields, payload);
+  }
+
+  private sendOnce(lease: Lease, fields: Omit<RequestFields, 'tokenId' | 'seq'>, payload: Buffer | undefined): Promise<SdsReply> {
+    const seq = lease.nextSeq;
+    lease.nextSeq += 1n;
+    return this.pick().request({ ...fields, tokenId: lease.tokenId, seq }, payload, lease.sessionKey);
+  }
+
+  /** The SDS lacks the token (first use, or it restarted): install, then send; once more if needed. */
+  private async sendInstalling(lease: Lease, fields: Omit<RequestFields, 'tokenId' | 'seq'>, payload: Buffer | undefined): Promise<SdsReply> {
     for (let attempt = 0; attempt < 2; attempt += 1) {
+      if (attempt > 0 || this.installed.has(lease.tokenIdHex)) this.installed.delete(lease.tokenIdHex);
       await this.ensureToken(lease);
-      const seq = lease.nextSeq;
-      lease.nextSeq += 1n;
-      const reply = await this.pick().request({ ...fields, tokenId: lease.tokenId, seq }, payload, lease.sessionKey);
+      const reply = await this.sendOnce(lease, fields, payload);
       if (reply.status !== Status.TOKEN_UNKNOWN) return reply;
-      // The SDS restarted (or evicted the token): forget what it held and install again.
-      this.installed.clear();
     }
     return { status: Status.TOKEN_UNKNOWN, aux: 0, payload: undefined };
   }

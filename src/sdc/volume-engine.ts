@@ -90,10 +90,13 @@ export class VolumeEngine {
 
   async read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
     this.checkRange(offsetBytes, lengthBytes);
-    const out = Buffer.allocUnsafe(lengthBytes);
-    await Promise.all(this.pieces(offsetBytes, lengthBytes).map((piece) => this.readPiece(piece, out)));
+    const pieces = this.pieces(offsetBytes, lengthBytes);
     this.counters.reads += 1;
     this.counters.bytesRead += lengthBytes;
+    // Most requests fit one chunk: hand back the SDS's reply bytes without another copy.
+    if (pieces.length === 1) return this.readPiece(pieces[0]!, undefined);
+    const out = Buffer.allocUnsafe(lengthBytes);
+    await Promise.all(pieces.map((piece) => this.readPiece(piece, out)));
     return out;
   }
 
@@ -187,14 +190,16 @@ export class VolumeEngine {
     return pieces;
   }
 
-  private async readPiece(piece: Piece, out: Buffer): Promise<void> {
+  /** Reads one piece into `out` at its request offset, or returns its bytes when `out` is undefined. */
+  private async readPiece(piece: Piece, out: Buffer | undefined): Promise<Buffer> {
     const deadline = Date.now() + PIECE_DEADLINE_MS;
     let lastProblem = 'no attempt';
     while (Date.now() < deadline) {
       const route = await this.routeOrFail(piece.chunkIndex, deadline);
       if (!route.chunk.placed) {
+        if (out === undefined) return Buffer.alloc(piece.lengthBytes);
         out.fill(0, piece.requestOffset, piece.requestOffset + piece.lengthBytes);
-        return;
+        return out;
       }
       const replicas = route.chunk.replicas;
       if (replicas.length === 0) throw new VolumeIoError('EIO', `chunk ${piece.chunkIndex} of ${this.volume.name} has no replica available`);
@@ -209,8 +214,9 @@ export class VolumeEngine {
             undefined,
           );
           if (reply.status === Status.OK && reply.payload !== undefined && reply.payload.length === piece.lengthBytes) {
+            if (out === undefined) return reply.payload;
             reply.payload.copy(out, piece.requestOffset);
-            return;
+            return out;
           }
           lastProblem = `${replica.sds_name}: ${statusName(reply.status)}`;
           if (REPLAN_STATUSES.has(reply.status)) replan = true;
