@@ -22,7 +22,7 @@ interface FioJob {
 }
 
 async function fio(...args: string[]): Promise<FioJob> {
-  const result = await run('fio', ['--name=verify', '--ioengine=nbd', `--uri=${e2e.uri('vol1')}`, '--output-format=json', '--verify_fatal=1', ...args], {
+  const result = await run('fio', ['--name=verify', '--ioengine=nbd', `--uri=${e2e.uri('vol1')}`, '--output-format=json', '--verify_fatal=1', '--verify_state_save=0', ...args], {
     timeoutMs: 240_000,
   });
   if (result.code !== 0) throw new Error(`fio exited ${result.code}: ${result.stderr}\n${result.stdout.slice(-2000)}`);
