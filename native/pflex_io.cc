@@ -2,7 +2,9 @@
 //
 // Control-plane calls (open, close, sizes, allocAligned) run synchronously on the JS thread: they are
 // rare and cheap. Data-plane calls (pread, pwrite, fdatasync, punchHole, zeroRange) run on the libuv
-// threadpool and return Promises, so a slow disk never stalls the event loop.
+// threadpool and return Promises, so a slow disk never stalls the event loop. The IoQueue class runs
+// the same calls on its own threads and hands completions to one JS callback per batch: the hot path
+// (the SDS's chunk store) uses it, since it costs the JS thread far less per IO (see IoQueue below).
 //
 // Errors: argument mistakes throw TypeError / RangeError before any syscall (no input may crash the
 // process); syscall failures become an Error with .code (errno name, e.g. "EIO"), .errno (the positive
@@ -19,6 +21,8 @@
 #include <limits.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -26,11 +30,19 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cassert>
 #include <cmath>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
+#include <deque>
+#include <memory>
+#include <mutex>
 #include <string>
+#include <system_error>
+#include <thread>
+#include <vector>
 
 namespace {
 
@@ -174,15 +186,173 @@ struct stat FstatOrThrow(Napi::Env env, int fd) {
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Threadpool work. Execute() runs on a libuv worker thread and touches no JavaScript values; it records
-// a failure as (syscall, errno) and OnOK() settles the promise on the JS thread.
+// The system calls of the data plane. These run on a worker thread (libuv's threadpool for the
+// promise functions, an IoQueue's own threads for the queue) and touch no JavaScript values: a
+// failure is recorded as (syscall, errno) and turned into an Error on the JS thread.
+
+// Failed calls, by index: IoQueue reports the index in its `syscalls` array and exports the names as
+// SYSCALL_NAMES, so the table and the enum must stay in the same order.
+enum Syscall : uint8_t {
+  kSyscallNone = 0,
+  kSyscallPread,
+  kSyscallPwrite,
+  kSyscallFdatasync,
+  kSyscallFallocate,
+  kSyscallFstat,
+  kSyscallIoctl,
+  kSyscallPosixMemalign,
+  kSyscallCount,
+};
+constexpr const char* kSyscallNames[kSyscallCount] = {
+    "", "pread", "pwrite", "fdatasync", "fallocate", "fstat", "ioctl", "posix_memalign",
+};
+
+struct IoResult {
+  uint64_t done = 0;  // Bytes read or written.
+  int error = 0;      // The positive errno of the failed call, or 0.
+  Syscall syscall = kSyscallNone;
+
+  // Records the failure of `call`; returns false so callers may write `return result->Fail(...)`.
+  bool Fail(Syscall call, int err) {
+    assert(err > 0 && call != kSyscallNone);
+    syscall = call;
+    error = err;
+    return false;
+  }
+};
+
+enum class RangeKind { kPunchHole, kZeroRange };
+
+// Writes zeros over [offset, offset + length) with an aligned buffer (the fd may be O_DIRECT).
+bool WriteZeros(int fd, uint64_t offset, uint64_t length, IoResult* result) {
+  assert(length > 0);
+  const size_t chunk = static_cast<size_t>(std::min<uint64_t>(length, kZeroChunkBytes));
+  void* zeros = nullptr;
+  int rc = posix_memalign(&zeros, kAlignmentBytesDefault, chunk);
+  if (rc != 0) return result->Fail(kSyscallPosixMemalign, rc);
+  memset(zeros, 0, chunk);
+  bool ok = true;
+  uint64_t done = 0;
+  while (done < length) {
+    const size_t want = static_cast<size_t>(std::min<uint64_t>(chunk, length - done));
+    ssize_t n = pwrite(fd, zeros, want, static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      ok = result->Fail(kSyscallPwrite, errno);
+      break;
+    }
+    if (n == 0) {  // Never returned for want > 0; refuse to spin if it ever is.
+      ok = result->Fail(kSyscallPwrite, EIO);
+      break;
+    }
+    done += static_cast<uint64_t>(n);
+  }
+  free(zeros);
+  return ok;
+}
+
+bool AtEndOfRegularFile(int fd, uint64_t position) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) return false;  // The next pread reports the real error.
+  return S_ISREG(st.st_mode) && position >= static_cast<uint64_t>(st.st_size);
+}
+
+// pread/pwrite of all of [data, data + length), retrying short IO and EINTR. A read stops at the end
+// of the file or device and zero-fills the rest of the buffer.
+void ExecuteReadWrite(bool write, int fd, uint8_t* data, size_t length, uint64_t offset,
+                      IoResult* result) {
+  assert(length > 0 && length <= kIoBytesMax);
+  const Syscall call = write ? kSyscallPwrite : kSyscallPread;
+  size_t done = 0;
+  while (done < length) {
+    uint8_t* at_data = data + done;
+    const size_t want = length - done;
+    const off_t at = static_cast<off_t>(offset + done);
+    ssize_t n = write ? pwrite(fd, at_data, want, at) : pread(fd, at_data, want, at);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      result->Fail(call, errno);
+      result->done = done;
+      return;
+    }
+    if (n == 0) {
+      if (write) {  // Never returned for want > 0; refuse to spin if it ever is.
+        result->Fail(kSyscallPwrite, EIO);
+        result->done = done;
+        return;
+      }
+      break;  // End of file or device.
+    }
+    assert(static_cast<size_t>(n) <= want);
+    done += static_cast<size_t>(n);
+    // A short O_DIRECT read ends at the (possibly unaligned) end of the file; a further pread from
+    // there would fail with EINVAL instead of returning 0, so stop at the file's size.
+    if (!write && done < length && AtEndOfRegularFile(fd, offset + done)) break;
+  }
+  assert(done <= length);
+  if (!write && done < length) memset(data + done, 0, length - done);
+  result->done = done;
+}
+
+void ExecuteFdatasync(int fd, IoResult* result) {
+  if (RetryOnEintr([&] { return fdatasync(fd); }) != 0) result->Fail(kSyscallFdatasync, errno);
+}
+
+bool Fallocate(int fd, int mode, uint64_t offset, uint64_t length, IoResult* result) {
+  const off_t at = static_cast<off_t>(offset);
+  const off_t count = static_cast<off_t>(length);
+  if (RetryOnEintr([&] { return fallocate(fd, mode, at, count); }) == 0) return true;
+  return result->Fail(kSyscallFallocate, errno);
+}
+
+// punchHole: fallocate(PUNCH_HOLE | KEEP_SIZE). zeroRange: see the exported zeroRange.
+void ExecuteRange(RangeKind kind, int fd, uint64_t offset, uint64_t length, IoResult* result) {
+  assert(length > 0);
+  if (kind == RangeKind::kPunchHole) {
+    Fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length, result);
+    return;
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    result->Fail(kSyscallFstat, errno);
+    return;
+  }
+  if (S_ISBLK(st.st_mode)) {
+    uint64_t range[2] = {offset, length};
+    if (RetryOnEintr([&] { return ioctl(fd, BLKZEROOUT, range); }) == 0) return;
+    if (!IsUnsupported(errno)) {
+      result->Fail(kSyscallIoctl, errno);
+      return;
+    }
+    WriteZeros(fd, offset, length, result);
+    return;
+  }
+  // Regular file: ZERO_RANGE keeps the blocks allocated (no fragmentation on later writes); a hole
+  // reads back as zeros too; writing zeros is the last resort.
+  if (Fallocate(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, offset, length, result) ||
+      !IsUnsupported(result->error)) {
+    return;
+  }
+  *result = IoResult{};
+  if (Fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length, result) ||
+      !IsUnsupported(result->error)) {
+    return;
+  }
+  *result = IoResult{};
+  // Like KEEP_SIZE, never grow the file: zero only the part below its size.
+  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  if (offset >= size) return;
+  WriteZeros(fd, offset, std::min(length, size - offset), result);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// One promise per call on the libuv threadpool (pread, pwrite, fdatasync, punchHole, zeroRange).
+// Execute() runs on a threadpool thread; OnOK() settles the promise on the JS thread.
 
 class PromiseWorker : public Napi::AsyncWorker {
  public:
-  PromiseWorker(Napi::Env env, const char* syscall)
-      : Napi::AsyncWorker(env, "pflex_io"),
-        deferred_(Napi::Promise::Deferred::New(env)),
-        syscall_(syscall) {}
+  explicit PromiseWorker(Napi::Env env)
+      : Napi::AsyncWorker(env, "pflex_io"), deferred_(Napi::Promise::Deferred::New(env)) {}
 
   Napi::Promise QueueForPromise() {
     Napi::Promise promise = deferred_.Promise();
@@ -191,10 +361,10 @@ class PromiseWorker : public Napi::AsyncWorker {
   }
 
  protected:
-  // Execute() never calls SetError(): errors travel in error_ so rejections carry .code and .errno.
+  // Execute() never calls SetError(): errors travel in result_ so rejections carry .code and .errno.
   void OnOK() override {
-    if (error_ != 0) {
-      deferred_.Reject(ErrnoError(Env(), error_, syscall_).Value());
+    if (result_.error != 0) {
+      deferred_.Reject(ErrnoError(Env(), result_.error, kSyscallNames[result_.syscall]).Value());
     } else {
       deferred_.Resolve(Result());
     }
@@ -202,51 +372,14 @@ class PromiseWorker : public Napi::AsyncWorker {
 
   virtual Napi::Value Result() { return Env().Undefined(); }
 
-  // Records the failure of `syscall`; returns false so callers may write `return Fail(...)`.
-  bool Fail(const char* syscall, int err) {
-    assert(err > 0);
-    syscall_ = syscall;
-    error_ = err;
-    return false;
-  }
-
-  // Writes zeros over [offset, offset + length) with an aligned buffer (the fd may be O_DIRECT).
-  bool WriteZeros(int fd, uint64_t offset, uint64_t length) {
-    assert(length > 0);
-    const size_t chunk = static_cast<size_t>(std::min<uint64_t>(length, kZeroChunkBytes));
-    void* zeros = nullptr;
-    int rc = posix_memalign(&zeros, kAlignmentBytesDefault, chunk);
-    if (rc != 0) return Fail("posix_memalign", rc);
-    memset(zeros, 0, chunk);
-    bool ok = true;
-    uint64_t done = 0;
-    while (done < length) {
-      const size_t want = static_cast<size_t>(std::min<uint64_t>(chunk, length - done));
-      ssize_t n = pwrite(fd, zeros, want, static_cast<off_t>(offset + done));
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) {
-        ok = Fail("pwrite", errno);
-        break;
-      }
-      if (n == 0) {  // Never returned for want > 0; refuse to spin if it ever is.
-        ok = Fail("pwrite", EIO);
-        break;
-      }
-      done += static_cast<uint64_t>(n);
-    }
-    free(zeros);
-    return ok;
-  }
-
   Napi::Promise::Deferred deferred_;
-  const char* syscall_;
-  int error_ = 0;
+  IoResult result_;
 };
 
 class ReadWriteWorker final : public PromiseWorker {
  public:
   ReadWriteWorker(Napi::Env env, bool write, int fd, const Bytes& bytes, uint64_t offset)
-      : PromiseWorker(env, write ? "pwrite" : "pread"),
+      : PromiseWorker(env),
         write_(write),
         fd_(fd),
         data_(bytes.data),
@@ -257,116 +390,645 @@ class ReadWriteWorker final : public PromiseWorker {
         buffer_reference_(Napi::Persistent(bytes.object)) {}
 
  private:
-  void Execute() override {
-    assert(length_ > 0 && length_ <= kIoBytesMax);
-    while (done_ < length_) {
-      uint8_t* data = data_ + done_;
-      const size_t want = length_ - done_;
-      const off_t at = static_cast<off_t>(offset_ + done_);
-      ssize_t n = write_ ? pwrite(fd_, data, want, at) : pread(fd_, data, want, at);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) {
-        Fail(syscall_, errno);
-        return;
-      }
-      if (n == 0) {
-        if (write_) {  // Never returned for want > 0; refuse to spin if it ever is.
-          Fail("pwrite", EIO);
-          return;
-        }
-        break;  // End of file or device.
-      }
-      assert(static_cast<size_t>(n) <= want);
-      done_ += static_cast<size_t>(n);
-      // A short O_DIRECT read ends at the (possibly unaligned) end of the file; a further pread from
-      // there would fail with EINVAL instead of returning 0, so stop at the file's size.
-      if (!write_ && done_ < length_ && AtEndOfRegularFile(offset_ + done_)) break;
-    }
-    assert(done_ <= length_);
-    if (!write_ && done_ < length_) memset(data_ + done_, 0, length_ - done_);
-  }
+  void Execute() override { ExecuteReadWrite(write_, fd_, data_, length_, offset_, &result_); }
 
-  bool AtEndOfRegularFile(uint64_t position) {
-    struct stat st;
-    if (fstat(fd_, &st) != 0) return false;  // The next pread reports the real error.
-    return S_ISREG(st.st_mode) && position >= static_cast<uint64_t>(st.st_size);
+  Napi::Value Result() override {
+    return Napi::Number::New(Env(), static_cast<double>(result_.done));
   }
-
-  Napi::Value Result() override { return Napi::Number::New(Env(), static_cast<double>(done_)); }
 
   const bool write_;
   const int fd_;
   uint8_t* const data_;
   const size_t length_;
   const uint64_t offset_;
-  size_t done_ = 0;
   Napi::ObjectReference buffer_reference_;
 };
 
 class FdatasyncWorker final : public PromiseWorker {
  public:
-  FdatasyncWorker(Napi::Env env, int fd) : PromiseWorker(env, "fdatasync"), fd_(fd) {}
+  FdatasyncWorker(Napi::Env env, int fd) : PromiseWorker(env), fd_(fd) {}
 
  private:
-  void Execute() override {
-    if (RetryOnEintr([&] { return fdatasync(fd_); }) != 0) Fail("fdatasync", errno);
-  }
+  void Execute() override { ExecuteFdatasync(fd_, &result_); }
   const int fd_;
 };
 
 class RangeWorker final : public PromiseWorker {
  public:
-  enum class Kind { kPunchHole, kZeroRange };
-
-  RangeWorker(Napi::Env env, Kind kind, int fd, uint64_t offset, uint64_t length)
-      : PromiseWorker(env, "fallocate"), kind_(kind), fd_(fd), offset_(offset), length_(length) {}
+  RangeWorker(Napi::Env env, RangeKind kind, int fd, uint64_t offset, uint64_t length)
+      : PromiseWorker(env), kind_(kind), fd_(fd), offset_(offset), length_(length) {}
 
  private:
-  void Execute() override {
-    assert(length_ > 0);
-    if (kind_ == Kind::kPunchHole) {
-      Fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE);
-      return;
-    }
-    struct stat st;
-    if (fstat(fd_, &st) != 0) {
-      Fail("fstat", errno);
-      return;
-    }
-    if (S_ISBLK(st.st_mode)) {
-      uint64_t range[2] = {offset_, length_};
-      if (RetryOnEintr([&] { return ioctl(fd_, BLKZEROOUT, range); }) == 0) return;
-      if (!IsUnsupported(errno)) {
-        Fail("ioctl", errno);
-        return;
-      }
-      WriteZeros(fd_, offset_, length_);
-      return;
-    }
-    // Regular file: ZERO_RANGE keeps the blocks allocated (no fragmentation on later writes); a hole
-    // reads back as zeros too; writing zeros is the last resort.
-    if (Fallocate(FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE) || !IsUnsupported(error_)) return;
-    error_ = 0;
-    if (Fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE) || !IsUnsupported(error_)) return;
-    error_ = 0;
-    // Like KEEP_SIZE, never grow the file: zero only the part below its size.
-    const uint64_t size = static_cast<uint64_t>(st.st_size);
-    if (offset_ >= size) return;
-    WriteZeros(fd_, offset_, std::min(length_, size - offset_));
-  }
+  void Execute() override { ExecuteRange(kind_, fd_, offset_, length_, &result_); }
 
-  bool Fallocate(int mode) {
-    const off_t offset = static_cast<off_t>(offset_);
-    const off_t length = static_cast<off_t>(length_);
-    if (RetryOnEintr([&] { return fallocate(fd_, mode, offset, length); }) == 0) return true;
-    return Fail("fallocate", errno);
-  }
-
-  const Kind kind_;
+  const RangeKind kind_;
   const int fd_;
   const uint64_t offset_;
   const uint64_t length_;
 };
+
+// ---------------------------------------------------------------------------------------------------
+// IoQueue: batched data-plane IO for the hot path (DESIGN §7, §10).
+//
+// The promise functions above cost one AsyncWorker, one promise and one callback scope per IO on the
+// JS thread. An IoQueue has its own worker threads and hands completions back in batches:
+//
+//   submit(op, fd, buffer, offsetBytes, lengthBytes, tag)   JS thread; returns nothing
+//     -> submission queue (mutex + condvar) -> worker thread runs the system calls
+//     -> completion list (mutex); the first completion of a batch schedules ONE thread-safe-function
+//        call (one uv_async wake-up); more completions join the list until the JS thread drains it
+//     -> onComplete(count, tags, results, syscalls)          JS thread, once per batch (<= kBatchMax)
+//
+// `tags` (Int32Array), `results` (Float64Array) and `syscalls` (Uint8Array) are allocated once and
+// reused for every batch; only their first `count` entries are meaningful and only during the call.
+// results[i] >= 0: bytes read or written (0 for fdatasync, zeroRange, punchHole); < 0: -errno, and
+// syscalls[i] is the index in SYSCALL_NAMES of the call that failed. No JS object is made per IO.
+//
+// Lifetime:
+// - Each submitted buffer is held by a napi_ref from submit until its completion is delivered on the
+//   JS thread, so the GC cannot free memory a worker is using.
+// - While any IO is in flight the thread-safe function is ref'd (the process does not exit mid-IO)
+//   and the queue object itself is held strongly; when idle both are released, so an idle queue
+//   keeps neither the event loop nor itself alive.
+// - close() stops new submissions (they throw ERR_IO_QUEUE_CLOSED), lets the workers finish what is
+//   queued, delivers every completion, joins the threads and resolves its promise.
+// - An idle queue collected by the GC without close(), and a queue alive at environment teardown,
+//   stop and join their threads (teardown waits for IO in flight: the buffers must outlive it).
+//   Teardown frees allocAligned buffers before any cleanup hook runs, so their finalizer first waits
+//   for the requests using their memory (WaitUntilMemoryUnused).
+// - A throw from onComplete does not stop the batch: the rest is delivered, then the first error is
+//   rethrown to Node, which handles it by its N-API policy for thread-safe-function callbacks.
+//
+// Wake-ups: a submit wakes one idle worker only when no wake-up is already pending; a woken worker
+// that leaves work in the queue wakes the next one. A burst of submits thus costs the JS thread at
+// most one futex wake, and the workers fan out among themselves.
+
+enum QueueOp : uint8_t {
+  kOpRead = 0,
+  kOpWrite,
+  kOpFdatasync,
+  kOpZeroRange,
+  kOpPunchHole,
+  kOpCount,
+};
+
+constexpr uint32_t kQueueThreadsDefault = 8;
+constexpr uint32_t kQueueThreadsMax = 64;
+// Completions delivered per onComplete call; a larger batch is delivered in several calls.
+constexpr size_t kBatchMax = 1024;
+constexpr double kTagMax = 2147483647.0;  // INT32_MAX: tags travel in an Int32Array.
+
+struct QueueRequest {
+  QueueOp op;
+  int fd;
+  uint8_t* data;
+  uint64_t offset;
+  uint64_t length;
+  int32_t tag;
+  napi_ref buffer;  // Holds the buffer while in flight; null for ops without one.
+  IoResult result;
+  // The list of requests in flight (submitted, not yet delivered): JS thread only.
+  QueueRequest* prev;
+  QueueRequest* next;
+  bool executed;  // The system calls are done; guarded by the queue's completion_mutex_.
+};
+
+Napi::Error QueueClosedError(Napi::Env env) {
+  Napi::Error error = Napi::Error::New(env, "the IoQueue is closed");
+  error.Set("code", Napi::String::New(env, "ERR_IO_QUEUE_CLOSED"));
+  return error;
+}
+
+bool IsNullish(const Napi::Value& value) { return value.IsUndefined() || value.IsNull(); }
+
+// The value a raw napi_ref holds (a Napi::Reference built over it would delete it when destroyed).
+template <typename T>
+T RefValue(Napi::Env env, napi_ref ref) {
+  napi_value value = nullptr;
+  NAPI_THROW_IF_FAILED(env, napi_get_reference_value(env, ref, &value), T());
+  return Napi::Value(env, value).As<T>();
+}
+
+class IoQueue;
+
+// Queues whose environment cleanup hook is registered, with their environment (any thread's).
+struct QueueRegistry {
+  std::mutex mutex;
+  std::vector<std::pair<napi_env, IoQueue*>> queues;
+};
+
+QueueRegistry& Registry() {
+  static QueueRegistry* registry = new QueueRegistry();  // Never destroyed: workers may outlive exit.
+  return *registry;
+}
+
+class IoQueue final : public Napi::ObjectWrap<IoQueue> {
+ public:
+  // Called by allocAligned's finalizer, on the JS thread, before it frees [data, data + size): waits
+  // until no request of a queue of `env` is still using that memory. The GC never finalizes a buffer
+  // in flight (the queue holds a reference to it), but environment teardown (a worker thread ending
+  // with IO in flight) frees external buffers before any cleanup hook can stop the queues. Memory that
+  // V8 allocates is freed only after the hooks have run.
+  static void WaitUntilMemoryUnused(napi_env env, const uint8_t* data, size_t size) {
+    QueueRegistry& registry = Registry();
+    std::lock_guard<std::mutex> lock(registry.mutex);
+    for (const auto& [queue_env, queue] : registry.queues) {
+      if (queue_env == env) queue->WaitUntilUnused(data, size);
+    }
+  }
+
+  static Napi::Function DefineClass(Napi::Env env) {
+    return Napi::ObjectWrap<IoQueue>::DefineClass(
+        env, "IoQueue",
+        {
+            InstanceMethod<&IoQueue::Submit>("submit"),
+            InstanceMethod<&IoQueue::Close>("close"),
+            InstanceAccessor<&IoQueue::InFlight>("inFlight"),
+            InstanceAccessor<&IoQueue::Threads>("threads"),
+            InstanceAccessor<&IoQueue::Closed>("closed"),
+        });
+  }
+
+  // new IoQueue(onComplete, threads = 8)
+  explicit IoQueue(const Napi::CallbackInfo& info) : Napi::ObjectWrap<IoQueue>(info) {
+    Napi::Env env = info.Env();
+    env_ = env;
+    if (!info[0].IsFunction()) throw Napi::TypeError::New(env, "onComplete must be a function");
+    uint32_t threads = kQueueThreadsDefault;
+    if (!info[1].IsUndefined()) {
+      threads = static_cast<uint32_t>(ArgInteger(info, 1, "threads", 1, kQueueThreadsMax));
+    }
+    CreateArrays(env);
+
+    tsfn_finalized_ = std::make_shared<std::atomic<bool>>(false);
+    auto* finalized = new std::shared_ptr<std::atomic<bool>>(tsfn_finalized_);
+    napi_status status = napi_create_threadsafe_function(
+        env, info[0], nullptr, Napi::String::New(env, "pflex_io.IoQueue"), 0, 1, finalized,
+        [](napi_env, void* data, void*) {
+          auto* flag = static_cast<std::shared_ptr<std::atomic<bool>>*>(data);
+          (*flag)->store(true);
+          delete flag;
+        },
+        this, &IoQueue::CallJs, &tsfn_);
+    if (status != napi_ok) {
+      delete finalized;
+      ReleaseArrays();
+      throw Napi::Error::New(env, "napi_create_threadsafe_function failed");
+    }
+    // Idle: the async handle must not keep the event loop alive.
+    napi_unref_threadsafe_function(env, tsfn_);
+
+    // Workers block every signal, so signals go to Node's own threads and IO rarely sees EINTR.
+    sigset_t all;
+    sigset_t previous;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &previous);
+    int spawn_error = 0;
+    try {
+      threads_.reserve(threads);
+      for (uint32_t i = 0; i < threads; i++) threads_.emplace_back(&IoQueue::WorkerLoop, this);
+    } catch (const std::system_error& error) {
+      spawn_error = error.code().value() > 0 ? error.code().value() : EAGAIN;
+    } catch (const std::bad_alloc&) {
+      spawn_error = ENOMEM;
+    }
+    pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+    if (spawn_error != 0) {
+      StopThreads();
+      napi_release_threadsafe_function(tsfn_, napi_tsfn_release);
+      tsfn_released_ = true;
+      ReleaseArrays();
+      state_ = State::kClosed;
+      throw ErrnoError(env, spawn_error, "pthread_create");
+    }
+    AddCleanupHook();
+  }
+
+  ~IoQueue() override {
+    // Closed: nothing left. Otherwise the GC found the queue idle and unreachable (it is held strongly
+    // while IO is in flight), or the environment is going away.
+    if (state_ == State::kClosed) return;
+    StopThreads();
+    RemoveCleanupHook();
+    if (!tsfn_released_ && !tsfn_finalized_->load()) {
+      napi_release_threadsafe_function(tsfn_, napi_tsfn_release);
+    }
+    tsfn_released_ = true;
+    // Left only at environment teardown, which frees the references itself.
+    for (QueueRequest* request : submitted_) delete request;
+    for (QueueRequest* request : completed_) delete request;
+    for (QueueRequest* request : draining_) delete request;
+    ReleaseArrays();
+  }
+
+ private:
+  enum class State { kOpen, kClosing, kClosed };
+
+  // submit(op, fd, buffer, offsetBytes, lengthBytes, tag)
+  //   read/write:         buffer (1 .. IO_BYTES_MAX bytes), offsetBytes; lengthBytes undefined or
+  //                       buffer.length.
+  //   zeroRange/punchHole: buffer undefined or null; offsetBytes; lengthBytes >= 1.
+  //   fdatasync:          buffer undefined or null; offsetBytes and lengthBytes undefined or 0.
+  //   tag:                an integer in [0, 2^31 - 1], handed back with the completion.
+  Napi::Value Submit(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (state_ != State::kOpen) throw QueueClosedError(env);
+    const auto op = static_cast<QueueOp>(ArgInteger(info, 0, "op", 0, kOpCount - 1));
+    const int fd = ArgFd(info, 1);
+    QueueRequest request{};
+    request.op = op;
+    request.fd = fd;
+    Napi::Object buffer;
+    switch (op) {
+      case kOpRead:
+      case kOpWrite: {
+        const Bytes bytes = ArgIoBuffer(info, 2);
+        request.offset = static_cast<uint64_t>(ArgInteger(info, 3, "offsetBytes", 0, kSafeIntegerMax));
+        if (!info[4].IsUndefined()) {
+          const double length = static_cast<double>(bytes.length);
+          ArgInteger(info, 4, "lengthBytes (the buffer's length)", length, length);
+        }
+        request.data = bytes.data;
+        request.length = bytes.length;
+        buffer = bytes.object;
+        break;
+      }
+      case kOpZeroRange:
+      case kOpPunchHole: {
+        if (!IsNullish(info[2])) throw Napi::TypeError::New(env, "buffer must be undefined or null");
+        const double offset = ArgInteger(info, 3, "offsetBytes", 0, kSafeIntegerMax);
+        const double length = ArgInteger(info, 4, "lengthBytes", 1, kSafeIntegerMax);
+        if (offset + length > kSafeIntegerMax) {
+          throw Napi::RangeError::New(env, "offsetBytes + lengthBytes must not exceed " +
+                                               FormatNumber(kSafeIntegerMax));
+        }
+        request.offset = static_cast<uint64_t>(offset);
+        request.length = static_cast<uint64_t>(length);
+        break;
+      }
+      case kOpFdatasync: {
+        if (!IsNullish(info[2])) throw Napi::TypeError::New(env, "buffer must be undefined or null");
+        if (!info[3].IsUndefined()) ArgInteger(info, 3, "offsetBytes", 0, 0);
+        if (!info[4].IsUndefined()) ArgInteger(info, 4, "lengthBytes", 0, 0);
+        break;
+      }
+      default:
+        assert(false);
+    }
+    request.tag = static_cast<int32_t>(ArgInteger(info, 5, "tag", 0, kTagMax));
+
+    // Arguments are valid: nothing below throws a JavaScript exception.
+    auto* queued = new QueueRequest(request);
+    if (!buffer.IsEmpty()) {
+      if (napi_create_reference(env, buffer, 1, &queued->buffer) != napi_ok) {
+        delete queued;
+        throw Napi::Error::New(env, "napi_create_reference failed");
+      }
+    }
+    LinkInFlight(queued);
+    in_flight_++;
+    if (!active_) {
+      // Busy: keep the event loop alive, and this object, until the last completion is delivered.
+      active_ = true;
+      napi_ref_threadsafe_function(env, tsfn_);
+      Ref();
+    }
+    bool wake = false;
+    {
+      std::lock_guard<std::mutex> lock(submit_mutex_);
+      submitted_.push_back(queued);
+      if (idle_ > 0 && !wake_pending_) {
+        wake_pending_ = true;
+        wake = true;
+      }
+    }
+    if (wake) submit_cv_.notify_one();
+    return env.Undefined();
+  }
+
+  // close() => Promise<void>: resolves once every submitted IO has completed and been delivered and
+  // the threads are joined. Idempotent.
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (state_ == State::kClosed) {
+      Napi::Promise::Deferred done = Napi::Promise::Deferred::New(env);
+      done.Resolve(env.Undefined());
+      return done.Promise();
+    }
+    if (state_ == State::kOpen) {
+      state_ = State::kClosing;
+      close_deferred_ = std::make_unique<Napi::Promise::Deferred>(Napi::Promise::Deferred::New(env));
+      {
+        // Workers finish the queue, then exit.
+        std::lock_guard<std::mutex> lock(submit_mutex_);
+        stopping_ = true;
+      }
+      submit_cv_.notify_all();
+    }
+    Napi::Promise promise = close_deferred_->Promise();
+    if (in_flight_ == 0) FinishClose(env);
+    return promise;
+  }
+
+  Napi::Value InFlight(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(in_flight_));
+  }
+  Napi::Value Threads(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(threads_.size()));
+  }
+  Napi::Value Closed(const Napi::CallbackInfo& info) {
+    return Napi::Boolean::New(info.Env(), state_ != State::kOpen);
+  }
+
+  // ------------------------------------------------------------------ worker threads
+
+  void WorkerLoop() {
+    std::unique_lock<std::mutex> lock(submit_mutex_);
+    for (;;) {
+      while (submitted_.empty() && !stopping_) {
+        idle_++;
+        submit_cv_.wait(lock);
+        idle_--;
+        wake_pending_ = false;
+      }
+      if (submitted_.empty()) return;  // Stopping, and the queue is drained.
+      QueueRequest* request = submitted_.front();
+      submitted_.pop_front();
+      const bool wake_next = !submitted_.empty() && idle_ > 0 && !wake_pending_;
+      if (wake_next) wake_pending_ = true;
+      lock.unlock();
+      if (wake_next) submit_cv_.notify_one();
+
+      Execute(request);
+
+      bool schedule = false;
+      bool memory_waiter = false;
+      {
+        std::lock_guard<std::mutex> completion_lock(completion_mutex_);
+        request->executed = true;
+        completed_.push_back(request);
+        if (!drain_scheduled_) {
+          drain_scheduled_ = true;
+          schedule = true;
+        }
+        memory_waiter = memory_waiters_ > 0;
+      }
+      if (memory_waiter) executed_cv_.notify_all();
+      // One call per batch. The thread-safe function outlives the workers: it is released only after
+      // they are joined.
+      if (schedule) napi_call_threadsafe_function(tsfn_, nullptr, napi_tsfn_nonblocking);
+      lock.lock();
+    }
+  }
+
+  static void Execute(QueueRequest* request) {
+    IoResult* result = &request->result;
+    switch (request->op) {
+      case kOpRead:
+      case kOpWrite:
+        ExecuteReadWrite(request->op == kOpWrite, request->fd, request->data,
+                         static_cast<size_t>(request->length), request->offset, result);
+        break;
+      case kOpFdatasync:
+        ExecuteFdatasync(request->fd, result);
+        break;
+      case kOpZeroRange:
+        ExecuteRange(RangeKind::kZeroRange, request->fd, request->offset, request->length, result);
+        break;
+      case kOpPunchHole:
+        ExecuteRange(RangeKind::kPunchHole, request->fd, request->offset, request->length, result);
+        break;
+      default:
+        assert(false);
+    }
+  }
+
+  // Sets stopping and joins the workers; they finish the queue first. Idempotent.
+  void StopThreads() {
+    {
+      std::lock_guard<std::mutex> lock(submit_mutex_);
+      stopping_ = true;
+    }
+    submit_cv_.notify_all();
+    for (std::thread& thread : threads_) {
+      if (thread.joinable()) thread.join();
+    }
+  }
+
+  // ------------------------------------------------------------------ the JS thread
+
+  static void CallJs(napi_env env, napi_value callback, void* context, void*) {
+    if (env == nullptr || callback == nullptr) return;  // The thread-safe function is going away.
+    IoQueue* queue = static_cast<IoQueue*>(context);
+    try {
+      queue->Drain(Napi::Env(env), Napi::Function(env, callback));
+    } catch (const Napi::Error& error) {
+      // Becomes an uncaught exception, as a throw from any other callback would. napi_throw fails
+      // only where JavaScript cannot run any more (a worker thread being terminated).
+      napi_throw(env, error.Value());
+    } catch (...) {
+      // Nothing may escape into Node (std::terminate); Drain has already settled its state.
+    }
+  }
+
+  // Delivers every completion that is ready, kBatchMax per call of onComplete.
+  void Drain(Napi::Env env, Napi::Function callback) {
+    {
+      std::lock_guard<std::mutex> lock(completion_mutex_);
+      assert(draining_.empty());
+      draining_.swap(completed_);
+      drain_scheduled_ = false;
+    }
+    std::unique_ptr<Napi::Error> first_error;
+    size_t next = 0;
+    while (next < draining_.size()) {
+      const size_t count = std::min(kBatchMax, draining_.size() - next);
+      EnsureArrays(env);
+      Napi::Int32Array tags = RefValue<Napi::Int32Array>(env, tags_ref_);
+      Napi::Float64Array results = RefValue<Napi::Float64Array>(env, results_ref_);
+      Napi::Uint8Array syscalls = RefValue<Napi::Uint8Array>(env, syscalls_ref_);
+      int32_t* tag_data = tags.Data();
+      double* result_data = results.Data();
+      uint8_t* syscall_data = syscalls.Data();
+      for (size_t i = 0; i < count; i++) {
+        QueueRequest* request = draining_[next + i];
+        tag_data[i] = request->tag;
+        if (request->result.error != 0) {
+          result_data[i] = -static_cast<double>(request->result.error);
+          syscall_data[i] = request->result.syscall;
+        } else {
+          result_data[i] = static_cast<double>(request->result.done);
+          syscall_data[i] = kSyscallNone;
+        }
+        if (request->buffer != nullptr) napi_delete_reference(env, request->buffer);
+        UnlinkInFlight(request);
+        delete request;
+      }
+      next += count;
+      in_flight_ -= count;
+      try {
+        callback.Call({Napi::Number::New(env, static_cast<double>(count)), tags, results, syscalls});
+      } catch (const Napi::Error& error) {
+        // The rest of the batch is still delivered; the first error is rethrown at the end.
+        if (!first_error) first_error = std::make_unique<Napi::Error>(error);
+      }
+    }
+    draining_.clear();
+    if (in_flight_ == 0) Deactivate(env);
+    if (in_flight_ == 0 && state_ == State::kClosing) FinishClose(env);
+    if (first_error) throw *first_error;
+  }
+
+  // Idle: neither the event loop nor this object is held any more.
+  void Deactivate(Napi::Env env) {
+    if (!active_) return;
+    active_ = false;
+    napi_unref_threadsafe_function(env, tsfn_);
+    Unref();
+  }
+
+  void FinishClose(Napi::Env env) {
+    assert(state_ == State::kClosing && in_flight_ == 0);
+    Deactivate(env);  // close() may be called from onComplete, before Drain deactivates.
+    StopThreads();
+    RemoveCleanupHook();
+    if (!tsfn_released_) {
+      napi_release_threadsafe_function(tsfn_, napi_tsfn_release);
+      tsfn_released_ = true;
+    }
+    ReleaseArrays();
+    state_ = State::kClosed;
+    std::unique_ptr<Napi::Promise::Deferred> deferred = std::move(close_deferred_);
+    deferred->Resolve(env.Undefined());
+  }
+
+  void LinkInFlight(QueueRequest* request) {
+    request->prev = in_flight_tail_;
+    request->next = nullptr;
+    if (in_flight_tail_ != nullptr) {
+      in_flight_tail_->next = request;
+    } else {
+      in_flight_head_ = request;
+    }
+    in_flight_tail_ = request;
+  }
+
+  void UnlinkInFlight(QueueRequest* request) {
+    (request->prev != nullptr ? request->prev->next : in_flight_head_) = request->next;
+    (request->next != nullptr ? request->next->prev : in_flight_tail_) = request->prev;
+  }
+
+  // JS thread. A worker runs every queued request, even when stopping, so the wait ends.
+  void WaitUntilUnused(const uint8_t* data, size_t size) {
+    const uint8_t* end = data + size;
+    for (QueueRequest* request = in_flight_head_; request != nullptr; request = request->next) {
+      if (request->data == nullptr) continue;
+      if (!(request->data < end && data < request->data + request->length)) continue;
+      std::unique_lock<std::mutex> lock(completion_mutex_);
+      memory_waiters_++;
+      executed_cv_.wait(lock, [request] { return request->executed; });
+      memory_waiters_--;
+    }
+  }
+
+  static void EnvCleanup(void* arg) {
+    IoQueue* queue = static_cast<IoQueue*>(arg);
+    queue->Unregister();  // A hook runs once.
+    queue->StopThreads();
+  }
+
+  void AddCleanupHook() {
+    QueueRegistry& registry = Registry();
+    std::lock_guard<std::mutex> lock(registry.mutex);
+    napi_add_env_cleanup_hook(env_, &IoQueue::EnvCleanup, this);
+    registry.queues.emplace_back(env_, this);
+    cleanup_hook_added_ = true;
+  }
+
+  void RemoveCleanupHook() {
+    if (!cleanup_hook_added_) return;
+    napi_remove_env_cleanup_hook(env_, &IoQueue::EnvCleanup, this);
+    Unregister();
+  }
+
+  void Unregister() {
+    QueueRegistry& registry = Registry();
+    std::lock_guard<std::mutex> lock(registry.mutex);
+    auto& queues = registry.queues;
+    queues.erase(std::remove_if(queues.begin(), queues.end(),
+                                [this](const auto& entry) { return entry.second == this; }),
+                 queues.end());
+    cleanup_hook_added_ = false;
+  }
+
+  // The arrays handed to onComplete. JS could detach their buffers (transfer them to a worker), so
+  // they are checked before each batch and made again if so.
+  void CreateArrays(Napi::Env env) {
+    ReleaseArrays();
+    napi_create_reference(env, Napi::Int32Array::New(env, kBatchMax), 1, &tags_ref_);
+    napi_create_reference(env, Napi::Float64Array::New(env, kBatchMax), 1, &results_ref_);
+    napi_create_reference(env, Napi::Uint8Array::New(env, kBatchMax), 1, &syscalls_ref_);
+  }
+
+  void EnsureArrays(Napi::Env env) {
+    const bool intact =
+        RefValue<Napi::Int32Array>(env, tags_ref_).ElementLength() == kBatchMax &&
+        RefValue<Napi::Float64Array>(env, results_ref_).ElementLength() == kBatchMax &&
+        RefValue<Napi::Uint8Array>(env, syscalls_ref_).ElementLength() == kBatchMax;
+    if (!intact) CreateArrays(env);
+  }
+
+  void ReleaseArrays() {
+    for (napi_ref* ref : {&tags_ref_, &results_ref_, &syscalls_ref_}) {
+      if (*ref != nullptr) napi_delete_reference(env_, *ref);
+      *ref = nullptr;
+    }
+  }
+
+  napi_env env_ = nullptr;
+  napi_threadsafe_function tsfn_ = nullptr;
+  // Set by the thread-safe function's finalizer (environment teardown may run it before the GC
+  // finalizes this object); shared because either may go first.
+  std::shared_ptr<std::atomic<bool>> tsfn_finalized_;
+  bool tsfn_released_ = false;
+  bool cleanup_hook_added_ = false;
+  std::vector<std::thread> threads_;
+
+  // Submission queue: guarded by submit_mutex_.
+  std::mutex submit_mutex_;
+  std::condition_variable submit_cv_;
+  std::deque<QueueRequest*> submitted_;
+  uint32_t idle_ = 0;          // Workers waiting on submit_cv_.
+  bool wake_pending_ = false;  // A worker has been notified and has not woken yet.
+  bool stopping_ = false;
+
+  // Completion list: guarded by completion_mutex_.
+  std::mutex completion_mutex_;
+  std::vector<QueueRequest*> completed_;
+  bool drain_scheduled_ = false;  // A thread-safe-function call is pending.
+  std::condition_variable executed_cv_;  // Signalled for WaitUntilUnused.
+  uint32_t memory_waiters_ = 0;
+
+  // JS thread only.
+  std::vector<QueueRequest*> draining_;
+  QueueRequest* in_flight_head_ = nullptr;
+  QueueRequest* in_flight_tail_ = nullptr;
+  size_t in_flight_ = 0;  // Submitted and not yet delivered.
+  bool active_ = false;   // The thread-safe function and this object are ref'd.
+  State state_ = State::kOpen;
+  std::unique_ptr<Napi::Promise::Deferred> close_deferred_;
+  napi_ref tags_ref_ = nullptr;
+  napi_ref results_ref_ = nullptr;
+  napi_ref syscalls_ref_ = nullptr;
+};
+
+// errnoError(errno, syscall) => the Error the promise functions reject with, for IoQueue failures.
+Napi::Value ErrnoErrorValue(const Napi::CallbackInfo& info) {
+  const int err = static_cast<int>(ArgInteger(info, 0, "errno", 1, 4095));
+  if (!info[1].IsString()) throw Napi::TypeError::New(info.Env(), "syscall must be a string");
+  const std::string syscall = info[1].As<Napi::String>().Utf8Value();
+  return ErrnoError(info.Env(), err, syscall.c_str()).Value();
+}
 
 // ---------------------------------------------------------------------------------------------------
 // Exported functions
@@ -441,14 +1103,16 @@ Napi::Value AllocAligned(const Napi::CallbackInfo& info) {
   // Tell V8 about the memory so that dropped buffers get collected under pressure.
   Napi::MemoryManagement::AdjustExternalMemory(env, static_cast<int64_t>(size));
   size_t* hint = new size_t(size);
-  return Napi::Buffer<uint8_t>::New(
+  Napi::Buffer<uint8_t> buffer = Napi::Buffer<uint8_t>::New(
       env, static_cast<uint8_t*>(memory), size,
       [](Napi::Env finalize_env, uint8_t* data, size_t* size_hint) {
+        IoQueue::WaitUntilMemoryUnused(finalize_env, data, *size_hint);
         free(data);
         Napi::MemoryManagement::AdjustExternalMemory(finalize_env, -static_cast<int64_t>(*size_hint));
         delete size_hint;
       },
       hint);
+  return buffer;
 }
 
 // addressAlignmentOf(buffer) => the largest power of two (capped at 2^30) dividing the address of the
@@ -479,7 +1143,7 @@ Napi::Value Fdatasync(const Napi::CallbackInfo& info) {
   return (new FdatasyncWorker(info.Env(), fd))->QueueForPromise();
 }
 
-Napi::Value Range(const Napi::CallbackInfo& info, RangeWorker::Kind kind) {
+Napi::Value Range(const Napi::CallbackInfo& info, RangeKind kind) {
   const int fd = ArgFd(info, 0);
   const double offset = ArgInteger(info, 1, "offsetBytes", 0, kSafeIntegerMax);
   const double length = ArgInteger(info, 2, "lengthBytes", 1, kSafeIntegerMax);
@@ -493,10 +1157,10 @@ Napi::Value Range(const Napi::CallbackInfo& info, RangeWorker::Kind kind) {
 }
 
 Napi::Value PunchHole(const Napi::CallbackInfo& info) {
-  return Range(info, RangeWorker::Kind::kPunchHole);
+  return Range(info, RangeKind::kPunchHole);
 }
 Napi::Value ZeroRange(const Napi::CallbackInfo& info) {
-  return Range(info, RangeWorker::Kind::kZeroRange);
+  return Range(info, RangeKind::kZeroRange);
 }
 
 Napi::Value FileStatusFlags(const Napi::CallbackInfo& info) {
@@ -560,6 +1224,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("logicalBlockSizeBytes",
               Napi::Function::New(env, LogicalBlockSizeBytes, "logicalBlockSizeBytes"));
   exports.Set("truncate", Napi::Function::New(env, Truncate, "truncate"));
+  exports.Set("errnoError", Napi::Function::New(env, ErrnoErrorValue, "errnoError"));
+  exports.Set("IoQueue", IoQueue::DefineClass(env));
 
   exports.Set("O_RDONLY", Napi::Number::New(env, O_RDONLY));
   exports.Set("O_WRONLY", Napi::Number::New(env, O_WRONLY));
@@ -574,6 +1240,19 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("ALIGNMENT_BYTES_DEFAULT",
               Napi::Number::New(env, static_cast<double>(kAlignmentBytesDefault)));
   exports.Set("ALIGNMENT_BYTES_MAX", Napi::Number::New(env, static_cast<double>(kAlignmentBytesMax)));
+  exports.Set("IO_OP_READ", Napi::Number::New(env, kOpRead));
+  exports.Set("IO_OP_WRITE", Napi::Number::New(env, kOpWrite));
+  exports.Set("IO_OP_FDATASYNC", Napi::Number::New(env, kOpFdatasync));
+  exports.Set("IO_OP_ZERO_RANGE", Napi::Number::New(env, kOpZeroRange));
+  exports.Set("IO_OP_PUNCH_HOLE", Napi::Number::New(env, kOpPunchHole));
+  exports.Set("IO_QUEUE_THREADS_DEFAULT", Napi::Number::New(env, kQueueThreadsDefault));
+  exports.Set("IO_QUEUE_THREADS_MAX", Napi::Number::New(env, kQueueThreadsMax));
+  exports.Set("IO_QUEUE_BATCH_MAX", Napi::Number::New(env, static_cast<double>(kBatchMax)));
+  Napi::Array syscall_names = Napi::Array::New(env, kSyscallCount);
+  for (uint32_t i = 0; i < kSyscallCount; i++) {
+    syscall_names.Set(i, Napi::String::New(env, kSyscallNames[i]));
+  }
+  exports.Set("SYSCALL_NAMES", syscall_names);
   return exports;
 }
 

@@ -188,7 +188,9 @@ export class ProcessCluster {
     const fullArgs = [...args, '--log-level', this.spec.logLevel ?? 'info'];
     // PFLEX_CHILD_NODE_ARGS: extra node flags for every child, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
     const nodeArgs = (process.env.PFLEX_CHILD_NODE_ARGS ?? '').split(' ').filter((arg) => arg.length > 0);
-    const child = spawn(process.execPath, [...nodeArgs, PFLEX_BIN, ...fullArgs], { stdio: ['ignore', log, log], env: { ...process.env, ...env } });
+    // The SDS runs device IO on libuv's threadpool, sized at process start (the bin's shebang does the same).
+    const poolEnv = { UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '16' };
+    const child = spawn(process.execPath, [...nodeArgs, PFLEX_BIN, ...fullArgs], { stdio: ['ignore', log, log], env: { ...process.env, ...poolEnv, ...env } });
     closeSync(log);
     const entry: ClusterProcess = { name, args: fullArgs, child };
     this.processes.set(name, entry);

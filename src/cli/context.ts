@@ -28,8 +28,16 @@ export function contextOf(command: Command): CommandContext {
       ...(options.tokenFile !== undefined ? { tokenFile: options.tokenFile } : {}),
       timeoutMs: options.timeoutMs,
     }),
-    output: { json: options.json === true },
+    output: { json: jsonRequested(command) },
   };
+}
+
+/** --json given before the subcommand (global) or after it (every leaf command takes it). */
+function jsonRequested(command: Command): boolean {
+  for (let current: Command | null = command; current !== null; current = current.parent) {
+    if (current.opts().json === true) return true;
+  }
+  return false;
 }
 
 /** "800MiB", "1.5GiB", "4096B"; a bare number is GiB, like the seed's size_gb. */

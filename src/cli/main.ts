@@ -51,7 +51,19 @@ $PFLEX_DATA_DIR/mdm/admin.token (default ./data/mdm/admin.token).`,
   registerTopologyCommands(program);
   registerNodeCommands(program);
   registerVolumeCommands(program);
+  // `pflex sds --data-port …` (run) and `pflex sds add --data-port …` share flag names, so a
+  // command's options only count before its subcommand. --json still works anywhere: every leaf
+  // command accepts it too.
+  positionalOptionsEverywhere(program);
   return program;
+}
+
+function positionalOptionsEverywhere(command: Command): void {
+  command.enablePositionalOptions();
+  for (const sub of command.commands) {
+    if (sub.commands.length === 0) sub.addOption(new Option('--json', 'print machine-readable JSON').hideHelp());
+    else positionalOptionsEverywhere(sub);
+  }
 }
 
 function reportError(error: unknown, json: boolean): number {
@@ -74,6 +86,12 @@ function reportError(error: unknown, json: boolean): number {
   }
   return EXIT_FAILURE;
 }
+
+// `pflex … | head` closes the pipe early: that is not an error.
+process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+  if (error.code === 'EPIPE') process.exit(0);
+  throw error;
+});
 
 const program = buildProgram();
 try {
