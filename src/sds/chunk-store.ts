@@ -17,7 +17,8 @@ import * as nativeIo from './native-io.js';
 import { AlignedBufferPool, ALIGNMENT_BYTES, alignDown, alignUp } from './aligned-buffers.js';
 import { RangeLock } from '../common/range-lock.js';
 
-export const INTENT_QUIET_MS = 1000;
+/** A chunk's write intent is cleared after this long without writes (and an fdatasync). */
+export const INTENT_QUIET_MS = 5000;
 export const DEVICES_MAX = 64;
 
 export interface DeviceSpec {
@@ -72,6 +73,9 @@ export class ChunkStore {
   private readonly devices = new Map<number, Device>();
   private readonly chunks = new Map<string, ChunkEntry>();
   private readonly intents = new Set<string>();
+  /** Intents waiting for the next batched commit, and that commit. */
+  private pendingIntents = new Map<string, ChunkEntry>();
+  private intentCommit: Promise<void> | undefined;
   /** Intents found at start: kept until the MDM says the chunk was resynced. */
   private readonly startupIntents = new Set<string>();
   private readonly buffers = new AlignedBufferPool();
@@ -296,10 +300,39 @@ export class ChunkStore {
    * Writes `data` at `offsetBytes` of a chunk, giving the chunk a slot on first write. `fua`:
    * durable (fdatasync) before it resolves. The caller has checked the epoch.
    */
-  async write(volumeId: number, chunkIndex: number, poolId: number, epoch: number, offsetBytes: number, data: Buffer, fua: boolean): Promise<void> {
-    await this.mutate(volumeId, chunkIndex, poolId, epoch, offsetBytes, data.length, fua, (region, regionOffset) => {
-      data.copy(region, offsetBytes - regionOffset);
-    });
+  async write(
+    volumeId: number,
+    chunkIndex: number,
+    poolId: number,
+    epoch: number,
+    offsetBytes: number,
+    data: Buffer,
+    fua: boolean,
+    /** `data` sits in memory from acquireAligned(): an aligned write then needs no copy. */
+    dataAligned = false,
+  ): Promise<void> {
+    await this.mutate(
+      volumeId,
+      chunkIndex,
+      poolId,
+      epoch,
+      offsetBytes,
+      data.length,
+      fua,
+      (region, regionOffset) => {
+        data.copy(region, offsetBytes - regionOffset);
+      },
+      dataAligned ? data : undefined,
+    );
+  }
+
+  /** Page-aligned memory for a payload the caller will hand to write(…, dataAligned). */
+  acquireAligned(sizeBytes: number): Buffer {
+    return this.buffers.acquire(sizeBytes);
+  }
+
+  releaseAligned(buffer: Buffer): void {
+    this.buffers.release(buffer);
   }
 
   /** Zeroes a range (TRIM and WRITE_ZEROES). Unwritten chunks are zeros already. */
@@ -368,6 +401,7 @@ export class ChunkStore {
     lengthBytes: number,
     fua: boolean,
     patch: (region: Buffer, regionOffset: number) => void,
+    alignedData?: Buffer,
   ): Promise<void> {
     const key = chunkKey(volumeId, chunkIndex);
     let entry = this.chunks.get(key);
@@ -383,13 +417,17 @@ export class ChunkStore {
       const aligned = offsetBytes % ALIGNMENT_BYTES === 0 && lengthBytes % ALIGNMENT_BYTES === 0;
       if (aligned) {
         const release = await this.locks.acquire(key, offsetBytes, offsetBytes + lengthBytes);
-        const buffer = this.buffers.acquire(lengthBytes);
+        const buffer = alignedData === undefined ? this.buffers.acquire(lengthBytes) : undefined;
         try {
-          const region = buffer.subarray(0, lengthBytes);
-          patch(region, offsetBytes);
+          let region: Buffer;
+          if (buffer === undefined) region = alignedData!;
+          else {
+            region = buffer.subarray(0, lengthBytes);
+            patch(region, offsetBytes);
+          }
           await this.pwriteFully(device, region, base + offsetBytes);
         } finally {
-          this.buffers.release(buffer);
+          if (buffer !== undefined) this.buffers.release(buffer);
           release();
         }
       } else {
@@ -466,13 +504,39 @@ export class ChunkStore {
     return best;
   }
 
+  /**
+   * Counts a write in and makes sure the chunk's write intent is durable first. New intents of one
+   * event-loop turn are committed together: one transaction, one fsync, however many chunks.
+   */
   private async beginWrite(entry: ChunkEntry): Promise<void> {
-    const key = chunkKey(entry.volumeId, entry.chunkIndex);
-    if (!this.intents.has(key)) {
-      this.db.prepare('INSERT OR IGNORE INTO write_intents (volume_id, chunk_index, since_ms) VALUES (?, ?, ?)').run(entry.volumeId, entry.chunkIndex, Date.now());
-      this.intents.add(key);
-    }
     entry.writesInFlight += 1;
+    const key = chunkKey(entry.volumeId, entry.chunkIndex);
+    if (this.intents.has(key)) return;
+    this.pendingIntents.set(key, entry);
+    this.intentCommit ??= new Promise<void>((resolve, reject) => {
+      setImmediate(() => {
+        const batch = this.pendingIntents;
+        this.pendingIntents = new Map();
+        this.intentCommit = undefined;
+        try {
+          const insert = this.db.prepare('INSERT OR IGNORE INTO write_intents (volume_id, chunk_index, since_ms) VALUES (?, ?, ?)');
+          const now = Date.now();
+          this.db.transaction(() => {
+            for (const pending of batch.values()) insert.run(pending.volumeId, pending.chunkIndex, now);
+          })();
+          for (const pendingKey of batch.keys()) this.intents.add(pendingKey);
+          resolve();
+        } catch (error) {
+          reject(error);
+        }
+      });
+    });
+    try {
+      await this.intentCommit;
+    } catch (error) {
+      entry.writesInFlight -= 1;
+      throw error;
+    }
   }
 
   private endWrite(entry: ChunkEntry): void {

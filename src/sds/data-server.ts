@@ -67,7 +67,14 @@ const KIND_OF: Record<number, IoKind> = {
 };
 
 /** Executes one request after its frame is parsed: token checks, bounds, then the chunk store. */
-export async function executeRequest(deps: DataServerDeps, header: RequestHeader, headerBytes: Buffer, payload: Buffer | undefined): Promise<Outcome> {
+export async function executeRequest(
+  deps: DataServerDeps,
+  header: RequestHeader,
+  headerBytes: Buffer,
+  payload: Buffer | undefined,
+  /** The payload sits in page-aligned memory (binary frames): the store writes it without a copy. */
+  payloadAligned = false,
+): Promise<Outcome> {
   switch (header.opcode) {
     case Opcode.PING:
       return OK;
@@ -114,7 +121,7 @@ export async function executeRequest(deps: DataServerDeps, header: RequestHeader
         result = { ...OK, payload: await deps.store.read(header.volumeId, header.chunkIndex, header.offsetBytes, header.lengthBytes) };
         break;
       case Opcode.WRITE:
-        await deps.store.write(header.volumeId, header.chunkIndex, fields.poolId, check.epoch, header.offsetBytes, payload!, fua);
+        await deps.store.write(header.volumeId, header.chunkIndex, fields.poolId, check.epoch, header.offsetBytes, payload!, fua, payloadAligned);
         break;
       case Opcode.TRIM:
       case Opcode.WRITE_ZEROES:
@@ -217,21 +224,29 @@ class DataConnection {
     const { header, headerBytes } = this.pendingHeader;
     if (this.queue.length < header.payloadBytes) return false;
     this.pendingHeader = undefined;
-    // A view into the socket's buffers: Node never reuses them, and the store copies into aligned memory.
+    if (header.opcode === Opcode.WRITE && header.payloadBytes > 0) {
+      // Straight from the socket into page-aligned memory: the O_DIRECT write needs no other copy.
+      const aligned = this.deps.store.acquireAligned(header.payloadBytes);
+      this.queue.takeInto(header.payloadBytes, aligned);
+      this.dispatchBinary(header, headerBytes, aligned.subarray(0, header.payloadBytes), aligned);
+      return true;
+    }
+    // A view into the socket's buffers (TOKEN payloads): Node never reuses them.
     const payload = header.payloadBytes > 0 ? this.queue.take(header.payloadBytes) : undefined;
-    this.dispatchBinary(header, headerBytes, payload);
+    this.dispatchBinary(header, headerBytes, payload, undefined);
     return true;
   }
 
-  private dispatchBinary(header: RequestHeader, headerBytes: Buffer, payload: Buffer | undefined): void {
+  private dispatchBinary(header: RequestHeader, headerBytes: Buffer, payload: Buffer | undefined, alignedBuffer: Buffer | undefined): void {
     this.inFlight += 1;
-    executeRequest(this.deps, header, headerBytes, payload)
+    executeRequest(this.deps, header, headerBytes, payload, alignedBuffer !== undefined)
       .catch((error: unknown) => {
         this.deps.log.error({ err: error }, 'data request failed unexpectedly');
         return outcome(Status.INTERNAL);
       })
       .then((result) => {
         this.inFlight -= 1;
+        if (alignedBuffer !== undefined) this.deps.store.releaseAligned(alignedBuffer);
         if (!this.closed) {
           const payloadBytes = result.payload?.length ?? 0;
           const replyHeader = encodeReplyHeader({ status: result.status, requestId: header.requestId, payloadBytes, aux: result.aux }, Buffer.allocUnsafe(REPLY_HEADER_BYTES));

@@ -62,7 +62,6 @@ t.test('parseSizeBytes: not a size -> undefined', async (t) => {
     '.5m',
     '5.',
     '4 XB',
-    '4 PiB',
     '4 MiBs',
     '4 Mi B',
     '4,096',
@@ -118,7 +117,7 @@ t.test('formatBytes: three significant digits that parse back within 0.5%', asyn
   const details = fc.check(
     fc.property(fc.integer({ min: 0, max: 2 ** 50 - 1 }), (n) => {
       const text = formatBytes(n);
-      const match = /^(\d+(?:\.\d+)?) (B|KiB|MiB|GiB|TiB)$/.exec(text);
+      const match = /^(\d+(?:\.\d+)?) (B|KiB|MiB|GiB|TiB|PiB)$/.exec(text);
       if (match === null) throw new Error(`unexpected format ${JSON.stringify(text)}`);
       if (match[2] === 'B' && text !== `${n} B`) throw new Error(`bytes are exact: ${text}`);
       const back = parseSizeBytes(text);
