@@ -54,6 +54,8 @@ export class SdsDataClient {
     readonly host: string,
     readonly port: number,
     private readonly requestTimeoutMs = REQUEST_TIMEOUT_MS_DEFAULT,
+    /** Connect to this Unix socket instead of host:port (an SDS on the same host). */
+    readonly socketPath?: string,
   ) {}
 
   get inFlight(): number {
@@ -68,7 +70,7 @@ export class SdsDataClient {
     if (this.socket !== undefined) return Promise.resolve();
     if (this.connecting !== undefined) return this.connecting;
     this.connecting = new Promise<void>((resolve, reject) => {
-      const socket = connect({ host: this.host, port: this.port, noDelay: true });
+      const socket = this.socketPath !== undefined ? connect({ path: this.socketPath }) : connect({ host: this.host, port: this.port, noDelay: true });
       const timer = setTimeout(() => socket.destroy(new SdsConnectionError(`connect to ${this.host}:${this.port} timed out`)), CONNECT_TIMEOUT_MS);
       socket.once('connect', () => {
         clearTimeout(timer);

@@ -170,6 +170,9 @@ const MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX io_tokens_by_expiry ON io_tokens(expires_at_ms);
   `,
+  /* v2: an SDS's Unix socket, for SDCs on the same host. */ `
+  ALTER TABLE sds ADD COLUMN data_socket_path TEXT;
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -84,6 +84,8 @@ export const registerSchema = z.strictObject({
       gui: portSchema.optional(),
     })
     .default({}),
+  /** An SDS's data port also listens here; SDCs on the same host use it (loopback hosts only). */
+  data_socket_path: z.string().max(107).regex(/^\/[^\0\n\r]*$/, 'must be an absolute path').optional(),
   /** For an SDS without a record yet: where it goes and what it brings. */
   pd: refSchema.optional(),
   fault_set: refSchema.optional(),
@@ -214,12 +216,13 @@ function bindSds(db: Db, input: z.infer<typeof registerSchema>, nowMs: number): 
   }
   if (sds.state === 'REMOVING') throw pflexError('CONFLICT', `SDS ${sds.name} is being removed`);
   db.prepare(
-    `UPDATE sds SET host = ?, data_port = ?, control_port = ?, mgmt_port = ?, state = 'UP', last_heartbeat_at_ms = ? WHERE id = ?`,
+    `UPDATE sds SET host = ?, data_port = ?, control_port = ?, mgmt_port = ?, data_socket_path = ?, state = 'UP', last_heartbeat_at_ms = ? WHERE id = ?`,
   ).run(
     input.host,
     input.ports.data ?? sds.data_port,
     input.ports.control ?? sds.control_port,
     input.ports.mgmt ?? sds.mgmt_port,
+    input.data_socket_path ?? null,
     nowMs,
     sds.id,
   );

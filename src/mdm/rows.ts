@@ -40,6 +40,8 @@ export interface SdsRow {
   data_port: number;
   control_port: number;
   mgmt_port: number;
+  /** The data port's Unix socket, for SDCs on the same host (loopback addresses only). */
+  data_socket_path: string | null;
   state: SdsState;
   last_heartbeat_at_ms: number | null;
   created_at: string;

@@ -39,6 +39,8 @@ export interface PlanReplica {
   sds_name: string;
   host: string;
   data_port: number;
+  /** Present when the SDS also listens on a Unix socket: same-host SDCs may use it. */
+  data_socket_path?: string;
 }
 
 export interface PlanChunk {
@@ -150,7 +152,7 @@ export function authorize(
 function planChunks(context: MdmContext, volume: VolumeRow, chunkFirst: number, chunkCount: number): PlanChunk[] {
   const rows = context.db
     .prepare(
-      `SELECT c.chunk_index, c.epoch, r.sds_id, s.name AS sds_name, s.host, s.data_port, s.state AS sds_state, r.state AS replica_state
+      `SELECT c.chunk_index, c.epoch, r.sds_id, s.name AS sds_name, s.host, s.data_port, s.data_socket_path, s.state AS sds_state, r.state AS replica_state
        FROM chunks c LEFT JOIN replicas r ON r.chunk_id = c.id LEFT JOIN sds s ON s.id = r.sds_id
        WHERE c.volume_id = ? AND c.chunk_index >= ? AND c.chunk_index < ?
        ORDER BY c.chunk_index, r.sds_id`,
@@ -162,6 +164,7 @@ function planChunks(context: MdmContext, volume: VolumeRow, chunkFirst: number, 
     sds_name: string | null;
     host: string | null;
     data_port: number | null;
+    data_socket_path: string | null;
     sds_state: string | null;
     replica_state: string | null;
   }[];
@@ -175,7 +178,9 @@ function planChunks(context: MdmContext, volume: VolumeRow, chunkFirst: number, 
     // Only current replicas on reachable SDS serve IO; the rest wait for rebuild or resync.
     if (row.sds_id === null || row.replica_state !== 'CURRENT' || row.sds_state === 'DOWN') continue;
     if (chunk.replicas.length >= TOKEN_TARGETS_PER_CHUNK_MAX) continue;
-    chunk.replicas.push({ sds_id: row.sds_id, sds_name: row.sds_name!, host: row.host!, data_port: row.data_port! });
+    const replica: PlanReplica = { sds_id: row.sds_id, sds_name: row.sds_name!, host: row.host!, data_port: row.data_port! };
+    if (row.data_socket_path !== null) replica.data_socket_path = row.data_socket_path;
+    chunk.replicas.push(replica);
   }
   const chunks: PlanChunk[] = [];
   for (let index = chunkFirst; index < chunkFirst + chunkCount; index += 1) {

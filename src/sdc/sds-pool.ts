@@ -3,12 +3,14 @@
  * connections per SDS, the least busy picked per request, and the tokens each SDS already holds,
  * so a token travels to an SDS once, not with every request.
  */
+import { existsSync } from 'node:fs';
 import { SdsDataClient, type RequestFields, type SdsReply } from '../common/sds-client.js';
 import { Opcode, Status } from '../common/sds-protocol.js';
 import type { Lease } from './token-leases.js';
 
 /** One connection per SDS: a single-threaded SDC gains nothing from more, and one socket batches better. */
 export const CONNECTIONS_PER_SDS = 1;
+const LOOPBACK_HOSTS = new Set(['127.0.0.1', 'localhost', '::1']);
 const INSTALLED_TOKENS_MAX = 4096;
 
 export class SdsEndpoint {
@@ -19,8 +21,9 @@ export class SdsEndpoint {
   constructor(
     readonly host: string,
     readonly port: number,
+    socketPath: string | undefined,
   ) {
-    for (let i = 0; i < CONNECTIONS_PER_SDS; i += 1) this.clients.push(new SdsDataClient(host, port));
+    for (let i = 0; i < CONNECTIONS_PER_SDS; i += 1) this.clients.push(new SdsDataClient(host, port, undefined, socketPath));
   }
 
   get inFlight(): number {
@@ -105,11 +108,16 @@ export class TokenRefusedError extends Error {
 export class SdsPool {
   private readonly endpoints = new Map<string, SdsEndpoint>();
 
-  endpoint(host: string, port: number): SdsEndpoint {
+  /**
+   * The connection to an SDS. An SDS on this host (a loopback address) that also listens on a Unix
+   * socket is reached there: same protocol, no TCP stack, less CPU per request.
+   */
+  endpoint(host: string, port: number, socketPath?: string): SdsEndpoint {
     const key = `${host}:${port}`;
     let endpoint = this.endpoints.get(key);
     if (endpoint === undefined) {
-      endpoint = new SdsEndpoint(host, port);
+      const local = socketPath !== undefined && LOOPBACK_HOSTS.has(host) && existsSync(socketPath) ? socketPath : undefined;
+      endpoint = new SdsEndpoint(host, port, local);
       this.endpoints.set(key, endpoint);
     }
     return endpoint;

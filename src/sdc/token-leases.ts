@@ -14,6 +14,7 @@ export interface PlanReplica {
   sds_name: string;
   host: string;
   data_port: number;
+  data_socket_path?: string;
 }
 
 export interface PlanChunk {

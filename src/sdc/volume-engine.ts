@@ -138,7 +138,7 @@ export class VolumeEngine {
       [...bySds.entries()].map(async ([key, route]) => {
         const replica = route.chunk.replicas.find((r) => `${r.host}:${r.data_port}` === key)!;
         const reply = await this.pool
-          .endpoint(replica.host, replica.data_port)
+          .endpoint(replica.host, replica.data_port, replica.data_socket_path)
           .send(route.lease, { opcode: Opcode.FLUSH, flags: 0, volumeId: this.volume.id, chunkIndex: route.chunk.index, epoch: route.chunk.epoch, offsetBytes: 0, lengthBytes: 0 }, undefined)
           .catch((error: unknown) => {
             throw new VolumeIoError('EIO', `flush on ${key} failed: ${(error as Error).message}`);
@@ -208,7 +208,7 @@ export class VolumeEngine {
       for (let i = 0; i < replicas.length && !replan; i += 1) {
         const replica = replicas[(start + i) % replicas.length]!;
         try {
-          const reply = await this.pool.endpoint(replica.host, replica.data_port).send(
+          const reply = await this.pool.endpoint(replica.host, replica.data_port, replica.data_socket_path).send(
             route.lease,
             { opcode: Opcode.READ, flags: 0, volumeId: this.volume.id, chunkIndex: piece.chunkIndex, epoch: route.chunk.epoch, offsetBytes: piece.offsetInChunk, lengthBytes: piece.lengthBytes },
             undefined,
@@ -271,7 +271,7 @@ export class VolumeEngine {
       const results = await Promise.all(
         replicas.map(async (replica) => {
           try {
-            const reply = await this.pool.endpoint(replica.host, replica.data_port).send(
+            const reply = await this.pool.endpoint(replica.host, replica.data_port, replica.data_socket_path).send(
               route.lease,
               {
                 opcode: request.opcode,

@@ -6,6 +6,7 @@
  * can no longer be trusted); a bad JSON frame gets an error line.
  */
 import { createServer, type Server, type Socket } from 'node:net';
+import { rmSync } from 'node:fs';
 import type { Logger } from '../common/logger.js';
 import {
   ByteQueue,
@@ -377,32 +378,49 @@ async function handleJsonFrame(deps: DataServerDeps, line: string): Promise<Reco
 export interface DataServer {
   readonly server: Server;
   readonly port: number;
+  readonly socketPath: string | undefined;
   close(): Promise<void>;
 }
 
-export async function startDataServer(deps: DataServerDeps, host: string, port: number): Promise<DataServer> {
+export async function startDataServer(deps: DataServerDeps, host: string, port: number, socketPath?: string): Promise<DataServer> {
   const sockets = new Set<Socket>();
-  const server = createServer({ noDelay: true }, (socket) => {
+  const onConnection = (socket: Socket): void => {
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
     new DataConnection(socket, deps);
-  });
-  server.maxConnections = DATA_CONNECTIONS_MAX;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
-      resolve();
+  };
+  const listenOn = (server: Server, address: { port: number; host: string } | { path: string }): Promise<void> =>
+    new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      const done = (): void => {
+        server.off('error', reject);
+        resolve();
+      };
+      if ('path' in address) server.listen(address.path, done);
+      else server.listen(address.port, address.host, done);
     });
-  });
+  const server = createServer({ noDelay: true }, onConnection);
+  server.maxConnections = DATA_CONNECTIONS_MAX;
+  await listenOn(server, { port, host });
+  // The same protocol on a Unix socket: SDCs on this host skip the TCP stack (DESIGN §10).
+  let local: Server | undefined;
+  if (socketPath !== undefined) {
+    rmSync(socketPath, { force: true });
+    local = createServer(onConnection);
+    local.maxConnections = DATA_CONNECTIONS_MAX;
+    await listenOn(local, { path: socketPath });
+  }
   const address = server.address();
+  const close = (target: Server | undefined): Promise<void> =>
+    new Promise<void>((resolve) => (target === undefined ? resolve() : target.close(() => resolve())));
   return {
     server,
     port: typeof address === 'object' && address !== null ? address.port : port,
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const socket of sockets) socket.destroy();
-        server.close(() => resolve());
-      }),
+    socketPath,
+    async close() {
+      for (const socket of sockets) socket.destroy();
+      await Promise.all([close(server), close(local)]);
+      if (socketPath !== undefined) rmSync(socketPath, { force: true });
+    },
   };
 }

@@ -80,6 +80,14 @@ function toSpec(device: DeviceAssignment): DeviceSpec {
   return { mdmDeviceId: device.mdm_device_id, path: device.path, poolId: device.pool_id, capacityBytes: device.capacity_bytes, slotBytes: device.slot_bytes };
 }
 
+/** Unix socket paths are limited to 107 bytes: a deep data dir goes without the local fast path. */
+const SOCKET_PATH_BYTES_MAX = 107;
+
+function localSocketPath(dataDir: string): string | undefined {
+  const path = join(dataDir, 'data.sock');
+  return Buffer.byteLength(path) <= SOCKET_PATH_BYTES_MAX ? path : undefined;
+}
+
 async function listen(app: FastifyInstance, host: string, port: number): Promise<number> {
   await app.listen({ host, port });
   const address = app.server.address();
@@ -137,6 +145,7 @@ export async function startSds(options: SdsOptions): Promise<RunningSds> {
     { store, checker: () => checker, peerKey: () => peerKey, stats, acks, log },
     options.listenHost,
     options.dataPort,
+    localSocketPath(options.dataDir),
   );
   const control = buildControlServer({ store, signingKey: () => currentKey, log });
   const controlPort = await listen(control, options.listenHost, options.controlPort);
@@ -158,6 +167,7 @@ export async function startSds(options: SdsOptions): Promise<RunningSds> {
       host: options.advertiseHost,
       ports: { data: data.port, control: controlPort, mgmt: mgmtPort },
     };
+    if (data.socketPath !== undefined) body.data_socket_path = data.socketPath;
     if (options.pd !== undefined) body.pd = options.pd;
     if (options.faultSet !== undefined) body.fault_set = options.faultSet;
     if (options.devices !== undefined && options.devices.length > 0) body.devices = options.devices;
