@@ -2,11 +2,9 @@
  * powerflex.db: the MDM's SQLite database, the only store of cluster metadata (DESIGN §1).
  * WAL mode, foreign keys on, and versioned migrations applied in one transaction each at open.
  */
-import Database from 'better-sqlite3';
-import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { openSqlite, type SqliteDb } from '../common/sqlite.js';
 
-export type Db = Database.Database;
+export type Db = SqliteDb;
 
 /** Each entry is one schema version; never edit a released entry, append a new one. */
 const MIGRATIONS: readonly string[] = [
@@ -178,30 +176,5 @@ const MIGRATIONS: readonly string[] = [
 export const SCHEMA_VERSION = MIGRATIONS.length;
 
 export function openDatabase(path: string): Db {
-  if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-  const db = new Database(path);
-  db.pragma('journal_mode = WAL');
-  db.pragma('synchronous = NORMAL');
-  db.pragma('foreign_keys = ON');
-  db.pragma('busy_timeout = 5000');
-  migrate(db);
-  return db;
-}
-
-function migrate(db: Db): void {
-  db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
-    version INTEGER PRIMARY KEY,
-    applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))
-  )`);
-  const row = db.prepare('SELECT MAX(version) AS version FROM schema_migrations').get() as { version: number | null };
-  const current = row.version ?? 0;
-  if (current > MIGRATIONS.length) {
-    throw new Error(`powerflex.db has schema v${current}, newer than this MDM (v${MIGRATIONS.length}); upgrade pflex`);
-  }
-  for (let version = current + 1; version <= MIGRATIONS.length; version += 1) {
-    db.transaction(() => {
-      db.exec(MIGRATIONS[version - 1]!);
-      db.prepare('INSERT INTO schema_migrations (version) VALUES (?)').run(version);
-    })();
-  }
+  return openSqlite(path, { synchronous: 'NORMAL', foreignKeys: true, migrations: MIGRATIONS });
 }

@@ -9,6 +9,7 @@ import type { MdmContext } from './context.js';
 import { pflexError } from '../common/errors.js';
 import { deriveSessionKey, signToken, TOKEN_CHUNKS_MAX, TokenOp, TOKEN_TARGETS_PER_CHUNK_MAX } from '../common/io-token.js';
 import { getRow } from './lookup.js';
+import type { PlanChunk, PlanReplica } from '../common/io-plan.js';
 import { chunkCountOf, ensureChunksPlaced, mappingOf } from './volumes.js';
 import type { PoolRow, SdcRow, VolumeRow } from './rows.js';
 
@@ -34,22 +35,7 @@ export const authorizeSchema = z.strictObject({
   sdc: z.union([z.number().int().positive(), z.string().max(64)]).optional(),
 });
 
-export interface PlanReplica {
-  sds_id: number;
-  sds_name: string;
-  host: string;
-  data_port: number;
-  /** Present when the SDS also listens on a Unix socket: same-host SDCs may use it. */
-  data_socket_path?: string;
-}
-
-export interface PlanChunk {
-  index: number;
-  /** False for a thin chunk never written: reads return zeros without asking any SDS. */
-  placed: boolean;
-  epoch: number;
-  replicas: PlanReplica[];
-}
+export type { PlanChunk, PlanReplica };
 
 export interface Authorization {
   token: string;

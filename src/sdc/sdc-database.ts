@@ -2,11 +2,9 @@
  * sdc_chunks.db: this SDC's own state (DESIGN §1): the mappings it last heard from the MDM, so
  * a restarted SDC exports its volumes before the MDM answers, and its export registry.
  */
-import Database from 'better-sqlite3';
-import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { openSqlite, type SqliteDb } from '../common/sqlite.js';
 
-export type SdcDb = Database.Database;
+export type SdcDb = SqliteDb;
 
 const MIGRATIONS: readonly string[] = [
   /* v1 */ `
@@ -33,22 +31,7 @@ export interface MappingRow {
 }
 
 export function openSdcDatabase(path: string): SdcDb {
-  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-  const db = new Database(path);
-  db.pragma('journal_mode = WAL');
-  db.pragma('synchronous = NORMAL');
-  db.pragma('busy_timeout = 5000');
-  db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,
-    applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')))`);
-  const current = (db.prepare('SELECT MAX(version) AS v FROM schema_migrations').get() as { v: number | null }).v ?? 0;
-  if (current > MIGRATIONS.length) throw new Error(`sdc_chunks.db has schema v${current}, newer than this SDC`);
-  for (let version = current + 1; version <= MIGRATIONS.length; version += 1) {
-    db.transaction(() => {
-      db.exec(MIGRATIONS[version - 1]!);
-      db.prepare('INSERT INTO schema_migrations (version) VALUES (?)').run(version);
-    })();
-  }
-  return db;
+  return openSqlite(path, { synchronous: 'NORMAL', foreignKeys: false, migrations: MIGRATIONS });
 }
 
 export function loadMappings(db: SdcDb): MappingRow[] {

@@ -8,21 +8,9 @@ import type { Logger } from '../common/logger.js';
 import type { KeyObject } from 'node:crypto';
 import { TOKEN_CHUNKS_MAX } from '../common/io-token.js';
 import { macKeyOf } from '../common/sds-protocol.js';
+import type { PlanChunk, PlanReplica } from '../common/io-plan.js';
 
-export interface PlanReplica {
-  sds_id: number;
-  sds_name: string;
-  host: string;
-  data_port: number;
-  data_socket_path?: string;
-}
-
-export interface PlanChunk {
-  index: number;
-  placed: boolean;
-  epoch: number;
-  replicas: PlanReplica[];
-}
+export type { PlanChunk, PlanReplica };
 
 export interface AuthorizeAnswer {
   token: string;

@@ -3,11 +3,9 @@
  * slot at which epoch, and the write-intent records of chunks that may have writes in flight.
  * synchronous=FULL: a write intent must be on disk before the data write it covers.
  */
-import Database from 'better-sqlite3';
-import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { openSqlite, type SqliteDb } from '../common/sqlite.js';
 
-export type SdsDb = Database.Database;
+export type SdsDb = SqliteDb;
 
 const MIGRATIONS: readonly string[] = [
   /* v1 */ `
@@ -49,21 +47,5 @@ const MIGRATIONS: readonly string[] = [
 ];
 
 export function openSdsDatabase(path: string): SdsDb {
-  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-  const db = new Database(path);
-  db.pragma('journal_mode = WAL');
-  db.pragma('synchronous = FULL');
-  db.pragma('foreign_keys = ON');
-  db.pragma('busy_timeout = 5000');
-  db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,
-    applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')))`);
-  const current = (db.prepare('SELECT MAX(version) AS v FROM schema_migrations').get() as { v: number | null }).v ?? 0;
-  if (current > MIGRATIONS.length) throw new Error(`sds_local.db has schema v${current}, newer than this SDS`);
-  for (let version = current + 1; version <= MIGRATIONS.length; version += 1) {
-    db.transaction(() => {
-      db.exec(MIGRATIONS[version - 1]!);
-      db.prepare('INSERT INTO schema_migrations (version) VALUES (?)').run(version);
-    })();
-  }
-  return db;
+  return openSqlite(path, { synchronous: 'FULL', foreignKeys: true, migrations: MIGRATIONS });
 }

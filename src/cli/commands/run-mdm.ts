@@ -2,6 +2,7 @@
 import { Command, Option } from 'commander';
 import { join, resolve } from 'node:path';
 import { parseIntegerArgument } from '../context.js';
+import { stopOnSignals } from '../foreground.js';
 import { LOG_LEVELS } from '../../common/logger.js';
 
 interface MdmFlags {
@@ -57,20 +58,6 @@ export function registerRunMdmCommand(program: Command): void {
         },
       });
       process.stderr.write(`pflex mdm listening on ${mdm.url} (data ${dataDir}, admin credential ${mdm.adminTokenFile})\n`);
-      let stopping = false;
-      const stop = (signal: string): void => {
-        if (stopping) return;
-        stopping = true;
-        log.info({ signal }, 'stopping');
-        mdm.close().then(
-          () => process.exit(0),
-          (error: unknown) => {
-            log.error({ err: error }, 'error while stopping');
-            process.exit(1);
-          },
-        );
-      };
-      process.on('SIGINT', () => stop('SIGINT'));
-      process.on('SIGTERM', () => stop('SIGTERM'));
+      stopOnSignals(log, mdm);
     });
 }

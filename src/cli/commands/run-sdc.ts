@@ -2,6 +2,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { join, resolve } from 'node:path';
 import { parseIntegerArgument } from '../context.js';
+import { stopOnSignals } from '../foreground.js';
 import { LOG_LEVELS } from '../../common/logger.js';
 import { NAME_PATTERN } from '../../common/names.js';
 
@@ -58,20 +59,6 @@ export function attachRunSdcAction(sdc: Command): void {
         log,
       });
       process.stderr.write(`pflex sdc ${flags.nodeId}: NBD :${sdc.nbdPort}, JSON device :${sdc.devicePort}, control :${sdc.controlPort}, mgmt :${sdc.mgmtPort}\n`);
-      let stopping = false;
-      const stop = (signal: string): void => {
-        if (stopping) return;
-        stopping = true;
-        log.info({ signal }, 'stopping');
-        sdc.close().then(
-          () => process.exit(0),
-          (error: unknown) => {
-            log.error({ err: error }, 'error while stopping');
-            process.exit(1);
-          },
-        );
-      };
-      process.on('SIGINT', () => stop('SIGINT'));
-      process.on('SIGTERM', () => stop('SIGTERM'));
+      stopOnSignals(log, sdc);
     });
 }

@@ -2,6 +2,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { join, resolve } from 'node:path';
 import { parseIntegerArgument } from '../context.js';
+import { stopOnSignals } from '../foreground.js';
 import { LOG_LEVELS } from '../../common/logger.js';
 import { parseSizeBytes } from '../../common/units.js';
 import { NAME_PATTERN } from '../../common/names.js';
@@ -83,20 +84,6 @@ export function attachRunSdsAction(sds: Command): void {
       process.stderr.write(
         `pflex sds ${nodeId}: data :${sds.dataPort}, control :${sds.controlPort}, mgmt :${sds.mgmtPort} (data dir ${dataDir})\n`,
       );
-      let stopping = false;
-      const stop = (signal: string): void => {
-        if (stopping) return;
-        stopping = true;
-        log.info({ signal }, 'stopping');
-        sds.close().then(
-          () => process.exit(0),
-          (error: unknown) => {
-            log.error({ err: error }, 'error while stopping');
-            process.exit(1);
-          },
-        );
-      };
-      process.on('SIGINT', () => stop('SIGINT'));
-      process.on('SIGTERM', () => stop('SIGTERM'));
+      stopOnSignals(log, sds);
     });
 }

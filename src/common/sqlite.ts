@@ -1,0 +1,44 @@
+/**
+ * Opening a component's SQLite database (better-sqlite3): WAL mode, a busy timeout, and versioned
+ * migrations applied in one transaction each. Each role passes its own migrations; a database
+ * newer than the code is refused rather than guessed at.
+ */
+import Database from 'better-sqlite3';
+import { mkdirSync } from 'node:fs';
+import { basename, dirname } from 'node:path';
+
+export type SqliteDb = Database.Database;
+
+export interface SqliteOptions {
+  /** FULL where a commit must be on disk before what it describes (write intents); else NORMAL. */
+  readonly synchronous: 'NORMAL' | 'FULL';
+  readonly foreignKeys: boolean;
+  /** Each entry is one schema version; never edit a released entry, append a new one. */
+  readonly migrations: readonly string[];
+}
+
+export function openSqlite(path: string, options: SqliteOptions): SqliteDb {
+  if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  const db = new Database(path);
+  db.pragma('journal_mode = WAL');
+  db.pragma(`synchronous = ${options.synchronous}`);
+  db.pragma(`foreign_keys = ${options.foreignKeys ? 'ON' : 'OFF'}`);
+  db.pragma('busy_timeout = 5000');
+  db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
+    version INTEGER PRIMARY KEY,
+    applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))
+  )`);
+  const current = (db.prepare('SELECT MAX(version) AS version FROM schema_migrations').get() as { version: number | null }).version ?? 0;
+  const latest = options.migrations.length;
+  if (current > latest) {
+    db.close();
+    throw new Error(`${basename(path)} has schema v${current}, newer than this pflex (v${latest}); upgrade pflex`);
+  }
+  for (let version = current + 1; version <= latest; version += 1) {
+    db.transaction(() => {
+      db.exec(options.migrations[version - 1]!);
+      db.prepare('INSERT INTO schema_migrations (version) VALUES (?)').run(version);
+    })();
+  }
+  return db;
+}
