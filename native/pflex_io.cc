@@ -3,8 +3,9 @@
 // Control-plane calls (open, close, sizes, allocAligned) run synchronously on the JS thread: they are
 // rare and cheap. Data-plane calls (pread, pwrite, fdatasync, punchHole, zeroRange) run on the libuv
 // threadpool and return Promises, so a slow disk never stalls the event loop. The IoQueue class runs
-// the same calls on its own threads and hands completions to one JS callback per batch: the hot path
-// (the SDS's chunk store) uses it, since it costs the JS thread far less per IO (see IoQueue below).
+// the same calls on an io_uring driven from the event loop (default where the kernel allows it) or on
+// its own threads, and hands completions to one JS callback per batch: the hot path (the SDS's chunk
+// store) uses it, since it costs far less per IO (see IoQueue below).
 //
 // Errors: argument mistakes throw TypeError / RangeError before any syscall (no input may crash the
 // process); syscall failures become an Error with .code (errno name, e.g. "EIO"), .errno (the positive
@@ -15,6 +16,12 @@
 // address), and a misaligned request comes back as a rejection with code EINVAL, never a crash.
 
 #include <napi.h>
+#include <uv.h>
+
+#if !__has_include(<liburing.h>)
+#error "pflex_io needs liburing's header: install the Debian package liburing-dev (.ci/run's OS_PACKAGES has it)"
+#endif
+#include <liburing.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -25,6 +32,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -430,6 +438,11 @@ class RangeWorker final : public PromiseWorker {
 // ---------------------------------------------------------------------------------------------------
 // IoQueue: batched data-plane IO for the hot path (DESIGN §7, §10).
 //
+// Two backends, chosen at construction: the io_uring one (see "the io_uring backend" below: no
+// threads for read, write and fdatasync; zeroRange and punchHole still run on a few worker threads
+// started on first use) and the thread one described here. Both deliver through the same arrays and
+// onComplete, with the same results and errors.
+//
 // The promise functions above cost one AsyncWorker, one promise and one callback scope per IO on the
 // JS thread. An IoQueue has its own worker threads and hands completions back in batches:
 //
@@ -474,6 +487,10 @@ enum QueueOp : uint8_t {
 
 constexpr uint32_t kQueueThreadsDefault = 8;
 constexpr uint32_t kQueueThreadsMax = 64;
+// io_uring backend: ring entries, which also bound the IO the kernel holds at once (more waits in
+// user space); and the worker threads it starts, on first use, for zeroRange and punchHole.
+constexpr unsigned kRingEntries = 256;
+constexpr uint32_t kRingRangeThreadsMax = 2;
 // Completions delivered per onComplete call; a larger batch is delivered in several calls.
 constexpr size_t kBatchMax = 1024;
 constexpr double kTagMax = 2147483647.0;  // INT32_MAX: tags travel in an Int32Array.
@@ -491,6 +508,7 @@ struct QueueRequest {
   QueueRequest* prev;
   QueueRequest* next;
   bool executed;  // The system calls are done; guarded by the queue's completion_mutex_.
+  bool on_ring;   // Runs on the io_uring (JS thread only), not on the worker threads.
 };
 
 Napi::Error QueueClosedError(Napi::Env env) {
@@ -546,10 +564,13 @@ class IoQueue final : public Napi::ObjectWrap<IoQueue> {
             InstanceAccessor<&IoQueue::InFlight>("inFlight"),
             InstanceAccessor<&IoQueue::Threads>("threads"),
             InstanceAccessor<&IoQueue::Closed>("closed"),
+            InstanceAccessor<&IoQueue::BackendName>("backend"),
         });
   }
 
-  // new IoQueue(onComplete, threads = 8)
+  // new IoQueue(onComplete, threads = 8, backend = "auto")
+  //   backend "auto": io_uring where the kernel allows it, else threads; "io_uring": the same (it still
+  //   falls back to threads where io_uring_setup fails: `backend` tells which one runs); "threads".
   explicit IoQueue(const Napi::CallbackInfo& info) : Napi::ObjectWrap<IoQueue>(info) {
     Napi::Env env = info.Env();
     env_ = env;
@@ -557,6 +578,15 @@ class IoQueue final : public Napi::ObjectWrap<IoQueue> {
     uint32_t threads = kQueueThreadsDefault;
     if (!info[1].IsUndefined()) {
       threads = static_cast<uint32_t>(ArgInteger(info, 1, "threads", 1, kQueueThreadsMax));
+    }
+    std::string backend = "auto";
+    if (!IsNullish(info[2])) {
+      if (!info[2].IsString()) throw Napi::TypeError::New(env, "backend must be a string");
+      backend = info[2].As<Napi::String>().Utf8Value();
+      if (backend != "auto" && backend != "threads" && backend != "io_uring") {
+        throw Napi::RangeError::New(env, "backend must be 'auto', 'threads' or 'io_uring' (got '" +
+                                             backend + "')");
+      }
     }
     CreateArrays(env);
 
@@ -578,21 +608,14 @@ class IoQueue final : public Napi::ObjectWrap<IoQueue> {
     // Idle: the async handle must not keep the event loop alive.
     napi_unref_threadsafe_function(env, tsfn_);
 
-    // Workers block every signal, so signals go to Node's own threads and IO rarely sees EINTR.
-    sigset_t all;
-    sigset_t previous;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &previous);
     int spawn_error = 0;
-    try {
-      threads_.reserve(threads);
-      for (uint32_t i = 0; i < threads; i++) threads_.emplace_back(&IoQueue::WorkerLoop, this);
-    } catch (const std::system_error& error) {
-      spawn_error = error.code().value() > 0 ? error.code().value() : EAGAIN;
-    } catch (const std::bad_alloc&) {
-      spawn_error = ENOMEM;
+    if (backend != "threads" && InitRing(env, info[0].As<Napi::Function>())) {
+      // Reads, writes and fdatasync go to the ring; zeroRange and punchHole start a few threads
+      // when first used.
+      range_threads_ = std::min(threads, kRingRangeThreadsMax);
+    } else {
+      spawn_error = SpawnThreads(threads);
     }
-    pthread_sigmask(SIG_SETMASK, &previous, nullptr);
     if (spawn_error != 0) {
       StopThreads();
       napi_release_threadsafe_function(tsfn_, napi_tsfn_release);
@@ -609,6 +632,10 @@ class IoQueue final : public Napi::ObjectWrap<IoQueue> {
     // while IO is in flight), or the environment is going away.
     if (state_ == State::kClosed) return;
     StopThreads();
+    if (ring_open_) {
+      DrainRingBlocking();  // Only at environment teardown can IO still be in flight here.
+      TearDownRing(false);
+    }
     RemoveCleanupHook();
     if (!tsfn_released_ && !tsfn_finalized_->load()) {
       napi_release_threadsafe_function(tsfn_, napi_tsfn_release);
@@ -618,6 +645,8 @@ class IoQueue final : public Napi::ObjectWrap<IoQueue> {
     for (QueueRequest* request : submitted_) delete request;
     for (QueueRequest* request : completed_) delete request;
     for (QueueRequest* request : draining_) delete request;
+    for (QueueRequest* request : ring_done_) delete request;
+    for (QueueRequest* request : ring_overflow_) delete request;
     ReleaseArrays();
   }
 
@@ -676,6 +705,12 @@ class IoQueue final : public Napi::ObjectWrap<IoQueue> {
         assert(false);
     }
     request.tag = static_cast<int32_t>(ArgInteger(info, 5, "tag", 0, kTagMax));
+    request.on_ring = ring_open_ && (op == kOpRead || op == kOpWrite || op == kOpFdatasync);
+    if (!request.on_ring && threads_.empty()) {
+      // The io_uring backend runs zeroRange and punchHole on threads started on first use.
+      const int spawn_error = SpawnThreads(range_threads_);
+      if (threads_.empty()) throw ErrnoError(env, spawn_error != 0 ? spawn_error : EAGAIN, "pthread_create");
+    }
 
     // Arguments are valid: nothing below throws a JavaScript exception.
     auto* queued = new QueueRequest(request);
@@ -691,7 +726,12 @@ class IoQueue final : public Napi::ObjectWrap<IoQueue> {
       // Busy: keep the event loop alive, and this object, until the last completion is delivered.
       active_ = true;
       napi_ref_threadsafe_function(env, tsfn_);
+      if (handles_ != nullptr) uv_ref(reinterpret_cast<uv_handle_t*>(&handles_->poll));
       Ref();
+    }
+    if (queued->on_ring) {
+      RingQueue(queued);  // Submitted to the kernel at the end of this event-loop phase.
+      return env.Undefined();
     }
     bool wake = false;
     {
@@ -738,6 +778,30 @@ class IoQueue final : public Napi::ObjectWrap<IoQueue> {
   }
   Napi::Value Closed(const Napi::CallbackInfo& info) {
     return Napi::Boolean::New(info.Env(), state_ != State::kOpen);
+  }
+  Napi::Value BackendName(const Napi::CallbackInfo& info) {
+    return Napi::String::New(info.Env(), ring_backend_ ? "io_uring" : "threads");
+  }
+
+  // Starts `count` workers; returns 0 or the errno of the first thread that could not start (the
+  // ones started before it keep running).
+  int SpawnThreads(uint32_t count) {
+    // Workers block every signal, so signals go to Node's own threads and IO rarely sees EINTR.
+    sigset_t all;
+    sigset_t previous;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &previous);
+    int spawn_error = 0;
+    try {
+      threads_.reserve(threads_.size() + count);
+      for (uint32_t i = 0; i < count; i++) threads_.emplace_back(&IoQueue::WorkerLoop, this);
+    } catch (const std::system_error& error) {
+      spawn_error = error.code().value() > 0 ? error.code().value() : EAGAIN;
+    } catch (const std::bad_alloc&) {
+      spawn_error = ENOMEM;
+    }
+    pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+    return spawn_error;
   }
 
   // ------------------------------------------------------------------ worker threads
@@ -839,10 +903,21 @@ class IoQueue final : public Napi::ObjectWrap<IoQueue> {
       draining_.swap(completed_);
       drain_scheduled_ = false;
     }
+    std::unique_ptr<Napi::Error> first_error = Deliver(env, &draining_, [&](size_t count, Napi::Int32Array tags, Napi::Float64Array results, Napi::Uint8Array syscalls) {
+      callback.Call({Napi::Number::New(env, static_cast<double>(count)), tags, results, syscalls});
+    });
+    if (first_error) throw *first_error;
+  }
+
+  // Hands `list` to onComplete through `invoke`, kBatchMax per call, frees the requests and clears
+  // the list; returns the first error a call threw (the rest of the batch is still delivered).
+  template <typename Invoke>
+  std::unique_ptr<Napi::Error> Deliver(Napi::Env env, std::vector<QueueRequest*>* list, Invoke invoke) {
+    std::vector<QueueRequest*>& draining = *list;
     std::unique_ptr<Napi::Error> first_error;
     size_t next = 0;
-    while (next < draining_.size()) {
-      const size_t count = std::min(kBatchMax, draining_.size() - next);
+    while (next < draining.size()) {
+      const size_t count = std::min(kBatchMax, draining.size() - next);
       EnsureArrays(env);
       Napi::Int32Array tags = RefValue<Napi::Int32Array>(env, tags_ref_);
       Napi::Float64Array results = RefValue<Napi::Float64Array>(env, results_ref_);
@@ -851,7 +926,7 @@ class IoQueue final : public Napi::ObjectWrap<IoQueue> {
       double* result_data = results.Data();
       uint8_t* syscall_data = syscalls.Data();
       for (size_t i = 0; i < count; i++) {
-        QueueRequest* request = draining_[next + i];
+        QueueRequest* request = draining[next + i];
         tag_data[i] = request->tag;
         if (request->result.error != 0) {
           result_data[i] = -static_cast<double>(request->result.error);
@@ -867,16 +942,295 @@ class IoQueue final : public Napi::ObjectWrap<IoQueue> {
       next += count;
       in_flight_ -= count;
       try {
-        callback.Call({Napi::Number::New(env, static_cast<double>(count)), tags, results, syscalls});
+        invoke(count, tags, results, syscalls);
       } catch (const Napi::Error& error) {
         // The rest of the batch is still delivered; the first error is rethrown at the end.
         if (!first_error) first_error = std::make_unique<Napi::Error>(error);
       }
     }
-    draining_.clear();
+    draining.clear();
     if (in_flight_ == 0) Deactivate(env);
     if (in_flight_ == 0 && state_ == State::kClosing) FinishClose(env);
-    if (first_error) throw *first_error;
+    return first_error;
+  }
+
+  // ------------------------------------------------------------------ the io_uring backend
+  //
+  // Everything below runs on the JS thread. submit() fills an SQE (or, with kRingEntries IOs already
+  // in the kernel, waits in ring_overflow_); a uv_check and a uv_prepare handle call io_uring_submit
+  // once per event-loop phase when SQEs are pending, so a burst of submits costs one io_uring_enter.
+  // Completions signal an eventfd registered with the ring, watched by a uv_poll handle: on wake-up
+  // the CQ is drained fully (short IO and EINTR/EAGAIN resubmitted), pending SQEs are submitted, and
+  // the finished requests go to onComplete in one batch, inside a callback scope (napi_make_callback)
+  // so promise reactions run right after it. The poll handle is ref'd only while IO is in flight.
+  // Environment teardown uses an async cleanup hook: wait for the ring's IO, close the handles, then
+  // let Node go on.
+
+  // The libuv handles of a ring: freed in the last close callback, which may run after the queue is
+  // gone.
+  struct RingHandles {
+    uv_poll_t poll;
+    uv_prepare_t prepare;
+    uv_check_t check;
+    IoQueue* queue;
+    int eventfd;
+    int open;  // Handles not closed yet.
+    napi_async_cleanup_hook_handle hook;  // Removed once all are closed (teardown), or null.
+  };
+
+  bool InitRing(Napi::Env env, Napi::Function callback) {
+    if (io_uring_queue_init(kRingEntries, &ring_, 0) != 0) return false;
+    const int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (efd < 0) {
+      io_uring_queue_exit(&ring_);
+      return false;
+    }
+    if (io_uring_register_eventfd(&ring_, efd) != 0) {
+      io_uring_queue_exit(&ring_);
+      close(efd);
+      return false;
+    }
+    uv_loop_t* loop = nullptr;
+    if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == nullptr) {
+      io_uring_queue_exit(&ring_);
+      close(efd);
+      return false;
+    }
+    auto* handles = new RingHandles{};
+    handles->queue = this;
+    handles->eventfd = efd;
+    if (uv_poll_init(loop, &handles->poll, efd) != 0) {
+      delete handles;
+      io_uring_queue_exit(&ring_);
+      close(efd);
+      return false;
+    }
+    uv_prepare_init(loop, &handles->prepare);
+    uv_check_init(loop, &handles->check);
+    handles->open = 3;
+    handles->poll.data = handles;
+    handles->prepare.data = handles;
+    handles->check.data = handles;
+    uv_poll_start(&handles->poll, UV_READABLE, &IoQueue::OnRingPoll);
+    uv_prepare_start(&handles->prepare, &IoQueue::OnRingTick<uv_prepare_t>);
+    uv_check_start(&handles->check, &IoQueue::OnRingTick<uv_check_t>);
+    // None of them keeps the loop alive when idle; the poll handle is ref'd while IO is in flight.
+    uv_unref(reinterpret_cast<uv_handle_t*>(&handles->poll));
+    uv_unref(reinterpret_cast<uv_handle_t*>(&handles->prepare));
+    uv_unref(reinterpret_cast<uv_handle_t*>(&handles->check));
+    handles_ = handles;
+    ring_open_ = true;
+    ring_backend_ = true;
+
+    napi_create_reference(env, callback, 1, &callback_ref_);
+    napi_async_init(env, Napi::Object::New(env), Napi::String::New(env, "pflex_io.IoQueue"),
+                    &async_context_);
+    napi_add_async_cleanup_hook(env, &IoQueue::RingEnvCleanup, this, &async_hook_);
+    return true;
+  }
+
+  // Hands `request` (or what is left of it) to the ring, or queues it while the ring is full.
+  void RingQueue(QueueRequest* request) {
+    io_uring_sqe* sqe = ring_in_flight_ < kRingEntries ? io_uring_get_sqe(&ring_) : nullptr;
+    if (sqe == nullptr) {
+      ring_overflow_.push_back(request);
+      return;
+    }
+    const uint64_t done = request->result.done;
+    switch (request->op) {
+      case kOpRead:
+        io_uring_prep_read(sqe, request->fd, request->data + done,
+                           static_cast<unsigned>(request->length - done), request->offset + done);
+        break;
+      case kOpWrite:
+        io_uring_prep_write(sqe, request->fd, request->data + done,
+                            static_cast<unsigned>(request->length - done), request->offset + done);
+        break;
+      case kOpFdatasync:
+        io_uring_prep_fsync(sqe, request->fd, IORING_FSYNC_DATASYNC);
+        break;
+      default:
+        assert(false);
+    }
+    io_uring_sqe_set_data(sqe, request);
+    ring_in_flight_++;
+    ring_unsubmitted_++;
+  }
+
+  void RingSubmit() {
+    if (ring_unsubmitted_ == 0) return;
+    // Failures (EAGAIN, EBUSY, EINTR) leave the SQEs in the ring: the next phase tries again.
+    io_uring_submit(&ring_);
+    ring_unsubmitted_ = io_uring_sq_ready(&ring_);
+  }
+
+  // Applies one CQE to its request; returns true when the request is finished.
+  static bool RingApply(QueueRequest* request, int res) {
+    IoResult* result = &request->result;
+    if (res == -EINTR || res == -EAGAIN) return false;  // Again, as the thread path retries EINTR.
+    if (request->op == kOpFdatasync) {
+      if (res < 0) result->Fail(kSyscallFdatasync, -res);
+      return true;
+    }
+    const bool write = request->op == kOpWrite;
+    if (res < 0) {
+      result->Fail(write ? kSyscallPwrite : kSyscallPread, -res);
+      return true;
+    }
+    if (res == 0) {
+      if (write) {  // Never returned for a length > 0; refuse to spin if it ever is.
+        result->Fail(kSyscallPwrite, EIO);
+        return true;
+      }
+    } else {
+      result->done += static_cast<uint64_t>(res);
+      assert(result->done <= request->length);
+      if (result->done == request->length) return true;
+      // A short O_DIRECT read ends at the (possibly unaligned) end of a file; a further read from
+      // there would fail with EINVAL instead of returning 0. Anything else: read the rest.
+      if (write || !AtEndOfRegularFile(request->fd, request->offset + result->done)) return false;
+    }
+    // End of file or device: zero the rest of the buffer.
+    memset(request->data + result->done, 0, request->length - result->done);
+    return true;
+  }
+
+  // Takes every CQE: finished requests go to ring_done_, the others back to the ring; then moves
+  // queued requests into the freed entries.
+  void RingReap() {
+    for (;;) {
+      unsigned head;
+      unsigned seen = 0;
+      io_uring_cqe* cqe;
+      io_uring_for_each_cqe(&ring_, head, cqe) {
+        seen++;
+        auto* request = static_cast<QueueRequest*>(io_uring_cqe_get_data(cqe));
+        ring_in_flight_--;
+        if (RingApply(request, cqe->res)) {
+          request->executed = true;
+          ring_done_.push_back(request);
+        } else {
+          ring_again_.push_back(request);
+        }
+      }
+      if (seen == 0) break;
+      io_uring_cq_advance(&ring_, seen);
+    }
+    for (QueueRequest* request : ring_again_) RingQueue(request);
+    ring_again_.clear();
+    while (!ring_overflow_.empty() && ring_in_flight_ < kRingEntries) {
+      QueueRequest* request = ring_overflow_.front();
+      ring_overflow_.pop_front();
+      RingQueue(request);
+    }
+  }
+
+  // Waits for at least one completion without delivering it (teardown, WaitUntilUnused); false when
+  // nothing is in the ring.
+  bool RingWaitOne() {
+    if (!ring_open_ || ring_in_flight_ == 0) return false;
+    int ret;
+    do {
+      ret = io_uring_submit_and_wait(&ring_, 1);
+    } while (ret == -EINTR || ret == -EAGAIN || ret == -EBUSY);
+    ring_unsubmitted_ = io_uring_sq_ready(&ring_);
+    if (ret < 0) return false;
+    RingReap();
+    return true;
+  }
+
+  void DrainRingBlocking() {
+    while (RingWaitOne()) {
+    }
+  }
+
+  template <typename Handle>
+  static void OnRingTick(Handle* handle) {
+    IoQueue* queue = static_cast<RingHandles*>(handle->data)->queue;
+    if (queue != nullptr) queue->RingSubmit();
+  }
+
+  static void OnRingPoll(uv_poll_t* handle, int status, int events) {
+    IoQueue* queue = static_cast<RingHandles*>(handle->data)->queue;
+    if (queue != nullptr) queue->OnRingReadable();
+  }
+
+  void OnRingReadable() {
+    uint64_t count;
+    // Cleared before the CQ is read: a completion posted after this signals again.
+    while (read(handles_->eventfd, &count, sizeof(count)) < 0 && errno == EINTR) {
+    }
+    RingReap();
+    RingSubmit();  // Resubmissions and queued requests, before JavaScript runs.
+    if (ring_done_.empty()) return;
+    std::vector<QueueRequest*> done;
+    done.swap(ring_done_);
+    Napi::Env env(env_);
+    std::unique_ptr<Napi::Error> first_error;
+    try {
+      Napi::HandleScope scope(env);
+      first_error = Deliver(env, &done, [&](size_t count, Napi::Int32Array tags, Napi::Float64Array results, Napi::Uint8Array syscalls) {
+        Napi::Function callback = RefValue<Napi::Function>(env, callback_ref_);
+        napi_value argv[] = {Napi::Number::New(env, static_cast<double>(count)), tags, results, syscalls};
+        napi_value returned = nullptr;
+        if (napi_make_callback(env, async_context_, env.Global(), callback, 4, argv, &returned) == napi_ok) {
+          return;
+        }
+        // A throw, or JavaScript cannot run any more (a worker thread being terminated: no exception
+        // is pending then, and nothing is left to tell).
+        napi_value exception = nullptr;
+        if (napi_get_and_clear_last_exception(env, &exception) != napi_ok || exception == nullptr) return;
+        napi_valuetype type = napi_undefined;
+        napi_typeof(env, exception, &type);
+        if (type == napi_object || type == napi_function) throw Napi::Error(env, exception);
+        if (type != napi_undefined) napi_fatal_exception(env, exception);
+      });
+    } catch (const Napi::Error& error) {
+      first_error = std::make_unique<Napi::Error>(error);
+    } catch (...) {
+    }
+    // As for any other callback: an uncaught exception.
+    if (first_error) {
+      Napi::HandleScope scope(env);
+      napi_fatal_exception(env, first_error->Value());
+    }
+  }
+
+  // Environment teardown: wait for the ring's IO (its buffers are about to go), then close.
+  static void RingEnvCleanup(napi_async_cleanup_hook_handle handle, void* arg) {
+    IoQueue* queue = static_cast<IoQueue*>(arg);
+    queue->DrainRingBlocking();
+    queue->TearDownRing(true);
+  }
+
+  // Closes the ring (nothing may be in it) and its handles. Idempotent.
+  void TearDownRing(bool from_cleanup_hook) {
+    if (!ring_open_) return;
+    ring_open_ = false;
+    io_uring_queue_exit(&ring_);
+    RingHandles* handles = handles_;
+    handles_ = nullptr;
+    handles->queue = nullptr;
+    if (from_cleanup_hook) {
+      handles->hook = async_hook_;  // Node waits for the handles to close.
+    } else if (async_hook_ != nullptr) {
+      napi_remove_async_cleanup_hook(async_hook_);
+    }
+    async_hook_ = nullptr;
+    auto closed = [](uv_handle_t* closed_handle) {
+      auto* owner = static_cast<RingHandles*>(closed_handle->data);
+      if (--owner->open > 0) return;
+      close(owner->eventfd);
+      if (owner->hook != nullptr) napi_remove_async_cleanup_hook(owner->hook);
+      delete owner;
+    };
+    uv_close(reinterpret_cast<uv_handle_t*>(&handles->poll), closed);
+    uv_close(reinterpret_cast<uv_handle_t*>(&handles->prepare), closed);
+    uv_close(reinterpret_cast<uv_handle_t*>(&handles->check), closed);
+    if (async_context_ != nullptr) napi_async_destroy(env_, async_context_);
+    async_context_ = nullptr;
+    if (callback_ref_ != nullptr) napi_delete_reference(env_, callback_ref_);
+    callback_ref_ = nullptr;
   }
 
   // Idle: neither the event loop nor this object is held any more.
@@ -884,6 +1238,7 @@ class IoQueue final : public Napi::ObjectWrap<IoQueue> {
     if (!active_) return;
     active_ = false;
     napi_unref_threadsafe_function(env, tsfn_);
+    if (handles_ != nullptr) uv_unref(reinterpret_cast<uv_handle_t*>(&handles_->poll));
     Unref();
   }
 
@@ -891,6 +1246,7 @@ class IoQueue final : public Napi::ObjectWrap<IoQueue> {
     assert(state_ == State::kClosing && in_flight_ == 0);
     Deactivate(env);  // close() may be called from onComplete, before Drain deactivates.
     StopThreads();
+    TearDownRing(false);
     RemoveCleanupHook();
     if (!tsfn_released_) {
       napi_release_threadsafe_function(tsfn_, napi_tsfn_release);
@@ -924,6 +1280,11 @@ class IoQueue final : public Napi::ObjectWrap<IoQueue> {
     for (QueueRequest* request = in_flight_head_; request != nullptr; request = request->next) {
       if (request->data == nullptr) continue;
       if (!(request->data < end && data < request->data + request->length)) continue;
+      if (request->on_ring) {
+        while (!request->executed && RingWaitOne()) {
+        }
+        continue;
+      }
       std::unique_lock<std::mutex> lock(completion_mutex_);
       memory_waiters_++;
       executed_cv_.wait(lock, [request] { return request->executed; });
@@ -1020,6 +1381,21 @@ class IoQueue final : public Napi::ObjectWrap<IoQueue> {
   napi_ref tags_ref_ = nullptr;
   napi_ref results_ref_ = nullptr;
   napi_ref syscalls_ref_ = nullptr;
+
+  // The io_uring backend (JS thread only).
+  bool ring_backend_ = false;  // Chosen at construction; `backend` reports it.
+  bool ring_open_ = false;     // Until torn down.
+  uint32_t range_threads_ = 0; // Workers started on the first zeroRange or punchHole.
+  io_uring ring_{};
+  RingHandles* handles_ = nullptr;
+  unsigned ring_in_flight_ = 0;    // Requests holding an SQE or in the kernel, CQE not yet reaped.
+  unsigned ring_unsubmitted_ = 0;  // SQEs filled and not yet consumed by the kernel.
+  std::deque<QueueRequest*> ring_overflow_;  // Waiting for a free ring entry.
+  std::vector<QueueRequest*> ring_done_;     // Finished, not yet delivered.
+  std::vector<QueueRequest*> ring_again_;    // Scratch: to resubmit after a reap.
+  napi_ref callback_ref_ = nullptr;
+  napi_async_context async_context_ = nullptr;
+  napi_async_cleanup_hook_handle async_hook_ = nullptr;
 };
 
 // errnoError(errno, syscall) => the Error the promise functions reject with, for IoQueue failures.

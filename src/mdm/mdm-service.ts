@@ -14,6 +14,7 @@ import { registerVolumeRoutes } from './routes/volume-routes.js';
 import { registerClusterRoutes } from './routes/cluster-routes.js';
 import { registerMetrics } from './metrics.js';
 import { startHealthMonitor } from './membership.js';
+import { Fencing } from './fencing.js';
 import { pruneEvents, recordEvent } from './events.js';
 import { newSigningKey } from '../common/secrets.js';
 import type { Logger } from '../common/logger.js';
@@ -55,7 +56,8 @@ export async function startMdm(options: MdmOptions): Promise<RunningMdm> {
 
   const startedAtMs = Date.now();
   const app: FastifyInstance = buildHttpServer(options.log, db, admin);
-  registerClusterRoutes(app, context, startedAtMs);
+  const fencing = new Fencing(context);
+  registerClusterRoutes(app, context, startedAtMs, fencing);
   registerTopologyRoutes(app, context);
   registerVolumeRoutes(app, context);
   registerMetrics(app, context);
@@ -63,7 +65,7 @@ export async function startMdm(options: MdmOptions): Promise<RunningMdm> {
   await app.listen({ host: options.host, port: options.port });
   const address = app.server.address();
   const port = typeof address === 'object' && address !== null ? address.port : options.port;
-  const stopHealthMonitor = startHealthMonitor(context);
+  const stopHealthMonitor = startHealthMonitor(context, (sdsId) => void fencing.fence(sdsId, 'missed heartbeats'));
   const pruneTimer = setInterval(() => pruneEvents(db), 60_000);
   pruneTimer.unref();
   recordEvent(db, 'info', 'MDM_STARTED', `MDM started on ${options.host}:${port}`);

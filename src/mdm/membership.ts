@@ -342,10 +342,13 @@ export function markSilentNodesDown(context: MdmContext, nowMs = Date.now()): st
   })();
 }
 
-export function startHealthMonitor(context: MdmContext): () => void {
+export function startHealthMonitor(context: MdmContext, onSdsDown: (sdsId: number) => void): () => void {
   const timer = setInterval(() => {
     try {
-      markSilentNodesDown(context);
+      for (const nodeId of markSilentNodesDown(context)) {
+        const sds = context.db.prepare(`SELECT id FROM sds WHERE name = ? AND state = 'DOWN'`).get(nodeId) as { id: number } | undefined;
+        if (sds !== undefined) onSdsDown(sds.id);
+      }
     } catch (error) {
       context.log.error({ err: error }, 'health monitor pass failed');
     }

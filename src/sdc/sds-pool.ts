@@ -10,6 +10,8 @@ import type { Lease } from './token-leases.js';
 
 /** One connection per SDS: a single-threaded SDC gains nothing from more, and one socket batches better. */
 export const CONNECTIONS_PER_SDS = 1;
+/** A request an SDS has not answered by then counts as a failure (the kernel NBD client waits 30 s). */
+export const SDS_REQUEST_TIMEOUT_MS = 8000;
 const LOOPBACK_HOSTS = new Set(['127.0.0.1', 'localhost', '::1']);
 const INSTALLED_TOKENS_MAX = 4096;
 
@@ -23,7 +25,7 @@ export class SdsEndpoint {
     readonly port: number,
     socketPath: string | undefined,
   ) {
-    for (let i = 0; i < CONNECTIONS_PER_SDS; i += 1) this.clients.push(new SdsDataClient(host, port, undefined, socketPath));
+    for (let i = 0; i < CONNECTIONS_PER_SDS; i += 1) this.clients.push(new SdsDataClient(host, port, SDS_REQUEST_TIMEOUT_MS, socketPath));
   }
 
   get inFlight(): number {

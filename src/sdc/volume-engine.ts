@@ -84,6 +84,8 @@ export class VolumeEngine {
     private readonly leases: VolumeLeases,
     private readonly pool: SdsPool,
     private readonly log: Logger,
+    /** Tells the MDM an SDS did not answer, so it probes and fences it without waiting for heartbeats. */
+    private readonly reportUnreachable: (sdsId: number, problem: string) => void = () => undefined,
   ) {}
 
   // ------------------------------------------------------------ the block device interface
@@ -225,6 +227,7 @@ export class VolumeEngine {
           lastProblem = `${replica.sds_name}: ${(error as Error).message}`;
           if (error instanceof TokenRefusedError) replan = true;
           else if (!(error instanceof SdsConnectionError)) throw error;
+          else this.reportUnreachable(replica.sds_id, (error as Error).message);
           this.counters.failovers += 1;
         }
       }
@@ -287,6 +290,7 @@ export class VolumeEngine {
             return { replica, status: reply.status, problem: statusName(reply.status) };
           } catch (error) {
             if (!(error instanceof SdsConnectionError) && !(error instanceof TokenRefusedError)) throw error;
+            if (error instanceof SdsConnectionError) this.reportUnreachable(replica.sds_id, error.message);
             return { replica, status: error instanceof TokenRefusedError ? Status.TOKEN_EXPIRED : -1, problem: (error as Error).message };
           }
         }),

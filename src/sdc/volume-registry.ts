@@ -10,6 +10,8 @@ import { SdsPool } from './sds-pool.js';
 import { VolumeLeases, type AuthorizeAnswer, type AuthorizeRequest } from './token-leases.js';
 import { VolumeEngine } from './volume-engine.js';
 
+const REPORT_INTERVAL_MS = 1000;
+
 interface Entry {
   readonly mapping: MappingRow;
   readonly engine: VolumeEngine;
@@ -19,6 +21,7 @@ interface Entry {
 export class VolumeRegistry {
   private readonly entries = new Map<string, Entry>();
   readonly pool = new SdsPool();
+  private readonly lastReportMs = new Map<number, number>();
 
   constructor(
     private readonly mdm: () => HttpClient | undefined,
@@ -69,6 +72,7 @@ export class VolumeRegistry {
         leases,
         this.pool,
         this.log,
+        (sdsId, problem) => this.reportUnreachable(sdsId, problem),
       );
       this.entries.set(mapping.name, { mapping, engine, leases });
       // Learn the plan before the first IO; failures are retried on demand.
@@ -77,6 +81,19 @@ export class VolumeRegistry {
     }
     if (added.length + removed.length > 0) this.log.info({ added, removed }, 'exports changed');
     return { added, removed };
+  }
+
+  /** At most one report per SDS per REPORT_INTERVAL_MS; fire and forget (the MDM probes). */
+  private reportUnreachable(sdsId: number, problem: string): void {
+    const now = Date.now();
+    if (now - (this.lastReportMs.get(sdsId) ?? 0) < REPORT_INTERVAL_MS) return;
+    this.lastReportMs.set(sdsId, now);
+    const client = this.mdm();
+    if (client === undefined) return;
+    this.log.warn({ sdsId, problem }, 'SDS unreachable; reporting to the MDM');
+    client.post('/sds/report-unreachable', { sds_id: sdsId, problem: problem.slice(0, 500) }).catch((error: unknown) => {
+      this.log.warn({ err: (error as Error).message }, 'could not report an unreachable SDS');
+    });
   }
 
   get(name: string): VolumeEngine | undefined {

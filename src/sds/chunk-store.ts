@@ -80,15 +80,17 @@ export class ChunkStore {
   private readonly startupIntents = new Set<string>();
   private readonly buffers = new AlignedBufferPool();
   private readonly locks = new RangeLock();
-  /** Data-plane IO (pread, pwrite, fdatasync, zeroRange): batched completions, its own threads. */
-  private readonly io = new nativeIo.IoQueue({ threads: nativeIo.ioQueueThreadsFromEnv() });
+  /** Data-plane IO (pread, pwrite, fdatasync, zeroRange): batched completions, io_uring or its own threads. */
+  private readonly io = new nativeIo.IoQueue({ threads: nativeIo.ioQueueThreadsFromEnv(), backend: nativeIo.ioQueueBackendFromEnv() });
   private bufferedFallbackLogged = false;
   private cleaner: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly db: SdsDb,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.log.info({ backend: this.io.backend, threads: this.io.threads }, 'device IO queue started');
+  }
 
   // ------------------------------------------------------------ devices
 

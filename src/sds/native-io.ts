@@ -75,7 +75,7 @@ interface NativeIo {
   logicalBlockSizeBytes(fd: number): number;
   truncate(fd: number, sizeBytes: number): void;
   errnoError(errno: number, syscall: string): IoError;
-  IoQueue: new (onComplete: NativeCompletionCallback, threads?: number) => NativeIoQueue;
+  IoQueue: new (onComplete: NativeCompletionCallback, threads?: number, backend?: IoQueueBackendChoice) => NativeIoQueue;
   IO_OP_READ: number;
   IO_OP_WRITE: number;
   IO_OP_FDATASYNC: number;
@@ -114,6 +114,7 @@ interface NativeIoQueue {
   readonly inFlight: number;
   readonly threads: number;
   readonly closed: boolean;
+  readonly backend: IoQueueBackend;
 }
 
 const ADDON_RELATIVE_PATH = join('build', 'Release', 'pflex_io.node');
@@ -303,9 +304,37 @@ export function ioQueueThreadsFromEnv(env: NodeJS.ProcessEnv = process.env): num
   return threads;
 }
 
+/** The IoQueue backend running: io_uring (no worker threads for read/write/fdatasync) or threads. */
+export type IoQueueBackend = 'io_uring' | 'threads';
+/** The backend asked for: 'auto' (the default) is io_uring where the kernel allows it, else threads. */
+export type IoQueueBackendChoice = 'auto' | IoQueueBackend;
+/** The environment variable {@link ioQueueBackendFromEnv} reads. */
+export const IO_BACKEND_ENV = 'PFLEX_SDS_IO_BACKEND';
+
+/**
+ * The SDS's IoQueue backend from PFLEX_SDS_IO_BACKEND ('auto', 'threads' or 'io_uring'), or 'auto'
+ * when unset or empty. @throws RangeError on any other value.
+ */
+export function ioQueueBackendFromEnv(env: NodeJS.ProcessEnv = process.env): IoQueueBackendChoice {
+  const text = env[IO_BACKEND_ENV]?.trim();
+  if (text === undefined || text === '') return 'auto';
+  if (text !== 'auto' && text !== 'threads' && text !== 'io_uring') {
+    throw new RangeError(`${IO_BACKEND_ENV} must be auto, threads or io_uring (got '${text}')`);
+  }
+  return text;
+}
+
 export interface IoQueueOptions {
-  /** Worker threads, 1 .. IO_QUEUE_THREADS_MAX; default IO_QUEUE_THREADS_DEFAULT (8). */
+  /**
+   * Worker threads, 1 .. IO_QUEUE_THREADS_MAX; default IO_QUEUE_THREADS_DEFAULT (8). With the
+   * io_uring backend only zeroRange and punchHole use threads: min(threads, 2), started on first use.
+   */
   threads?: number;
+  /**
+   * 'auto' (default) or 'io_uring': an io_uring where io_uring_setup works (else, silently, the
+   * threads); 'threads': worker threads. {@link IoQueue.backend} tells which one runs.
+   */
+  backend?: IoQueueBackendChoice;
 }
 
 const OP_READ = native.IO_OP_READ;
@@ -394,8 +423,10 @@ class CompletionTable {
 
 /**
  * Batched data-plane IO (DESIGN §7, §10): the same operations, semantics and errors as the
- * Promise-returning functions above ({@link pread}, {@link pwrite}, ...), run on the queue's own
- * worker threads (not the libuv threadpool) with completions delivered to JavaScript in batches.
+ * Promise-returning functions above ({@link pread}, {@link pwrite}, ...), with completions delivered
+ * to JavaScript in batches. Two backends: an io_uring driven from the event loop (the default where
+ * the kernel allows it: SQEs submitted once per loop phase, completions noticed through an eventfd)
+ * or the queue's own worker threads (not the libuv threadpool).
  *
  * - Argument errors reject with TypeError / RangeError; failed system calls with an {@link IoError}
  *   whose code, errno, syscall and message match the functions above.
@@ -409,10 +440,15 @@ export class IoQueue {
   private readonly native: NativeIoQueue;
 
   constructor(options: IoQueueOptions = {}) {
-    this.native = new native.IoQueue(this.table.complete, options.threads);
+    this.native = new native.IoQueue(this.table.complete, options.threads, options.backend);
   }
 
-  /** Worker threads. */
+  /** The backend running: 'io_uring' or 'threads' (also where io_uring was asked for but refused). */
+  get backend(): IoQueueBackend {
+    return this.native.backend;
+  }
+
+  /** Worker threads running (io_uring backend: 0 until the first zeroRange or punchHole). */
   get threads(): number {
     return this.native.threads;
   }

@@ -21,6 +21,7 @@ import {
 import { applyTxAcks, authorize, authorizeSchema, txAckSchema } from '../token-authority.js';
 import type { SdcRow } from '../rows.js';
 import type { Caller } from '../auth.js';
+import type { Fencing } from '../fencing.js';
 
 export const EVENTS_PAGE_MAX = 1000;
 export const PFLEX_VERSION = '0.1.0';
@@ -34,13 +35,18 @@ function nodeCaller(request: FastifyRequest, role?: string): Extract<Caller, { k
   return caller;
 }
 
+const reportSchema = z.strictObject({
+  sds_id: z.number().int().positive().max(0xffffffff),
+  problem: z.string().max(500).default(''),
+});
+
 const eventQuerySchema = z.object({
   limit: z.coerce.number().int().min(1).max(EVENTS_PAGE_MAX).default(100),
   since_id: z.coerce.number().int().min(0).optional(),
   type: z.string().regex(/^[A-Z_]{1,64}$/).optional(),
 });
 
-export function registerClusterRoutes(app: FastifyInstance, context: MdmContext, startedAtMs: number): void {
+export function registerClusterRoutes(app: FastifyInstance, context: MdmContext, startedAtMs: number, fencing: Fencing): void {
   const { db } = context;
 
   app.get('/health', { config: { access: 'public' } }, async () => ({
@@ -115,7 +121,15 @@ export function registerClusterRoutes(app: FastifyInstance, context: MdmContext,
       if (input.sdc === undefined) throw pflexError('VALIDATION', 'sdc: required for admin callers', { field: 'sdc' });
       sdcRef = input.sdc;
     }
+    // Never hand out a token whose epochs are not yet installed on the survivors.
+    await fencing.settled();
     return authorize(context, refParam(request), sdcRef, input);
+  });
+  /** An SDC could not reach an SDS: the MDM probes it and fences it at once if it is gone. */
+  app.post('/sds/report-unreachable', { config: { access: 'node' } }, async (request) => {
+    const caller = nodeCaller(request, 'sdc');
+    const input = reportSchema.parse(bodyOf(request));
+    return fencing.reportUnreachable(input.sds_id, caller.nodeId, input.problem);
   });
   app.post('/io/tx/ack', { config: { access: 'node' } }, async (request) =>
     applyTxAcks(context, nodeCaller(request, 'sds').nodeId, txAckSchema.parse(bodyOf(request))),

@@ -1,0 +1,142 @@
+/**
+ * Fencing an SDS that failed (DESIGN §6): its replicas become STALE, the epoch of every chunk it
+ * held goes up by one, and the new epochs are installed on the surviving replicas before any
+ * token carries them (authorize waits for fences in progress). From then on the survivors refuse
+ * the old epoch, so a write still in flight to the fenced SDS can never surface as current data.
+ *
+ * Triggers: the health monitor (missed heartbeats) and SDC error reports, which the MDM confirms
+ * by probing the SDS's data port first.
+ */
+import type { MdmContext } from './context.js';
+import { recordEvent } from './events.js';
+import { SdsDataClient } from '../common/sds-client.js';
+import { deriveControlCredential, Opcode, Status } from '../common/sds-protocol.js';
+
+const PROBE_TIMEOUT_MS = 1500;
+const INSTALL_TIMEOUT_MS = 5000;
+const EPOCHS_PER_CALL_MAX = 10_000;
+
+interface EpochOrder {
+  volume_id: number;
+  chunk_index: number;
+  pool_id: number;
+  epoch: number;
+}
+
+export class Fencing {
+  /** Fences in progress: authorize waits for them, so tokens never carry an uninstalled epoch. */
+  private inProgress: Promise<void> = Promise.resolve();
+
+  constructor(private readonly context: MdmContext) {}
+
+  /** Resolves when every fence started so far has installed its epochs. */
+  settled(): Promise<void> {
+    return this.inProgress;
+  }
+
+  /** Fences an SDS. Idempotent: a fenced SDS has no CURRENT replica left to fence. */
+  fence(sdsId: number, reason: string): Promise<void> {
+    const run = this.inProgress.then(() => this.fenceNow(sdsId, reason)).catch((error: unknown) => {
+      this.context.log.error({ err: error, sdsId }, 'fencing failed');
+    });
+    this.inProgress = run;
+    return run;
+  }
+
+  /**
+   * An SDC could not reach an SDS. Probe it (PING on its data port); if it does not answer,
+   * mark it DOWN and fence it now instead of waiting for missed heartbeats.
+   */
+  async reportUnreachable(sdsId: number, reporter: string, problem: string): Promise<{ fenced: boolean }> {
+    const { db, log } = this.context;
+    const sds = db.prepare(`SELECT id, name, host, data_port, state FROM sds WHERE id = ?`).get(sdsId) as
+      | { id: number; name: string; host: string; data_port: number; state: string }
+      | undefined;
+    if (sds === undefined) return { fenced: false };
+    if (sds.state === 'DOWN') {
+      await this.fence(sds.id, 'already down');
+      return { fenced: true };
+    }
+    if (await probe(sds.host, sds.data_port)) return { fenced: false };
+    log.warn({ sds: sds.name, reporter, problem }, 'SDS unreachable from an SDC and does not answer a probe: DOWN');
+    db.prepare(`UPDATE sds SET state = 'DOWN' WHERE id = ? AND state != 'REMOVING'`).run(sds.id);
+    db.prepare(`UPDATE cluster_nodes SET status = 'DOWN' WHERE node_id = ?`).run(sds.name);
+    recordEvent(db, 'error', 'SDS_DOWN', `SDS ${sds.name} unreachable (reported by ${reporter}: ${problem.slice(0, 120)}) and not answering`, {
+      sdsId: sds.id,
+    });
+    await this.fence(sds.id, `reported by ${reporter}`);
+    return { fenced: true };
+  }
+
+  private async fenceNow(sdsId: number, reason: string): Promise<void> {
+    const { db, log } = this.context;
+    const name = (db.prepare('SELECT name FROM sds WHERE id = ?').get(sdsId) as { name: string } | undefined)?.name ?? `#${sdsId}`;
+    // One transaction: stale replicas and new epochs together.
+    const orders = db.transaction(() => {
+      const chunks = db
+        .prepare(
+          `SELECT c.id, c.volume_id, c.chunk_index, c.epoch, r.pool_id FROM replicas r JOIN chunks c ON c.id = r.chunk_id
+           WHERE r.sds_id = ? AND r.state = 'CURRENT'`,
+        )
+        .all(sdsId) as { id: number; volume_id: number; chunk_index: number; epoch: number; pool_id: number }[];
+      const bySurvivor = new Map<number, EpochOrder[]>();
+      const stale = db.prepare(`UPDATE replicas SET state = 'STALE' WHERE chunk_id = ? AND sds_id = ?`);
+      const bump = db.prepare(`UPDATE chunks SET epoch = epoch + 1 WHERE id = ?`);
+      const survivors = db.prepare(`SELECT sds_id FROM replicas WHERE chunk_id = ? AND sds_id != ? AND state = 'CURRENT'`);
+      for (const chunk of chunks) {
+        stale.run(chunk.id, sdsId);
+        bump.run(chunk.id);
+        for (const survivor of survivors.all(chunk.id, sdsId) as { sds_id: number }[]) {
+          let list = bySurvivor.get(survivor.sds_id);
+          if (list === undefined) {
+            list = [];
+            bySurvivor.set(survivor.sds_id, list);
+          }
+          list.push({ volume_id: chunk.volume_id, chunk_index: chunk.chunk_index, pool_id: chunk.pool_id, epoch: chunk.epoch + 1 });
+        }
+      }
+      return { chunks: chunks.length, bySurvivor };
+    })();
+    if (orders.chunks === 0) return;
+    const credential = deriveControlCredential(this.context.signingKey);
+    await Promise.all(
+      [...orders.bySurvivor.entries()].map(async ([survivorId, list]) => {
+        const survivor = db.prepare('SELECT name, host, control_port FROM sds WHERE id = ?').get(survivorId) as { name: string; host: string; control_port: number };
+        for (let start = 0; start < list.length; start += EPOCHS_PER_CALL_MAX) {
+          try {
+            const response = await fetch(`http://${survivor.host}:${survivor.control_port}/chunks/epoch`, {
+              method: 'POST',
+              headers: { 'content-type': 'application/json', authorization: `Bearer ${credential}` },
+              body: JSON.stringify({ chunks: list.slice(start, start + EPOCHS_PER_CALL_MAX) }),
+              signal: AbortSignal.timeout(INSTALL_TIMEOUT_MS),
+            });
+            if (!response.ok) throw new Error(`HTTP ${response.status}`);
+          } catch (error) {
+            // The survivor keeps the old epoch and refuses new tokens: IO to those chunks waits
+            // for its own heartbeat-driven fence or recovery. Say so loudly.
+            log.error({ survivor: survivor.name, err: (error as Error).message }, 'could not install new epochs on a surviving replica');
+          }
+        }
+      }),
+    );
+    recordEvent(db, 'warning', 'SDS_FENCED', `SDS ${name} fenced (${reason}): ${orders.chunks} chunk(s) now at a new epoch on their survivors`, { sdsId });
+    log.warn({ sds: name, chunks: orders.chunks, reason }, 'SDS fenced');
+  }
+}
+
+/** True when the SDS's data port answers a PING in time. */
+async function probe(host: string, port: number): Promise<boolean> {
+  const client = new SdsDataClient(host, port, PROBE_TIMEOUT_MS);
+  try {
+    const reply = await client.request(
+      { opcode: Opcode.PING, flags: 0, tokenId: Buffer.alloc(16), seq: 0n, volumeId: 0, chunkIndex: 0, epoch: 0, offsetBytes: 0, lengthBytes: 0 },
+      undefined,
+      undefined,
+    );
+    return reply.status === Status.OK;
+  } catch {
+    return false;
+  } finally {
+    client.close();
+  }
+}
