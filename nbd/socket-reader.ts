@@ -11,7 +11,11 @@ interface PendingRead {
   readonly lengthBytes: number;
   resolve(bytes: Buffer): void;
   reject(error: Error): void;
+  /** Only wait until lengthBytes are buffered; the caller takes them itself (readInto). */
+  readonly peek?: boolean;
 }
+
+const EMPTY = Buffer.alloc(0);
 
 export class SocketReader {
   private readonly chunks: Buffer[] = [];
@@ -49,6 +53,20 @@ export class SocketReader {
     });
   }
 
+  /** Exactly target.length bytes copied into target (a pooled buffer), for large WRITE payloads. */
+  async readInto(target: Buffer): Promise<Buffer> {
+    assert.ok(this.pending === undefined, 'one read at a time');
+    if (this.bufferedBytes < target.length) {
+      if (this.endError !== undefined) throw this.endError;
+      // Wait until enough is buffered without taking it, then copy once into the target.
+      await new Promise<void>((resolve, reject) => {
+        this.pending = { lengthBytes: target.length, resolve: () => resolve(), reject, peek: true };
+        this.updateFlow();
+      });
+    }
+    return this.take(target.length, target);
+  }
+
   /** Whether a read could still be satisfied by more data (false after EOF with nothing pending). */
   get ended(): boolean {
     return this.endError !== undefined;
@@ -73,7 +91,7 @@ export class SocketReader {
     const pending = this.pending;
     if (pending !== undefined && this.bufferedBytes >= pending.lengthBytes) {
       this.pending = undefined;
-      pending.resolve(this.take(pending.lengthBytes));
+      pending.resolve(pending.peek === true ? EMPTY : this.take(pending.lengthBytes));
       return;
     }
     this.updateFlow();
@@ -88,19 +106,19 @@ export class SocketReader {
     }
   }
 
-  private take(lengthBytes: number): Buffer {
+  private take(lengthBytes: number, target?: Buffer): Buffer {
     assert.ok(lengthBytes <= this.bufferedBytes);
     let result: Buffer;
     const first = this.chunks[0];
     if (lengthBytes === 0) {
       result = Buffer.alloc(0);
-    } else if (first !== undefined && first.length >= lengthBytes) {
+    } else if (target === undefined && first !== undefined && first.length >= lengthBytes) {
       // The common case: the whole frame is inside one chunk, so hand out a view, not a copy.
       result = first.subarray(0, lengthBytes);
       if (first.length === lengthBytes) this.chunks.shift();
       else this.chunks[0] = first.subarray(lengthBytes);
     } else {
-      result = Buffer.allocUnsafe(lengthBytes);
+      result = target ?? Buffer.allocUnsafe(lengthBytes);
       let filled = 0;
       while (filled < lengthBytes) {
         const chunk = this.chunks[0]!;

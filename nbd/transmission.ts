@@ -149,12 +149,37 @@ export interface TransmissionLimits {
   readonly requestsInFlightMax: number;
 }
 
+/** WRITE payloads from this size up are read into pooled buffers. */
+const POOLED_PAYLOAD_BYTES_MIN = 64 * 1024;
+const POOLED_BUFFERS_PER_CLASS_MAX = 64;
+
+/** Power-of-two classes of reusable payload buffers, per connection. */
+class PayloadPool {
+  private readonly free = new Map<number, Buffer[]>();
+
+  acquire(lengthBytes: number): Buffer {
+    let size = POOLED_PAYLOAD_BYTES_MIN;
+    while (size < lengthBytes) size *= 2;
+    return this.free.get(size)?.pop() ?? Buffer.allocUnsafe(size);
+  }
+
+  release(buffer: Buffer): void {
+    let list = this.free.get(buffer.length);
+    if (list === undefined) {
+      list = [];
+      this.free.set(buffer.length, list);
+    }
+    if (list.length < POOLED_BUFFERS_PER_CLASS_MAX) list.push(buffer);
+  }
+}
+
 export class Transmission {
   private inFlightRequests = 0;
   private inFlightBytes = 0;
   private stopping = false;
   private wakeReader: (() => void) | undefined;
   private idleWaiters: (() => void)[] = [];
+  private readonly payloadPool = new PayloadPool();
   /** Replies leave in one writev per event-loop turn: at queue depth 32, per-reply writes dominated. */
   private readonly batcher: SocketBatcher;
 
@@ -198,6 +223,7 @@ export class Transmission {
       if (this.stopping || this.socket.destroyed) return;
       let request: Request;
       let payload: Buffer | undefined;
+      let pooled: Buffer | undefined;
       try {
         request = decodeRequest(this.reader.tryRead(REQUEST_HEADER_BYTES) ?? (await this.reader.read(REQUEST_HEADER_BYTES)));
         if (request.magic !== NBD_REQUEST_MAGIC) throw new NbdProtocolError(`bad request magic 0x${request.magic.toString(16)}`);
@@ -206,7 +232,13 @@ export class Transmission {
           if (request.lengthBytes > payloadBytesDisconnect) {
             throw new NbdProtocolError(`WRITE payload of ${request.lengthBytes} bytes exceeds ${payloadBytesDisconnect}`);
           }
-          payload = this.reader.tryRead(request.lengthBytes) ?? (await this.reader.read(request.lengthBytes));
+          if (request.lengthBytes >= POOLED_PAYLOAD_BYTES_MIN) {
+            // Large payloads land in reused memory: a fresh 1 MiB buffer per write kept V8's GC busy.
+            pooled = this.payloadPool.acquire(request.lengthBytes);
+            payload = await this.reader.readInto(pooled.subarray(0, request.lengthBytes));
+          } else {
+            payload = this.reader.tryRead(request.lengthBytes) ?? (await this.reader.read(request.lengthBytes));
+          }
         }
       } catch (error) {
         if (error instanceof NbdConnectionClosed) return; // EOF or stop(): finish what is in flight
@@ -218,11 +250,11 @@ export class Transmission {
         this.reader.stop();
         return;
       }
-      this.dispatch(request, payload);
+      this.dispatch(request, payload, pooled);
     }
   }
 
-  private dispatch(request: Request, payload: Buffer | undefined): void {
+  private dispatch(request: Request, payload: Buffer | undefined, pooled?: Buffer): void {
     const refusal = validateRequest(request, this.session);
     if (refusal !== undefined) {
       const { offsetBytes, lengthBytes, flags } = request;
@@ -240,6 +272,8 @@ export class Transmission {
     this.inFlightRequests += 1;
     this.inFlightBytes += costBytes;
     void this.execute(request, payload).finally(() => {
+      // The export is done with the payload (its write resolved or failed): the memory can be reused.
+      if (pooled !== undefined) this.payloadPool.release(pooled);
       this.inFlightRequests -= 1;
       this.inFlightBytes -= costBytes;
       this.wake();

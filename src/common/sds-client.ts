@@ -106,8 +106,11 @@ export class SdsDataClient {
     if (macKey !== undefined) signRequestHeader(macKey, header);
     return new Promise<SdsReply>((resolve, reject) => {
       const timer = setTimeout(() => {
-        this.pending.delete(requestId);
-        reject(new SdsConnectionError(`${this.host}:${this.port}: no reply within ${this.requestTimeoutMs} ms`));
+        // A pipelined connection that stops answering is suspect: drop it, and with it any bytes
+        // still queued, so nothing of a request we gave up on can reach the SDS later.
+        const error = new SdsConnectionError(`${this.host}:${this.port}: no reply within ${this.requestTimeoutMs} ms`);
+        this.socket?.destroy();
+        this.failAll(error);
       }, this.requestTimeoutMs);
       this.pending.set(requestId, { resolve, reject, timer });
       batcher.write(header, payload);
