@@ -171,6 +171,9 @@ const MIGRATIONS: readonly string[] = [
   /* v2: an SDS's Unix socket, for SDCs on the same host. */ `
   ALTER TABLE sds ADD COLUMN data_socket_path TEXT;
   `,
+  /* v3: the epoch a replica was fenced at; the freshest stale replica can serve again. */ `
+  ALTER TABLE replicas ADD COLUMN stale_epoch INTEGER;
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

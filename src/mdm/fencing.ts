@@ -44,6 +44,53 @@ export class Fencing {
   }
 
   /**
+   * Honest loss, then return (DESIGN §6): a chunk with no current replica fails IO with EIO. When
+   * the SDS holding its freshest stale replica (fenced at the highest epoch, so it saw every write
+   * that was acknowledged) is UP again, that replica serves again at a new epoch.
+   */
+  recoverLost(): Promise<void> {
+    const run = this.inProgress.then(() => this.recoverLostNow()).catch((error: unknown) => {
+      this.context.log.error({ err: error }, 'recovering lost chunks failed');
+    });
+    this.inProgress = run;
+    return run;
+  }
+
+  private async recoverLostNow(): Promise<void> {
+    const { db, log } = this.context;
+    const candidates = db
+      .prepare(
+        `SELECT c.id AS chunk_id, c.volume_id, c.chunk_index, c.epoch, r.sds_id, r.pool_id, r.stale_epoch
+         FROM chunks c JOIN replicas r ON r.chunk_id = c.id JOIN sds s ON s.id = r.sds_id
+         WHERE r.state = 'STALE' AND s.state = 'UP'
+           AND NOT EXISTS (SELECT 1 FROM replicas x WHERE x.chunk_id = c.id AND x.state = 'CURRENT')
+           AND r.stale_epoch = (SELECT MAX(y.stale_epoch) FROM replicas y WHERE y.chunk_id = c.id)
+         ORDER BY c.id, r.sds_id`,
+      )
+      .all() as { chunk_id: number; volume_id: number; chunk_index: number; epoch: number; sds_id: number; pool_id: number; stale_epoch: number }[];
+    if (candidates.length === 0) return;
+    const seen = new Set<number>();
+    const bySds = new Map<number, EpochOrder[]>();
+    db.transaction(() => {
+      for (const row of candidates) {
+        if (seen.has(row.chunk_id)) continue; // one replica per chunk is enough to serve again
+        seen.add(row.chunk_id);
+        db.prepare(`UPDATE replicas SET state = 'CURRENT', stale_epoch = NULL WHERE chunk_id = ? AND sds_id = ?`).run(row.chunk_id, row.sds_id);
+        db.prepare(`UPDATE chunks SET epoch = epoch + 1 WHERE id = ?`).run(row.chunk_id);
+        let list = bySds.get(row.sds_id);
+        if (list === undefined) {
+          list = [];
+          bySds.set(row.sds_id, list);
+        }
+        list.push({ volume_id: row.volume_id, chunk_index: row.chunk_index, pool_id: row.pool_id, epoch: row.epoch + 1 });
+      }
+    })();
+    await this.installEpochs(bySds);
+    recordEvent(db, 'warning', 'CHUNKS_RECOVERED', `${seen.size} chunk(s) that had lost every replica are served again by a returning SDS`);
+    log.warn({ chunks: seen.size }, 'lost chunks recovered from a returning SDS');
+  }
+
+  /**
    * An SDC could not reach an SDS. Probe it (PING on its data port); if it does not answer,
    * mark it DOWN and fence it now instead of waiting for missed heartbeats.
    */
@@ -80,11 +127,11 @@ export class Fencing {
         )
         .all(sdsId) as { id: number; volume_id: number; chunk_index: number; epoch: number; pool_id: number }[];
       const bySurvivor = new Map<number, EpochOrder[]>();
-      const stale = db.prepare(`UPDATE replicas SET state = 'STALE' WHERE chunk_id = ? AND sds_id = ?`);
+      const stale = db.prepare(`UPDATE replicas SET state = 'STALE', stale_epoch = ? WHERE chunk_id = ? AND sds_id = ?`);
       const bump = db.prepare(`UPDATE chunks SET epoch = epoch + 1 WHERE id = ?`);
       const survivors = db.prepare(`SELECT sds_id FROM replicas WHERE chunk_id = ? AND sds_id != ? AND state = 'CURRENT'`);
       for (const chunk of chunks) {
-        stale.run(chunk.id, sdsId);
+        stale.run(chunk.epoch, chunk.id, sdsId);
         bump.run(chunk.id);
         for (const survivor of survivors.all(chunk.id, sdsId) as { sds_id: number }[]) {
           let list = bySurvivor.get(survivor.sds_id);
@@ -98,13 +145,21 @@ export class Fencing {
       return { chunks: chunks.length, bySurvivor };
     })();
     if (orders.chunks === 0) return;
+    await this.installEpochs(orders.bySurvivor);
+    recordEvent(db, 'warning', 'SDS_FENCED', `SDS ${name} fenced (${reason}): ${orders.chunks} chunk(s) now at a new epoch on their survivors`, { sdsId });
+    log.warn({ sds: name, chunks: orders.chunks, reason }, 'SDS fenced');
+  }
+
+  /** Installs epochs on SDS through their control planes (best effort, loudly logged). */
+  private async installEpochs(bySds: Map<number, EpochOrder[]>): Promise<void> {
+    const { db, log } = this.context;
     const credential = deriveControlCredential(this.context.signingKey);
     await Promise.all(
-      [...orders.bySurvivor.entries()].map(async ([survivorId, list]) => {
-        const survivor = db.prepare('SELECT name, host, control_port FROM sds WHERE id = ?').get(survivorId) as { name: string; host: string; control_port: number };
+      [...bySds.entries()].map(async ([sdsId, list]) => {
+        const target = db.prepare('SELECT name, host, control_port FROM sds WHERE id = ?').get(sdsId) as { name: string; host: string; control_port: number };
         for (let start = 0; start < list.length; start += EPOCHS_PER_CALL_MAX) {
           try {
-            const response = await fetch(`http://${survivor.host}:${survivor.control_port}/chunks/epoch`, {
+            const response = await fetch(`http://${target.host}:${target.control_port}/chunks/epoch`, {
               method: 'POST',
               headers: { 'content-type': 'application/json', authorization: `Bearer ${credential}` },
               body: JSON.stringify({ chunks: list.slice(start, start + EPOCHS_PER_CALL_MAX) }),
@@ -112,15 +167,13 @@ export class Fencing {
             });
             if (!response.ok) throw new Error(`HTTP ${response.status}`);
           } catch (error) {
-            // The survivor keeps the old epoch and refuses new tokens: IO to those chunks waits
-            // for its own heartbeat-driven fence or recovery. Say so loudly.
-            log.error({ survivor: survivor.name, err: (error as Error).message }, 'could not install new epochs on a surviving replica');
+            // That SDS keeps the old epoch and refuses new tokens for those chunks until it is
+            // fenced or the install is retried. Say so loudly.
+            log.error({ sds: target.name, err: (error as Error).message }, 'could not install new epochs on an SDS');
           }
         }
       }),
     );
-    recordEvent(db, 'warning', 'SDS_FENCED', `SDS ${name} fenced (${reason}): ${orders.chunks} chunk(s) now at a new epoch on their survivors`, { sdsId });
-    log.warn({ sds: name, chunks: orders.chunks, reason }, 'SDS fenced');
   }
 }
 

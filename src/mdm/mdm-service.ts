@@ -65,7 +65,11 @@ export async function startMdm(options: MdmOptions): Promise<RunningMdm> {
   await app.listen({ host: options.host, port: options.port });
   const address = app.server.address();
   const port = typeof address === 'object' && address !== null ? address.port : options.port;
-  const stopHealthMonitor = startHealthMonitor(context, (sdsId) => void fencing.fence(sdsId, 'missed heartbeats'));
+  const stopHealthMonitor = startHealthMonitor(
+    context,
+    (sdsId) => void fencing.fence(sdsId, 'missed heartbeats'),
+    () => void fencing.recoverLost(),
+  );
   const pruneTimer = setInterval(() => pruneEvents(db), 60_000);
   pruneTimer.unref();
   recordEvent(db, 'info', 'MDM_STARTED', `MDM started on ${options.host}:${port}`);

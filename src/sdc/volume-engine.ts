@@ -204,7 +204,10 @@ export class VolumeEngine {
         return out;
       }
       const replicas = route.chunk.replicas;
-      if (replicas.length === 0) throw new VolumeIoError('EIO', `chunk ${piece.chunkIndex} of ${this.volume.name} has no replica available`);
+      if (replicas.length === 0) {
+        await this.failLost(piece.chunkIndex, route);
+        continue;
+      }
       const start = this.readRotation++ % replicas.length;
       let replan = false;
       for (let i = 0; i < replicas.length && !replan; i += 1) {
@@ -270,7 +273,10 @@ export class VolumeEngine {
         });
       }
       const replicas = route.chunk.replicas;
-      if (replicas.length === 0) throw new VolumeIoError('EIO', `chunk ${piece.chunkIndex} of ${this.volume.name} has no replica available`);
+      if (replicas.length === 0) {
+        await this.failLost(piece.chunkIndex, route);
+        continue;
+      }
       const results = await Promise.all(
         replicas.map(async (replica) => {
           try {
@@ -311,6 +317,18 @@ export class VolumeEngine {
     }
     this.counters.errors += 1;
     throw new VolumeIoError('EIO', `write to chunk ${piece.chunkIndex} of ${this.volume.name} failed: ${lastProblem}`);
+  }
+
+  /**
+   * The plan says no replica is left (honest loss): ask the MDM once more — a returning SDS may
+   * serve the chunk again — and fail with EIO if it is still lost. Never zeros.
+   */
+  private async failLost(chunkIndex: number, route: ChunkRoute): Promise<void> {
+    await this.leases.refresh(chunkIndex, route).catch(() => undefined);
+    const fresh = await this.leases.route(chunkIndex);
+    if (fresh.chunk.replicas.length > 0) return;
+    this.counters.errors += 1;
+    throw new VolumeIoError('EIO', `chunk ${chunkIndex} of ${this.volume.name} has no replica available`);
   }
 
   private async routeOrFail(chunkIndex: number, deadline: number): Promise<ChunkRoute> {
