@@ -53,6 +53,9 @@ export interface ClusterSpec {
 export interface ClusterProcess {
   readonly name: string;
   readonly args: readonly string[];
+  /** What spawn() was given, to start the process again the same way. */
+  readonly spawnArgs: readonly string[];
+  readonly spawnEnv: NodeJS.ProcessEnv;
   child: ChildProcess;
 }
 
@@ -192,12 +195,20 @@ export class ProcessCluster {
     const poolEnv = { UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '16' };
     const child = spawn(process.execPath, [...nodeArgs, PFLEX_BIN, ...fullArgs], { stdio: ['ignore', log, log], env: { ...process.env, ...poolEnv, ...env } });
     closeSync(log);
-    const entry: ClusterProcess = { name, args: fullArgs, child };
+    const entry: ClusterProcess = { name, args: fullArgs, spawnArgs: args, spawnEnv: env, child };
     this.processes.set(name, entry);
     child.on('exit', (code, signal) => {
       if (!this.stopping && this.processes.get(name)?.child === child) this.spec.onUnexpectedExit?.(name, code, signal);
     });
     return entry;
+  }
+
+  /** Starts a stopped or killed process again with the same command line and environment. */
+  restart(name: string): ClusterProcess {
+    const entry = this.processes.get(name);
+    if (entry === undefined) throw new Error(`no process ${name}`);
+    if (entry.child.exitCode === null && entry.child.signalCode === null) throw new Error(`${name} is still running`);
+    return this.spawn(name, [...entry.spawnArgs], entry.spawnEnv);
   }
 
   pid(name: string): number | undefined {

@@ -53,6 +53,12 @@ export async function startMdm(options: MdmOptions): Promise<RunningMdm> {
   const signingKey = Buffer.from(configValue(db, 'token_signing_key', () => newSigningKey().toString('base64')), 'base64');
   const admin = ensureAdminCredential(db, options.dataDir, options.adminToken);
   const context: MdmContext = { db, log: options.log, settings: options.settings, signingKey, clusterId };
+  // Nodes could not heartbeat while the MDM was down: give every live node a full miss window
+  // from now, or a restarted MDM would fence every SDS at its first health pass.
+  const startedNowMs = Date.now();
+  db.prepare(`UPDATE cluster_nodes SET last_heartbeat_at_ms = ? WHERE status = 'UP'`).run(startedNowMs);
+  db.prepare(`UPDATE sds SET last_heartbeat_at_ms = ? WHERE state = 'UP'`).run(startedNowMs);
+  db.prepare(`UPDATE sdc SET last_heartbeat_at_ms = ? WHERE state = 'UP'`).run(startedNowMs);
 
   const startedAtMs = Date.now();
   const app: FastifyInstance = buildHttpServer(options.log, db, admin);
