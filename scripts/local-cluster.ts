@@ -34,6 +34,8 @@ async function main(): Promise<void> {
     sds: [0, 1, 2].map((n) => ({ data: 9700 + n, control: 9100 + n, mgmt: 9200 + n })),
     sdc: { nbd: NBD_PORT, device: 8005, control: 8003, mgmt: 8004 },
     onUnexpectedExit: (name, code, signal) => {
+      // Ctrl-C reaches the whole process group: children that stop cleanly are stopping on purpose.
+      if (code === 0 || stopping) return;
       process.stderr.write(`local-cluster: ${name} exited (code ${code}, signal ${signal}); see ${join(DATA_DIR, 'logs', `${name}.log`)}\n`);
       void stopAll(1);
     },
