@@ -4,19 +4,17 @@
  * device port (8005), with control (8003) and management (8004) planes. Mappings are cached in
  * sdc_chunks.db so a restart exports at once, and re-pulled on every heartbeat and on a push.
  */
-import { existsSync, readFileSync, writeFileSync, chmodSync, mkdirSync } from 'node:fs';
+import { chmodSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import type { FastifyInstance } from 'fastify';
 import type { Logger } from '../common/logger.js';
 import { HttpClient, HttpClientError } from '../common/http-client.js';
+import { listenOn, readNodeFile, registerWithMdm, REGISTER_RETRY_MS, writeNodeFile } from '../common/node-link.js';
 import { openSdcDatabase, loadMappings, saveMappings, type MappingRow, type SdcDb } from './sdc-database.js';
 import { VolumeRegistry } from './volume-registry.js';
 import { startJsonDeviceServer } from './json-device-server.js';
 import { buildSdcControlServer, buildSdcMgmtServer } from './sdc-http.js';
 import { startNbdExports, type NbdListener } from './nbd-exports.js';
 
-export const NODE_FILE = 'node.json';
-const REGISTER_RETRY_MS = 2000;
 
 export interface SdcOptions {
   readonly nodeId: string;
@@ -49,19 +47,12 @@ export interface RunningSdc {
   close(): Promise<void>;
 }
 
-async function listen(app: FastifyInstance, host: string, port: number): Promise<number> {
-  await app.listen({ host, port });
-  const address = app.server.address();
-  return typeof address === 'object' && address !== null ? address.port : port;
-}
-
 export async function startSdc(options: SdcOptions): Promise<RunningSdc> {
   const { log } = options;
   mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
   chmodSync(options.dataDir, 0o700);
   const db: SdcDb = openSdcDatabase(join(options.dataDir, 'sdc_chunks.db'));
-  const nodePath = join(options.dataDir, NODE_FILE);
-  let node: NodeFile | undefined = existsSync(nodePath) ? (JSON.parse(readFileSync(nodePath, 'utf8')) as NodeFile) : undefined;
+  let node = readNodeFile<NodeFile>(options.dataDir);
   let mdm: HttpClient | undefined = node === undefined ? undefined : new HttpClient({ baseUrl: options.mdmUrl, credential: node.credential });
   let registered = false;
   let closing = false;
@@ -87,7 +78,7 @@ export async function startSdc(options: SdcOptions): Promise<RunningSdc> {
   const nbd: NbdListener = await startNbdExports(registry, options.listenHost, options.nbdPort, log);
   const device = await startJsonDeviceServer(registry, options.listenHost, options.devicePort, log);
   const control = buildSdcControlServer(refreshMappings, log);
-  const controlPort = await listen(control, options.listenHost, options.controlPort);
+  const controlPort = await listenOn(control, options.listenHost, options.controlPort);
   const mgmt = buildSdcMgmtServer(
     registry,
     () => ({
@@ -100,7 +91,7 @@ export async function startSdc(options: SdcOptions): Promise<RunningSdc> {
     }),
     log,
   );
-  const mgmtPort = await listen(mgmt, options.listenHost, options.mgmtPort);
+  const mgmtPort = await listenOn(mgmt, options.listenHost, options.mgmtPort);
   log.info({ nbdPort: nbd.port, devicePort: device.port, controlPort, mgmtPort }, 'SDC listening');
 
   const register = async (): Promise<void> => {
@@ -110,18 +101,14 @@ export async function startSdc(options: SdcOptions): Promise<RunningSdc> {
       host: options.advertiseHost,
       ports: { nbd: nbd.port, device: device.port, control: controlPort, mgmt: mgmtPort },
     };
-    let answer: { credential: string; sdc_id: number; heartbeat_interval_ms: number };
-    try {
-      if (node === undefined) throw new HttpClientError('no saved credential', 'NO_CREDENTIAL', 401);
-      answer = await new HttpClient({ baseUrl: options.mdmUrl, credential: node.credential }).post('/discovery/register', body);
-    } catch (error) {
-      const refused = error instanceof HttpClientError && error.status === 401;
-      if (!refused || options.joinToken === undefined) throw error;
-      answer = await new HttpClient({ baseUrl: options.mdmUrl }).post('/discovery/register', { ...body, join_token: options.joinToken });
-    }
+    const answer = await registerWithMdm<{ credential: string; sdc_id: number; heartbeat_interval_ms: number }>(
+      options.mdmUrl,
+      node?.credential,
+      options.joinToken,
+      body,
+    );
     node = { node_id: options.nodeId, credential: answer.credential, sdc_id: answer.sdc_id };
-    writeFileSync(nodePath, `${JSON.stringify(node, null, 2)}\n`, { mode: 0o600 });
-    chmodSync(nodePath, 0o600);
+    writeNodeFile(options.dataDir, node);
     mdm = new HttpClient({ baseUrl: options.mdmUrl, credential: answer.credential });
     heartbeatIntervalMs = answer.heartbeat_interval_ms;
     registered = true;

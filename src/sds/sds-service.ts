@@ -4,11 +4,11 @@
  * device assignments, batched transaction acks). With a saved signing key it serves IO even
  * while the MDM is away, and keeps trying to register in the background.
  */
-import { existsSync, readFileSync, writeFileSync, chmodSync, mkdirSync } from 'node:fs';
+import { chmodSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import type { FastifyInstance } from 'fastify';
 import type { Logger } from '../common/logger.js';
 import { HttpClient, HttpClientError } from '../common/http-client.js';
+import { listenOn, readNodeFile, registerWithMdm, REGISTER_RETRY_MS, writeNodeFile } from '../common/node-link.js';
 import { derivePeerKey } from '../common/sds-protocol.js';
 import { openSdsDatabase, type SdsDb } from './sds-database.js';
 import { ChunkStore, type DeviceSpec } from './chunk-store.js';
@@ -19,8 +19,6 @@ import { startDataServer, type DataServer } from './data-server.js';
 import { buildControlServer } from './control-server.js';
 import { buildMgmtServer } from './mgmt-server.js';
 
-export const NODE_FILE = 'node.json';
-const REGISTER_RETRY_MS = 2000;
 
 export interface SdsOptions {
   readonly nodeId: string;
@@ -64,18 +62,6 @@ export interface RunningSds {
   close(): Promise<void>;
 }
 
-function readNodeFile(dataDir: string): NodeFile | undefined {
-  const path = join(dataDir, NODE_FILE);
-  if (!existsSync(path)) return undefined;
-  return JSON.parse(readFileSync(path, 'utf8')) as NodeFile;
-}
-
-function writeNodeFile(dataDir: string, node: NodeFile): void {
-  const path = join(dataDir, NODE_FILE);
-  writeFileSync(path, `${JSON.stringify(node, null, 2)}\n`, { mode: 0o600 });
-  chmodSync(path, 0o600);
-}
-
 function toSpec(device: DeviceAssignment): DeviceSpec {
   return { mdmDeviceId: device.mdm_device_id, path: device.path, poolId: device.pool_id, capacityBytes: device.capacity_bytes, slotBytes: device.slot_bytes };
 }
@@ -86,12 +72,6 @@ const SOCKET_PATH_BYTES_MAX = 107;
 function localSocketPath(dataDir: string): string | undefined {
   const path = join(dataDir, 'data.sock');
   return Buffer.byteLength(path) <= SOCKET_PATH_BYTES_MAX ? path : undefined;
-}
-
-async function listen(app: FastifyInstance, host: string, port: number): Promise<number> {
-  await app.listen({ host, port });
-  const address = app.server.address();
-  return typeof address === 'object' && address !== null ? address.port : port;
 }
 
 export async function startSds(options: SdsOptions): Promise<RunningSds> {
@@ -105,7 +85,7 @@ export async function startSds(options: SdsOptions): Promise<RunningSds> {
   const db: SdsDb = openSdsDatabase(join(options.dataDir, 'sds_local.db'));
   const store = new ChunkStore(db, log);
   const stats = new IoStats();
-  let node = readNodeFile(options.dataDir);
+  let node = readNodeFile<NodeFile>(options.dataDir);
   let checker: TokenChecker | undefined;
   let currentKey: Buffer | undefined;
   let peerKey: Buffer | undefined;
@@ -148,7 +128,7 @@ export async function startSds(options: SdsOptions): Promise<RunningSds> {
     localSocketPath(options.dataDir),
   );
   const control = buildControlServer({ store, signingKey: () => currentKey, log });
-  const controlPort = await listen(control, options.listenHost, options.controlPort);
+  const controlPort = await listenOn(control, options.listenHost, options.controlPort);
   const mgmt = buildMgmtServer({
     nodeId: options.nodeId,
     store,
@@ -157,7 +137,7 @@ export async function startSds(options: SdsOptions): Promise<RunningSds> {
     state: () => ({ registered, sds_id: node?.sds_id, mdm: options.mdmUrl }),
     log,
   });
-  const mgmtPort = await listen(mgmt, options.listenHost, options.mgmtPort);
+  const mgmtPort = await listenOn(mgmt, options.listenHost, options.mgmtPort);
   log.info({ dataPort: data.port, controlPort, mgmtPort }, 'SDS listening');
 
   const register = async (): Promise<void> => {
@@ -171,16 +151,12 @@ export async function startSds(options: SdsOptions): Promise<RunningSds> {
     if (options.pd !== undefined) body.pd = options.pd;
     if (options.faultSet !== undefined) body.fault_set = options.faultSet;
     if (options.devices !== undefined && options.devices.length > 0) body.devices = options.devices;
-    let answer: { credential: string; sds_id: number; signing_key: string; devices: DeviceAssignment[]; heartbeat_interval_ms: number };
-    const withCredential = node !== undefined ? new HttpClient({ baseUrl: options.mdmUrl, credential: node.credential }) : undefined;
-    try {
-      if (withCredential === undefined) throw new HttpClientError('no saved credential', 'NO_CREDENTIAL', 401);
-      answer = await withCredential.post('/discovery/register', body);
-    } catch (error) {
-      const refused = error instanceof HttpClientError && (error.status === 401 || error.code === 'NO_CREDENTIAL');
-      if (!refused || options.joinToken === undefined) throw error;
-      answer = await new HttpClient({ baseUrl: options.mdmUrl }).post('/discovery/register', { ...body, join_token: options.joinToken });
-    }
+    const answer = await registerWithMdm<{ credential: string; sds_id: number; signing_key: string; devices: DeviceAssignment[]; heartbeat_interval_ms: number }>(
+      options.mdmUrl,
+      node?.credential,
+      options.joinToken,
+      body,
+    );
     node = { node_id: options.nodeId, credential: answer.credential, sds_id: answer.sds_id, signing_key: answer.signing_key };
     writeNodeFile(options.dataDir, node);
     adoptKey(answer.signing_key, answer.sds_id);
