@@ -5,6 +5,9 @@ import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort } from './ports.js';
+import { waitForHealth } from '../../scripts/process-cluster.js';
+
+export { waitForHealth };
 
 /** dist/src/cli/main.js, found from this compiled file at dist/test/helpers/cli.js. */
 export const PFLEX_BIN = resolve(dirname(fileURLToPath(import.meta.url)), '../../src/cli/main.js');
@@ -52,19 +55,6 @@ export interface MdmProcess {
   stop(signal?: NodeJS.Signals, keepData?: boolean): Promise<number | null>;
 }
 
-export async function waitForHealth(url: string, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      const response = await fetch(`${url}/health`, { signal: AbortSignal.timeout(1000) });
-      if (response.ok) return;
-    } catch {
-      // not up yet
-    }
-    if (Date.now() > deadline) throw new Error(`${url} did not become healthy within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 /** Starts `pflex mdm` as its own OS process on a free port with a fresh data dir. */
 export async function startMdmProcess(extraArgs: readonly string[] = [], dataDir?: string): Promise<MdmProcess> {
@@ -79,7 +69,7 @@ export async function startMdmProcess(extraArgs: readonly string[] = [], dataDir
   child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
   const url = `http://127.0.0.1:${port}`;
   try {
-    await waitForHealth(url);
+    await waitForHealth(url, 15_000);
   } catch (error) {
     child.kill('SIGKILL');
     throw new Error(`${(error as Error).message}; stderr: ${stderr}`);
