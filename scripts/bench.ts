@@ -12,7 +12,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, statfsSync
 import { cpus, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createServer } from 'node:net';
-import { ProcessCluster } from './process-cluster.js';
+import { ProcessCluster } from '../src/launcher/process-cluster.js';
 import { GiB } from '../src/common/units.js';
 
 const RUNTIME_S = Number(process.env.BENCH_RUNTIME_S ?? 15);

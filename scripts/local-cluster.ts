@@ -6,7 +6,7 @@
  * Ctrl-C or SIGTERM stops every child.
  */
 import { join, resolve } from 'node:path';
-import { ProcessCluster } from './process-cluster.js';
+import { ProcessCluster } from '../src/launcher/process-cluster.js';
 
 const DATA_DIR = resolve(process.env.PFLEX_DATA_DIR ?? 'data');
 const MDM_PORT = Number(process.env.POWERFLEX_MDM_PORT ?? 8001);

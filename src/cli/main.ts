@@ -10,6 +10,7 @@ import { registerTopologyCommands } from './commands/topology-commands.js';
 import { registerNodeCommands } from './commands/node-commands.js';
 import { registerVolumeCommands } from './commands/volume-commands.js';
 import { registerClusterCommands } from './commands/cluster-commands.js';
+import { registerScenarioCommands } from './commands/scenario-commands.js';
 import { parseIntegerArgument } from './context.js';
 
 export const EXIT_FAILURE = 1;
@@ -41,6 +42,8 @@ Examples:
   pflex vol create pool1 vol1 8GiB --thin
   pflex vol map vol1 sdc1
   pflex cluster join-token --roles sds,sdc
+  pflex rebuild status                         rebuild/resync/drain progress, rate, ETA
+  pflex scenario run b                         failover and rebuild on a private cluster
 
 The admin credential is read from --token, PFLEX_ADMIN_TOKEN, --token-file, or
 $PFLEX_DATA_DIR/mdm/admin.token (default ./data/mdm/admin.token).`,
@@ -51,6 +54,7 @@ $PFLEX_DATA_DIR/mdm/admin.token (default ./data/mdm/admin.token).`,
   registerTopologyCommands(program);
   registerNodeCommands(program);
   registerVolumeCommands(program);
+  registerScenarioCommands(program);
   // `pflex sds --data-port …` (run) and `pflex sds add --data-port …` share flag names, so a
   // command's options only count before its subcommand. --json still works anywhere: every leaf
   // command accepts it too.

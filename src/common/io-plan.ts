@@ -7,6 +7,8 @@ export interface PlanReplica {
   data_port: number;
   /** Present when the SDS also listens on a Unix socket: same-host SDCs may use it. */
   data_socket_path?: string;
+  /** Being rebuilt: a write target (every write must reach it) but never read from. */
+  rebuilding?: boolean;
 }
 
 export interface PlanChunk {

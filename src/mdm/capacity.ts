@@ -26,7 +26,11 @@ export interface PoolCapacity {
 /** SDS that may receive new replicas: registered-or-new and not being removed, nor down. */
 const PLACEABLE_STATES = `('NEW','UP')`;
 
-export function placementCandidates(db: Db, pool: PoolRow): PlacementCandidate[] {
+/**
+ * SDS that may take a replica of the pool, with the capacity they offer: without the spare for
+ * new data, with it for rebuilds (the spare exists so a failed SDS's replicas have somewhere to go).
+ */
+export function placementCandidates(db: Db, pool: PoolRow, options: { useSpare?: boolean } = {}): PlacementCandidate[] {
   const rows = db
     .prepare(
       `SELECT s.id AS sds_id, s.fault_set_id AS fault_set_id,
@@ -47,7 +51,7 @@ export function placementCandidates(db: Db, pool: PoolRow): PlacementCandidate[]
     .map((row) => ({
       sdsId: row.sds_id,
       faultSetId: row.fault_set_id,
-      capacityBytes: Math.floor((row.capacity_bytes * (100 - pool.spare_percent)) / 100),
+      capacityBytes: options.useSpare === true ? row.capacity_bytes : Math.floor((row.capacity_bytes * (100 - pool.spare_percent)) / 100),
       usedBytes: row.replica_count * pool.chunk_size_bytes,
     }));
 }

@@ -16,7 +16,7 @@ const PROBE_TIMEOUT_MS = 1500;
 const INSTALL_TIMEOUT_MS = 5000;
 const EPOCHS_PER_CALL_MAX = 10_000;
 
-interface EpochOrder {
+export interface EpochOrder {
   volume_id: number;
   chunk_index: number;
   pool_id: number;
@@ -32,6 +32,19 @@ export class Fencing {
   /** Resolves when every fence started so far has installed its epochs. */
   settled(): Promise<void> {
     return this.inProgress;
+  }
+
+  /**
+   * Runs a change of chunk membership (rebuild targets added or dropped) in the same chain as
+   * fences: one epoch change at a time, and authorize waits for it.
+   */
+  serialize<T>(task: () => Promise<T>): Promise<T> {
+    const run = this.inProgress.then(task);
+    this.inProgress = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run;
   }
 
   /** Fences an SDS. Idempotent: a fenced SDS has no CURRENT replica left to fence. */
@@ -118,63 +131,105 @@ export class Fencing {
   private async fenceNow(sdsId: number, reason: string): Promise<void> {
     const { db, log } = this.context;
     const name = (db.prepare('SELECT name FROM sds WHERE id = ?').get(sdsId) as { name: string } | undefined)?.name ?? `#${sdsId}`;
-    // One transaction: stale replicas and new epochs together.
+    // One transaction: stale replicas, cancelled rebuilds and new epochs together.
     const orders = db.transaction(() => {
       const chunks = db
         .prepare(
-          `SELECT c.id, c.volume_id, c.chunk_index, c.epoch, r.pool_id FROM replicas r JOIN chunks c ON c.id = r.chunk_id
-           WHERE r.sds_id = ? AND r.state = 'CURRENT'`,
+          `SELECT c.id, c.volume_id, c.chunk_index, c.epoch, r.pool_id, r.state FROM replicas r JOIN chunks c ON c.id = r.chunk_id
+           WHERE r.sds_id = ? AND r.state IN ('CURRENT','REBUILDING')`,
         )
-        .all(sdsId) as { id: number; volume_id: number; chunk_index: number; epoch: number; pool_id: number }[];
+        .all(sdsId) as { id: number; volume_id: number; chunk_index: number; epoch: number; pool_id: number; state: string }[];
       const bySurvivor = new Map<number, EpochOrder[]>();
+      const cancelled = new Map<number, { volume_id: number; chunk_index: number }[]>();
       const stale = db.prepare(`UPDATE replicas SET state = 'STALE', stale_epoch = ? WHERE chunk_id = ? AND sds_id = ?`);
+      const drop = db.prepare(`DELETE FROM replicas WHERE chunk_id = ? AND sds_id = ?`);
       const bump = db.prepare(`UPDATE chunks SET epoch = epoch + 1 WHERE id = ?`);
-      const survivors = db.prepare(`SELECT sds_id FROM replicas WHERE chunk_id = ? AND sds_id != ? AND state = 'CURRENT'`);
+      const others = db.prepare(`SELECT sds_id, state FROM replicas WHERE chunk_id = ? AND sds_id != ? AND state IN ('CURRENT','REBUILDING')`);
       for (const chunk of chunks) {
-        stale.run(chunk.epoch, chunk.id, sdsId);
+        // A replica still being rebuilt holds no data anyone can vouch for: it goes.
+        if (chunk.state === 'REBUILDING') drop.run(chunk.id, sdsId);
+        else stale.run(chunk.epoch, chunk.id, sdsId);
         bump.run(chunk.id);
-        for (const survivor of survivors.all(chunk.id, sdsId) as { sds_id: number }[]) {
-          let list = bySurvivor.get(survivor.sds_id);
-          if (list === undefined) {
-            list = [];
-            bySurvivor.set(survivor.sds_id, list);
+        for (const other of others.all(chunk.id, sdsId) as { sds_id: number; state: string }[]) {
+          if (other.state === 'REBUILDING') {
+            // Its copy ran at the old epoch: cancel it; the rebuilder starts it again.
+            drop.run(chunk.id, other.sds_id);
+            pushTo(cancelled, other.sds_id, { volume_id: chunk.volume_id, chunk_index: chunk.chunk_index });
+            continue;
           }
-          list.push({ volume_id: chunk.volume_id, chunk_index: chunk.chunk_index, pool_id: chunk.pool_id, epoch: chunk.epoch + 1 });
+          pushTo(bySurvivor, other.sds_id, { volume_id: chunk.volume_id, chunk_index: chunk.chunk_index, pool_id: chunk.pool_id, epoch: chunk.epoch + 1 });
         }
       }
-      return { chunks: chunks.length, bySurvivor };
+      return { chunks: chunks.length, bySurvivor, cancelled };
     })();
     if (orders.chunks === 0) return;
     await this.installEpochs(orders.bySurvivor);
+    await this.deleteChunks(orders.cancelled);
     recordEvent(db, 'warning', 'SDS_FENCED', `SDS ${name} fenced (${reason}): ${orders.chunks} chunk(s) now at a new epoch on their survivors`, { sdsId });
     log.warn({ sds: name, chunks: orders.chunks, reason }, 'SDS fenced');
   }
 
-  /** Installs epochs on SDS through their control planes (best effort, loudly logged). */
-  private async installEpochs(bySds: Map<number, EpochOrder[]>): Promise<void> {
-    const { db, log } = this.context;
-    const credential = deriveControlCredential(this.context.signingKey);
+  /** Tells SDS to forget chunks (cancelled rebuilds, moved replicas); best effort. */
+  async deleteChunks(bySds: Map<number, { volume_id: number; chunk_index: number }[]>): Promise<void> {
     await Promise.all(
-      [...bySds.entries()].map(async ([sdsId, list]) => {
-        const target = db.prepare('SELECT name, host, control_port FROM sds WHERE id = ?').get(sdsId) as { name: string; host: string; control_port: number };
-        for (let start = 0; start < list.length; start += EPOCHS_PER_CALL_MAX) {
-          try {
-            const response = await fetch(`http://${target.host}:${target.control_port}/chunks/epoch`, {
-              method: 'POST',
-              headers: { 'content-type': 'application/json', authorization: `Bearer ${credential}` },
-              body: JSON.stringify({ chunks: list.slice(start, start + EPOCHS_PER_CALL_MAX) }),
-              signal: AbortSignal.timeout(INSTALL_TIMEOUT_MS),
-            });
-            if (!response.ok) throw new Error(`HTTP ${response.status}`);
-          } catch (error) {
-            // That SDS keeps the old epoch and refuses new tokens for those chunks until it is
-            // fenced or the install is retried. Say so loudly.
-            log.error({ sds: target.name, err: (error as Error).message }, 'could not install new epochs on an SDS');
-          }
+      [...bySds.entries()].map(async ([sdsId, chunks]) => {
+        try {
+          await this.control(sdsId, '/chunks/delete', { chunks });
+        } catch (error) {
+          this.context.log.warn({ sdsId, err: (error as Error).message }, 'could not delete chunks on an SDS; they are garbage there until it is cleaned');
         }
       }),
     );
   }
+
+  /** POSTs an order to an SDS's control plane. */
+  async control(sdsId: number, path: string, body: unknown, timeoutMs = INSTALL_TIMEOUT_MS): Promise<unknown> {
+    const target = this.context.db.prepare('SELECT name, host, control_port FROM sds WHERE id = ?').get(sdsId) as
+      | { name: string; host: string; control_port: number }
+      | undefined;
+    if (target === undefined) throw new Error(`SDS #${sdsId} is unknown`);
+    const host = target.host.includes(':') ? `[${target.host}]` : target.host;
+    const response = await fetch(`http://${host}:${target.control_port}${path}`, {
+      method: path === '/chunks' ? 'GET' : 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${deriveControlCredential(this.context.signingKey)}` },
+      ...(path === '/chunks' ? {} : { body: JSON.stringify(body) }),
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+    const text = await response.text();
+    if (!response.ok) throw new Error(`${target.name} ${path}: HTTP ${response.status} ${text.slice(0, 200)}`);
+    return text.length > 0 ? JSON.parse(text) : undefined;
+  }
+
+  /**
+   * Installs epochs on SDS through their control planes, each SDS waiting for writes of older
+   * epochs to drain. Returns the SDS where that failed (loudly logged): they refuse the new
+   * epoch's tokens until fenced or installed again.
+   */
+  async installEpochs(bySds: Map<number, EpochOrder[]>): Promise<Set<number>> {
+    const failed = new Set<number>();
+    await Promise.all(
+      [...bySds.entries()].map(async ([sdsId, list]) => {
+        for (let start = 0; start < list.length; start += EPOCHS_PER_CALL_MAX) {
+          try {
+            await this.control(sdsId, '/chunks/epoch', { chunks: list.slice(start, start + EPOCHS_PER_CALL_MAX) });
+          } catch (error) {
+            failed.add(sdsId);
+            this.context.log.error({ sdsId, err: (error as Error).message }, 'could not install new epochs on an SDS');
+          }
+        }
+      }),
+    );
+    return failed;
+  }
+}
+
+export function pushTo<K, V>(map: Map<K, V[]>, key: K, value: V): void {
+  let list = map.get(key);
+  if (list === undefined) {
+    list = [];
+    map.set(key, list);
+  }
+  list.push(value);
 }
 
 /** True when the SDS's data port answers a PING in time. */

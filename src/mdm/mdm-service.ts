@@ -15,6 +15,7 @@ import { registerClusterRoutes } from './routes/cluster-routes.js';
 import { registerMetrics } from './metrics.js';
 import { startHealthMonitor } from './membership.js';
 import { Fencing } from './fencing.js';
+import { Rebuilder } from './rebuild.js';
 import { pruneEvents, recordEvent } from './events.js';
 import { newSigningKey } from '../common/secrets.js';
 import type { Logger } from '../common/logger.js';
@@ -63,8 +64,9 @@ export async function startMdm(options: MdmOptions): Promise<RunningMdm> {
   const startedAtMs = Date.now();
   const app: FastifyInstance = buildHttpServer(options.log, db, admin);
   const fencing = new Fencing(context);
-  registerClusterRoutes(app, context, startedAtMs, fencing);
-  registerTopologyRoutes(app, context);
+  const rebuilder = new Rebuilder(context, fencing);
+  registerClusterRoutes(app, context, startedAtMs, fencing, rebuilder);
+  registerTopologyRoutes(app, context, () => rebuilder.kick());
   registerVolumeRoutes(app, context);
   registerMetrics(app, context);
 
@@ -74,8 +76,13 @@ export async function startMdm(options: MdmOptions): Promise<RunningMdm> {
   const stopHealthMonitor = startHealthMonitor(
     context,
     (sdsId) => void fencing.fence(sdsId, 'missed heartbeats'),
-    () => void fencing.recoverLost(),
+    () => {
+      void fencing.recoverLost();
+      fenceDownHolders(context, fencing);
+    },
+    (sdcName) => rebuilder.resyncAfterSdcLoss(sdcName),
   );
+  rebuilder.start();
   const pruneTimer = setInterval(() => pruneEvents(db), 60_000);
   pruneTimer.unref();
   recordEvent(db, 'info', 'MDM_STARTED', `MDM started on ${options.host}:${port}`);
@@ -92,10 +99,22 @@ export async function startMdm(options: MdmOptions): Promise<RunningMdm> {
       closed = true;
       stopHealthMonitor();
       clearInterval(pruneTimer);
+      await rebuilder.stop();
       await app.close();
       recordEvent(db, 'info', 'MDM_STOPPED', 'MDM stopped');
       db.close();
       options.log.info('MDM stopped');
     },
   };
+}
+
+/**
+ * An SDS marked DOWN that still holds current replicas (say, found so after an MDM restart) is
+ * fenced: otherwise its replicas would serve again, at their old epoch, when it returns.
+ */
+function fenceDownHolders(context: MdmContext, fencing: Fencing): void {
+  const rows = context.db
+    .prepare(`SELECT DISTINCT r.sds_id FROM replicas r JOIN sds s ON s.id = r.sds_id WHERE s.state = 'DOWN' AND r.state IN ('CURRENT','REBUILDING')`)
+    .all() as { sds_id: number }[];
+  for (const row of rows) void fencing.fence(row.sds_id, 'down');
 }

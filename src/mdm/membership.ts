@@ -342,13 +342,20 @@ export function markSilentNodesDown(context: MdmContext, nowMs = Date.now()): st
   })();
 }
 
-export function startHealthMonitor(context: MdmContext, onSdsDown: (sdsId: number) => void, onPass: () => void = () => undefined): () => void {
+export function startHealthMonitor(
+  context: MdmContext,
+  onSdsDown: (sdsId: number) => void,
+  onPass: () => void = () => undefined,
+  onSdcDown: (nodeId: string) => void = () => undefined,
+): () => void {
   const timer = setInterval(() => {
     try {
       onPass();
       for (const nodeId of markSilentNodesDown(context)) {
         const sds = context.db.prepare(`SELECT id FROM sds WHERE name = ? AND state = 'DOWN'`).get(nodeId) as { id: number } | undefined;
         if (sds !== undefined) onSdsDown(sds.id);
+        const sdc = context.db.prepare(`SELECT id FROM sdc WHERE name = ? AND state = 'DOWN'`).get(nodeId) as { id: number } | undefined;
+        if (sdc !== undefined) onSdcDown(nodeId);
       }
     } catch (error) {
       context.log.error({ err: error }, 'health monitor pass failed');

@@ -161,11 +161,14 @@ function planChunks(context: MdmContext, volume: VolumeRow, chunkFirst: number, 
       chunk = { index: row.chunk_index, placed: true, epoch: row.epoch, replicas: [] };
       byIndex.set(row.chunk_index, chunk);
     }
-    // Only current replicas on reachable SDS serve IO; the rest wait for rebuild or resync.
-    if (row.sds_id === null || row.replica_state !== 'CURRENT' || row.sds_state === 'DOWN') continue;
+    // Current replicas on reachable SDS serve IO; a replica being rebuilt takes every write (so
+    // the copy never misses one) but serves no read. Stale ones wait for resync.
+    if (row.sds_id === null || row.sds_state === 'DOWN') continue;
+    if (row.replica_state !== 'CURRENT' && row.replica_state !== 'REBUILDING') continue;
     if (chunk.replicas.length >= TOKEN_TARGETS_PER_CHUNK_MAX) continue;
     const replica: PlanReplica = { sds_id: row.sds_id, sds_name: row.sds_name!, host: row.host!, data_port: row.data_port! };
     if (row.data_socket_path !== null) replica.data_socket_path = row.data_socket_path;
+    if (row.replica_state === 'REBUILDING') replica.rebuilding = true;
     chunk.replicas.push(replica);
   }
   const chunks: PlanChunk[] = [];

@@ -297,6 +297,40 @@ export function removeSds(db: Db, ref: string | number): SdsRow {
   })();
 }
 
+/**
+ * `pflex sds remove`: an SDS without replicas goes now; one with replicas is drained first
+ * (state REMOVING: no new replicas, the rebuilder moves every replica elsewhere, then removes it).
+ * A DOWN SDS goes once none of its replicas is the last copy of anything.
+ */
+export function requestSdsRemoval(db: Db, ref: string | number): { deleted: SdsRow } | { draining: SdsRow; replicas: number } {
+  return db.transaction(() => {
+    const sds = getRow<SdsRow>(db, 'sds', ref);
+    const replicas = (db.prepare('SELECT COUNT(*) AS n FROM replicas WHERE sds_id = ?').get(sds.id) as { n: number }).n;
+    if (replicas === 0) return { deleted: removeSds(db, sds.id) };
+    if (sds.state === 'REMOVING') return { draining: sds, replicas };
+    if (sds.state === 'DOWN') {
+      const lastCopies = (
+        db
+          .prepare(
+            `SELECT COUNT(*) AS n FROM replicas r WHERE r.sds_id = ? AND NOT EXISTS (
+               SELECT 1 FROM replicas o JOIN sds s ON s.id = o.sds_id WHERE o.chunk_id = r.chunk_id AND o.sds_id != r.sds_id AND o.state = 'CURRENT' AND s.state != 'DOWN')`,
+          )
+          .get(sds.id) as { n: number }
+      ).n;
+      if (lastCopies > 0) {
+        throw pflexError('CONFLICT', `SDS ${sds.name} is down and holds the only copy of ${lastCopies} chunk(s); bring it back or accept the loss first`, {
+          chunks: lastCopies,
+        });
+      }
+      db.prepare('DELETE FROM replicas WHERE sds_id = ?').run(sds.id);
+      return { deleted: removeSds(db, sds.id) };
+    }
+    db.prepare(`UPDATE sds SET state = 'REMOVING' WHERE id = ?`).run(sds.id);
+    recordEvent(db, 'warning', 'SDS_DRAIN_STARTED', `SDS ${sds.name} is being removed: moving its ${replicas} replica(s) to other SDS`, { sdsId: sds.id, pdId: sds.pd_id });
+    return { draining: { ...sds, state: 'REMOVING' as const }, replicas };
+  })();
+}
+
 // ---------------------------------------------------------------- SDC
 
 export const addSdcSchema = z.strictObject({

@@ -13,6 +13,7 @@ import { SdsConnectionError } from '../common/sds-client.js';
 import type { SdsPool } from './sds-pool.js';
 import { TokenRefusedError } from './sds-pool.js';
 import type { ChunkRoute, VolumeLeases } from './token-leases.js';
+import type { PlanReplica } from '../common/io-plan.js';
 
 export type IoErrno = 'EIO' | 'ENOSPC' | 'EPERM' | 'EINVAL';
 
@@ -203,7 +204,7 @@ export class VolumeEngine {
         out.fill(0, piece.requestOffset, piece.requestOffset + piece.lengthBytes);
         return out;
       }
-      const replicas = route.chunk.replicas;
+      const replicas = readableReplicas(route.chunk.replicas);
       if (replicas.length === 0) {
         await this.failLost(piece.chunkIndex, route);
         continue;
@@ -272,8 +273,9 @@ export class VolumeEngine {
           throw new VolumeIoError(/capacity/i.test(message) ? 'ENOSPC' : 'EIO', `cannot place chunk ${piece.chunkIndex}: ${message}`);
         });
       }
+      // Every replica, those being rebuilt included: a rebuild target must miss no write.
       const replicas = route.chunk.replicas;
-      if (replicas.length === 0) {
+      if (readableReplicas(replicas).length === 0) {
         await this.failLost(piece.chunkIndex, route);
         continue;
       }
@@ -326,7 +328,7 @@ export class VolumeEngine {
   private async failLost(chunkIndex: number, route: ChunkRoute): Promise<void> {
     await this.leases.refresh(chunkIndex, route).catch(() => undefined);
     const fresh = await this.leases.route(chunkIndex);
-    if (fresh.chunk.replicas.length > 0) return;
+    if (readableReplicas(fresh.chunk.replicas).length > 0) return;
     this.counters.errors += 1;
     throw new VolumeIoError('EIO', `chunk ${chunkIndex} of ${this.volume.name} has no replica available`);
   }
@@ -342,6 +344,12 @@ export class VolumeEngine {
       }
     }
   }
+}
+
+/** The replicas that may serve reads: all but those still being rebuilt (no allocation when none is). */
+function readableReplicas(replicas: PlanReplica[]): PlanReplica[] {
+  for (const replica of replicas) if (replica.rebuilding === true) return replicas.filter((r) => r.rebuilding !== true);
+  return replicas;
 }
 
 function delay(ms: number): Promise<void> {

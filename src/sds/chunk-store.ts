@@ -8,6 +8,9 @@
  * write_intents (synchronously, durable). The cleaner clears rows of chunks that have been quiet
  * for a while, after an fdatasync. Rows found at start are chunks that may have had writes in
  * flight at a crash; the MDM resyncs them.
+ *
+ * Rebuilds: a chunk being rebuilt here carries a RebuildSession (which blocks are final); client
+ * writes mark blocks final, the copy from the source fills only the others (copyIn).
  */
 import { existsSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -16,9 +19,11 @@ import type { SdsDb } from './sds-database.js';
 import * as nativeIo from './native-io.js';
 import { AlignedBufferPool, ALIGNMENT_BYTES, alignDown, alignUp } from './aligned-buffers.js';
 import { RangeLock } from '../common/range-lock.js';
+import { RebuildSession, type BlockPuller } from './rebuild-session.js';
 
-/** A chunk's write intent is cleared after this long without writes (and an fdatasync). */
-export const INTENT_QUIET_MS = 5000;
+/** A chunk's write intent is cleared after this long without writes (and an fdatasync): long
+ * enough that the MDM still finds it when it learns an SDC died (3 missed heartbeats). */
+export const INTENT_QUIET_MS = 15_000;
 export const DEVICES_MAX = 64;
 
 export interface DeviceSpec {
@@ -49,9 +54,32 @@ interface ChunkEntry {
   deviceId: number | null;
   slotIndex: number | null;
   writesInFlight: number;
+  /** Mutations in flight by the epoch they were admitted at: fencing waits for the older ones. */
+  writesByEpoch: Map<number, number>;
   lastWriteMs: number;
+  /** The highest epoch a mutation was applied at (persisted). */
+  writtenEpoch: number;
   /** Set while a slot is being given to this chunk, so concurrent first writes share it. */
   allocating: Promise<void> | undefined;
+  /** Set while this replica is being rebuilt: reads are refused, copies fill invalid blocks. */
+  rebuild: RebuildSession | undefined;
+}
+
+function newEntry(volumeId: number, chunkIndex: number, poolId: number, epoch: number): ChunkEntry {
+  return {
+    volumeId,
+    chunkIndex,
+    poolId,
+    epoch,
+    deviceId: null,
+    slotIndex: null,
+    writesInFlight: 0,
+    writesByEpoch: new Map(),
+    lastWriteMs: 0,
+    writtenEpoch: 0,
+    allocating: undefined,
+    rebuild: undefined,
+  };
 }
 
 export class ChunkStoreError extends Error {
@@ -73,8 +101,8 @@ export class ChunkStore {
   private readonly devices = new Map<number, Device>();
   private readonly chunks = new Map<string, ChunkEntry>();
   private readonly intents = new Set<string>();
-  /** Intents waiting for the next batched commit, and that commit. */
-  private pendingIntents = new Map<string, ChunkEntry>();
+  /** Intents (and written epochs) waiting for the next batched commit, and that commit. */
+  private pendingIntents = new Map<string, { entry: ChunkEntry; epoch: number }>();
   private intentCommit: Promise<void> | undefined;
   /** Intents found at start: kept until the MDM says the chunk was resynced. */
   private readonly startupIntents = new Set<string>();
@@ -84,6 +112,8 @@ export class ChunkStore {
   private readonly io = new nativeIo.IoQueue({ threads: nativeIo.ioQueueThreadsFromEnv(), backend: nativeIo.ioQueueBackendFromEnv() });
   private bufferedFallbackLogged = false;
   private cleaner: NodeJS.Timeout | undefined;
+  /** Waiters for mutations older than an epoch to finish, per chunk key. */
+  private readonly drainWaiters = new Map<string, { epoch: number; resolve: () => void }[]>();
 
   constructor(
     private readonly db: SdsDb,
@@ -141,19 +171,17 @@ export class ChunkStore {
       epoch: number;
       device_id: number | null;
       slot_index: number | null;
+      written_epoch: number;
+      rebuilding: number;
     }[];
     for (const row of rows) {
-      this.chunks.set(chunkKey(row.volume_id, row.chunk_index), {
-        volumeId: row.volume_id,
-        chunkIndex: row.chunk_index,
-        poolId: row.pool_id,
-        epoch: row.epoch,
-        deviceId: row.device_id,
-        slotIndex: row.slot_index,
-        writesInFlight: 0,
-        lastWriteMs: 0,
-        allocating: undefined,
-      });
+      const entry = newEntry(row.volume_id, row.chunk_index, row.pool_id, row.epoch);
+      entry.deviceId = row.device_id;
+      entry.slotIndex = row.slot_index;
+      entry.writtenEpoch = row.written_epoch;
+      // A rebuild cut short by a restart: never serve the partial copy; the MDM starts it again.
+      if (row.rebuilding !== 0) entry.rebuild = new RebuildSession(this.slotBytesOf(row.pool_id) ?? ALIGNMENT_BYTES, undefined);
+      this.chunks.set(chunkKey(row.volume_id, row.chunk_index), entry);
     }
     for (const row of this.db.prepare('SELECT volume_id, chunk_index FROM write_intents').all() as { volume_id: number; chunk_index: number }[]) {
       this.intents.add(chunkKey(row.volume_id, row.chunk_index));
@@ -196,8 +224,17 @@ export class ChunkStore {
   chunkSizeOf(volumeId: number, chunkIndex: number): number | undefined {
     const entry = this.chunks.get(chunkKey(volumeId, chunkIndex));
     if (entry === undefined) return undefined;
-    for (const device of this.devices.values()) if (device.spec.poolId === entry.poolId) return device.spec.slotBytes;
+    return this.slotBytesOf(entry.poolId);
+  }
+
+  private slotBytesOf(poolId: number): number | undefined {
+    for (const device of this.devices.values()) if (device.spec.poolId === poolId) return device.spec.slotBytes;
     return undefined;
+  }
+
+  /** True while this replica is being rebuilt: it must not serve reads. */
+  isRebuilding(volumeId: number, chunkIndex: number): boolean {
+    return this.chunks.get(chunkKey(volumeId, chunkIndex))?.rebuild !== undefined;
   }
 
   epochOf(volumeId: number, chunkIndex: number): number | undefined {
@@ -210,17 +247,7 @@ export class ChunkStore {
     const entry = this.chunks.get(key);
     if (entry === undefined) {
       this.db.prepare('INSERT INTO chunks (volume_id, chunk_index, pool_id, epoch) VALUES (?, ?, ?, ?)').run(volumeId, chunkIndex, poolId, epoch);
-      this.chunks.set(key, {
-        volumeId,
-        chunkIndex,
-        poolId,
-        epoch,
-        deviceId: null,
-        slotIndex: null,
-        writesInFlight: 0,
-        lastWriteMs: 0,
-        allocating: undefined,
-      });
+      this.chunks.set(key, newEntry(volumeId, chunkIndex, poolId, epoch));
       return;
     }
     if (entry.epoch === epoch) return;
@@ -228,6 +255,109 @@ export class ChunkStore {
       .prepare(`UPDATE chunks SET epoch = ?, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ','now') WHERE volume_id = ? AND chunk_index = ?`)
       .run(epoch, volumeId, chunkIndex);
     entry.epoch = epoch;
+  }
+
+  /**
+   * Resolves when no mutation admitted at an epoch below `epoch` is still in flight on the chunk:
+   * after a fence, nothing written under the old epoch can land after the caller's next step.
+   */
+  async drainWritesBefore(volumeId: number, chunkIndex: number, epoch: number, timeoutMs: number): Promise<boolean> {
+    const key = chunkKey(volumeId, chunkIndex);
+    const entry = this.chunks.get(key);
+    if (entry === undefined || !hasWritesBefore(entry, epoch)) return true;
+    let list = this.drainWaiters.get(key);
+    if (list === undefined) {
+      list = [];
+      this.drainWaiters.set(key, list);
+    }
+    const waiters = list;
+    return new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => {
+        const index = waiters.findIndex((waiter) => waiter.resolve === done);
+        if (index >= 0) waiters.splice(index, 1);
+        resolve(false);
+      }, timeoutMs);
+      const done = (): void => {
+        clearTimeout(timer);
+        resolve(true);
+      };
+      waiters.push({ epoch, resolve: done });
+    });
+  }
+
+  /**
+   * Makes this SDS a rebuild target for a chunk at `epoch`: a slot (a stale one is reused: every
+   * block is overwritten by the copy or a client write before the replica serves), every block
+   * invalid, partial writes pulling their blocks through `pull`. Persisted, so a restart never
+   * serves a half-copied chunk.
+   */
+  async beginRebuild(volumeId: number, chunkIndex: number, poolId: number, epoch: number, pull: BlockPuller, onEnd: () => void): Promise<void> {
+    const chunkBytes = this.slotBytesOf(poolId);
+    if (chunkBytes === undefined) throw new ChunkStoreError(`no device of pool ${poolId} on this SDS`, 'NO_DEVICE');
+    this.setEpoch(volumeId, chunkIndex, poolId, epoch);
+    const entry = this.chunks.get(chunkKey(volumeId, chunkIndex))!;
+    entry.rebuild?.end();
+    entry.rebuild = new RebuildSession(chunkBytes, pull, onEnd);
+    this.db.prepare('UPDATE chunks SET rebuilding = 1 WHERE volume_id = ? AND chunk_index = ?').run(volumeId, chunkIndex);
+    await this.ensureSlot(entry);
+  }
+
+  /**
+   * Stores a copied piece of a chunk being rebuilt: only the blocks no client write has made
+   * final, under the range lock so a client write cannot interleave. Returns the bytes written.
+   */
+  async copyIn(volumeId: number, chunkIndex: number, offsetBytes: number, data: Buffer): Promise<number> {
+    const key = chunkKey(volumeId, chunkIndex);
+    const entry = this.chunks.get(key);
+    const session = entry?.rebuild;
+    if (entry === undefined || session === undefined) throw new ChunkStoreError(`chunk ${key} is not being rebuilt here`, 'NO_DEVICE');
+    if (offsetBytes % ALIGNMENT_BYTES !== 0) throw new ChunkStoreError(`copy offset ${offsetBytes} is not block-aligned`, 'IO');
+    await this.ensureSlot(entry);
+    const device = this.devices.get(entry.deviceId!)!;
+    const base = entry.slotIndex! * device.spec.slotBytes;
+    const end = offsetBytes + data.length;
+    this.track(entry, entry.epoch);
+    let written = 0;
+    try {
+      await this.commitIntent(entry, entry.epoch);
+      const release = await this.locks.acquire(key, alignDown(offsetBytes), alignUp(end));
+      try {
+        if (entry.rebuild !== session) throw new ChunkStoreError(`the rebuild of chunk ${key} was cancelled`, 'IO');
+        for (const [runStart, runEnd] of session.invalidRuns(offsetBytes, alignUp(end))) {
+          const length = Math.min(runEnd, end) - runStart;
+          const buffer = this.buffers.acquire(alignUp(length));
+          try {
+            const region = buffer.subarray(0, alignUp(length));
+            data.copy(region, 0, runStart - offsetBytes, runStart - offsetBytes + length);
+            region.fill(0, length);
+            await this.pwriteFully(device, region, base + runStart);
+          } finally {
+            this.buffers.release(buffer);
+          }
+          session.markValid(runStart, runStart + alignUp(length));
+          written += length;
+        }
+        device.dirty = true;
+      } finally {
+        release();
+      }
+    } finally {
+      this.untrack(entry, entry.epoch);
+    }
+    return written;
+  }
+
+  /** Ends a complete rebuild: durable, then the replica may serve. Returns false if blocks are missing. */
+  async finishRebuild(volumeId: number, chunkIndex: number): Promise<boolean> {
+    const entry = this.chunks.get(chunkKey(volumeId, chunkIndex));
+    const session = entry?.rebuild;
+    if (entry === undefined || session === undefined || !session.complete) return false;
+    await this.flush();
+    if (entry.rebuild !== session) return false;
+    this.db.prepare('UPDATE chunks SET rebuilding = 0 WHERE volume_id = ? AND chunk_index = ?').run(volumeId, chunkIndex);
+    entry.rebuild = undefined;
+    session.end();
+    return true;
   }
 
   /** Gives a known chunk its slot now (thick volumes), instead of at its first write. */
@@ -247,18 +377,32 @@ export class ChunkStore {
       this.db.prepare('DELETE FROM write_intents WHERE volume_id = ? AND chunk_index = ?').run(volumeId, chunkIndex);
     })();
     this.chunks.delete(key);
+    entry.rebuild?.end();
+    entry.rebuild = undefined;
     this.intents.delete(key);
     this.startupIntents.delete(key);
     if (entry.deviceId !== null && entry.slotIndex !== null) this.devices.get(entry.deviceId)?.freeSlots.push(entry.slotIndex);
     return true;
   }
 
-  listChunks(): { volume_id: number; chunk_index: number; pool_id: number; epoch: number; stored: boolean; dirty: boolean; needs_resync: boolean }[] {
+  listChunks(): {
+    volume_id: number;
+    chunk_index: number;
+    pool_id: number;
+    epoch: number;
+    written_epoch: number;
+    rebuilding: boolean;
+    stored: boolean;
+    dirty: boolean;
+    needs_resync: boolean;
+  }[] {
     return [...this.chunks.values()].map((entry) => ({
       volume_id: entry.volumeId,
       chunk_index: entry.chunkIndex,
       pool_id: entry.poolId,
       epoch: entry.epoch,
+      written_epoch: entry.writtenEpoch,
+      rebuilding: entry.rebuild !== undefined,
       stored: entry.slotIndex !== null,
       dirty: this.intents.has(chunkKey(entry.volumeId, entry.chunkIndex)),
       needs_resync: this.startupIntents.has(chunkKey(entry.volumeId, entry.chunkIndex)),
@@ -338,7 +482,7 @@ export class ChunkStore {
   }
 
   /** Zeroes a range (TRIM and WRITE_ZEROES). Unwritten chunks are zeros already. */
-  async zero(volumeId: number, chunkIndex: number, offsetBytes: number, lengthBytes: number, fua: boolean): Promise<void> {
+  async zero(volumeId: number, chunkIndex: number, epoch: number, offsetBytes: number, lengthBytes: number, fua: boolean): Promise<void> {
     const key = chunkKey(volumeId, chunkIndex);
     const entry = this.chunks.get(key);
     if (entry === undefined || entry.slotIndex === null || entry.deviceId === null) return;
@@ -346,12 +490,14 @@ export class ChunkStore {
     const base = entry.slotIndex * device.spec.slotBytes;
     const innerStart = alignUp(offsetBytes);
     const innerEnd = alignDown(offsetBytes + lengthBytes);
-    await this.beginWrite(entry);
+    this.track(entry, epoch);
     try {
+      await this.commitIntent(entry, epoch);
       if (innerEnd > innerStart) {
         const release = await this.locks.acquire(key, innerStart, innerEnd);
         try {
           await this.io.zeroRange(device.fd, base + innerStart, innerEnd - innerStart);
+          entry.rebuild?.markValid(innerStart, innerEnd);
         } finally {
           release();
         }
@@ -364,12 +510,12 @@ export class ChunkStore {
         if (offsetBytes + lengthBytes > innerEnd) edges.push([innerEnd, offsetBytes + lengthBytes]);
       }
       for (const [start, end] of edges) {
-        await this.rmw(device, key, base, start, end - start, (region, regionOffset) => region.fill(0, start - regionOffset, end - regionOffset));
+        await this.rmw(device, entry, base, start, end - start, (region, regionOffset) => region.fill(0, start - regionOffset, end - regionOffset));
       }
       device.dirty = true;
       if (fua) await this.syncDevice(device);
     } finally {
-      this.endWrite(entry);
+      this.untrack(entry, epoch);
     }
   }
 
@@ -411,11 +557,13 @@ export class ChunkStore {
       this.setEpoch(volumeId, chunkIndex, poolId, epoch);
       entry = this.chunks.get(key)!;
     }
-    await this.ensureSlot(entry);
-    const device = this.devices.get(entry.deviceId!)!;
-    const base = entry.slotIndex! * device.spec.slotBytes;
-    await this.beginWrite(entry);
+    // Counted before anything can yield, so a fence's drain sees it.
+    this.track(entry, epoch);
     try {
+      await this.ensureSlot(entry);
+      const device = this.devices.get(entry.deviceId!)!;
+      const base = entry.slotIndex! * device.spec.slotBytes;
+      await this.commitIntent(entry, epoch);
       const aligned = offsetBytes % ALIGNMENT_BYTES === 0 && lengthBytes % ALIGNMENT_BYTES === 0;
       if (aligned) {
         const release = await this.locks.acquire(key, offsetBytes, offsetBytes + lengthBytes);
@@ -428,24 +576,28 @@ export class ChunkStore {
             patch(region, offsetBytes);
           }
           await this.pwriteFully(device, region, base + offsetBytes);
+          entry.rebuild?.markValid(offsetBytes, offsetBytes + lengthBytes);
         } finally {
           if (buffer !== undefined) this.buffers.release(buffer);
           release();
         }
       } else {
-        await this.rmw(device, key, base, offsetBytes, lengthBytes, patch);
+        await this.rmw(device, entry, base, offsetBytes, lengthBytes, patch);
       }
       device.dirty = true;
       if (fua) await this.syncDevice(device);
     } finally {
-      this.endWrite(entry);
+      this.untrack(entry, epoch);
     }
   }
 
-  /** Reads the aligned blocks around [offset, offset+length), patches them, writes them back. */
+  /**
+   * Reads the aligned blocks around [offset, offset+length), patches them, writes them back. On a
+   * replica being rebuilt, blocks not final yet come from the source instead of this slot.
+   */
   private async rmw(
     device: Device,
-    key: string,
+    entry: ChunkEntry,
     base: number,
     offsetBytes: number,
     lengthBytes: number,
@@ -453,13 +605,22 @@ export class ChunkStore {
   ): Promise<void> {
     const start = alignDown(offsetBytes);
     const end = alignUp(offsetBytes + lengthBytes);
-    const release = await this.locks.acquire(key, start, end);
+    const release = await this.locks.acquire(chunkKey(entry.volumeId, entry.chunkIndex), start, end);
     const buffer = this.buffers.acquire(end - start);
     try {
       const region = buffer.subarray(0, end - start);
       await this.preadFully(device, region, base + start);
+      const session = entry.rebuild;
+      if (session !== undefined) {
+        for (const [runStart, runEnd] of session.invalidRuns(start, end)) {
+          if (session.pull === undefined) throw new ChunkStoreError('partial write to a replica whose rebuild has no source', 'IO', 5);
+          const pulled = await session.pull(runStart, runEnd - runStart);
+          pulled.copy(region, runStart - start);
+        }
+      }
       patch(region, start);
       await this.pwriteFully(device, region, base + start);
+      entry.rebuild?.markValid(start, end);
     } finally {
       this.buffers.release(buffer);
       release();
@@ -506,15 +667,37 @@ export class ChunkStore {
     return best;
   }
 
-  /**
-   * Counts a write in and makes sure the chunk's write intent is durable first. New intents of one
-   * event-loop turn are committed together: one transaction, one fsync, however many chunks.
-   */
-  private async beginWrite(entry: ChunkEntry): Promise<void> {
+  /** Counts a mutation in, by the epoch it was admitted at. */
+  private track(entry: ChunkEntry, epoch: number): void {
     entry.writesInFlight += 1;
+    entry.writesByEpoch.set(epoch, (entry.writesByEpoch.get(epoch) ?? 0) + 1);
+  }
+
+  private untrack(entry: ChunkEntry, epoch: number): void {
+    entry.writesInFlight -= 1;
+    entry.lastWriteMs = Date.now();
+    const left = (entry.writesByEpoch.get(epoch) ?? 1) - 1;
+    if (left > 0) entry.writesByEpoch.set(epoch, left);
+    else entry.writesByEpoch.delete(epoch);
     const key = chunkKey(entry.volumeId, entry.chunkIndex);
-    if (this.intents.has(key)) return;
-    this.pendingIntents.set(key, entry);
+    const waiters = this.drainWaiters.get(key);
+    if (waiters === undefined) return;
+    const still = waiters.filter((waiter) => hasWritesBefore(entry, waiter.epoch));
+    for (const waiter of waiters) if (!still.includes(waiter)) waiter.resolve();
+    if (still.length === 0) this.drainWaiters.delete(key);
+    else this.drainWaiters.set(key, still);
+  }
+
+  /**
+   * Makes sure the chunk's write intent (and the epoch it is written at) is durable before the
+   * data write. New intents of one event-loop turn are committed together: one transaction, one
+   * fsync, however many chunks.
+   */
+  private async commitIntent(entry: ChunkEntry, epoch: number): Promise<void> {
+    const key = chunkKey(entry.volumeId, entry.chunkIndex);
+    if (this.intents.has(key) && entry.writtenEpoch >= epoch) return;
+    const pending = this.pendingIntents.get(key);
+    if (pending === undefined || pending.epoch < epoch) this.pendingIntents.set(key, { entry, epoch });
     this.intentCommit ??= new Promise<void>((resolve, reject) => {
       setImmediate(() => {
         const batch = this.pendingIntents;
@@ -522,28 +705,25 @@ export class ChunkStore {
         this.intentCommit = undefined;
         try {
           const insert = this.db.prepare('INSERT OR IGNORE INTO write_intents (volume_id, chunk_index, since_ms) VALUES (?, ?, ?)');
+          const written = this.db.prepare('UPDATE chunks SET written_epoch = ? WHERE volume_id = ? AND chunk_index = ? AND written_epoch < ?');
           const now = Date.now();
           this.db.transaction(() => {
-            for (const pending of batch.values()) insert.run(pending.volumeId, pending.chunkIndex, now);
+            for (const item of batch.values()) {
+              insert.run(item.entry.volumeId, item.entry.chunkIndex, now);
+              written.run(item.epoch, item.entry.volumeId, item.entry.chunkIndex, item.epoch);
+            }
           })();
-          for (const pendingKey of batch.keys()) this.intents.add(pendingKey);
+          for (const [pendingKey, item] of batch) {
+            this.intents.add(pendingKey);
+            if (item.entry.writtenEpoch < item.epoch) item.entry.writtenEpoch = item.epoch;
+          }
           resolve();
         } catch (error) {
           reject(error);
         }
       });
     });
-    try {
-      await this.intentCommit;
-    } catch (error) {
-      entry.writesInFlight -= 1;
-      throw error;
-    }
-  }
-
-  private endWrite(entry: ChunkEntry): void {
-    entry.writesInFlight -= 1;
-    entry.lastWriteMs = Date.now();
+    await this.intentCommit;
   }
 
   /** Clears intents of chunks quiet for INTENT_QUIET_MS, after making their writes durable. */
@@ -604,4 +784,9 @@ export class ChunkStore {
     this.log.error({ device: device.spec.path, op: what, err: error }, 'device IO failed');
     return new ChunkStoreError(`${what} on ${device.spec.path}: ${cause.message ?? String(error)}`, 'IO', Math.abs(cause.errno ?? 5));
   }
+}
+
+function hasWritesBefore(entry: ChunkEntry, epoch: number): boolean {
+  for (const writeEpoch of entry.writesByEpoch.keys()) if (writeEpoch < epoch) return true;
+  return false;
 }

@@ -1,7 +1,7 @@
 /**
  * The SDS control plane (9100+n): orders from the MDM only, authenticated with a credential
  * derived from the signing key (which only the MDM and SDS hold). Install epochs, prepare slots,
- * delete chunks, copy a chunk from a peer, attach devices.
+ * delete chunks, become a rebuild target and copy a chunk from a peer, attach devices.
  */
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { timingSafeEqual } from 'node:crypto';
@@ -15,6 +15,10 @@ import type { ChunkStore } from './chunk-store.js';
 export const CONTROL_BODY_BYTES_MAX = 4 * 1024 * 1024;
 export const CONTROL_CHUNKS_PER_REQUEST_MAX = 10_000;
 const COPY_PIECE_BYTES = 1024 * 1024;
+/** How long an epoch install waits for writes admitted under an older epoch to finish. */
+const DRAIN_TIMEOUT_MS = 4000;
+/** A pull of source blocks for a partial write during a rebuild. */
+const PULL_TIMEOUT_MS = 8000;
 
 const u32 = z.number().int().min(0).max(0xffffffff);
 const chunkRef = z.strictObject({ volume_id: u32, chunk_index: u32 });
@@ -22,9 +26,13 @@ const chunkWithEpoch = chunkRef.extend({ pool_id: u32, epoch: u32 });
 
 const epochSchema = z.strictObject({ chunks: z.array(chunkWithEpoch).min(1).max(CONTROL_CHUNKS_PER_REQUEST_MAX) });
 const deleteSchema = z.strictObject({ chunks: z.array(chunkRef).min(1).max(CONTROL_CHUNKS_PER_REQUEST_MAX) });
+const sourceSchema = z.strictObject({ host: z.string().max(253).regex(/^[A-Za-z0-9.:_-]+$/), data_port: z.number().int().min(1).max(65535) });
 const copySchema = chunkWithEpoch.extend({
   chunk_size_bytes: z.number().int().min(4096).max(2 ** 30),
-  source: z.strictObject({ host: z.string().max(253).regex(/^[A-Za-z0-9.:_-]+$/), data_port: z.number().int().min(1).max(65535) }),
+  source: sourceSchema,
+});
+const rebuildSchema = z.strictObject({
+  chunks: z.array(chunkWithEpoch.extend({ source: sourceSchema })).min(1).max(CONTROL_CHUNKS_PER_REQUEST_MAX),
 });
 const deviceSchema = z.strictObject({
   mdm_device_id: z.number().int().positive(),
@@ -80,10 +88,41 @@ export function buildControlServer(deps: ControlServerDeps): FastifyInstance {
 
   app.get('/chunks', async () => ({ chunks: deps.store.listChunks() }));
 
+  /**
+   * Installs new epochs, then waits until no write admitted under an older epoch is in flight:
+   * when this answers, a copy read of these chunks sees every write the old epoch let in.
+   */
   app.post('/chunks/epoch', async (request) => {
     const input = epochSchema.parse(request.body ?? {});
     for (const chunk of input.chunks) deps.store.setEpoch(chunk.volume_id, chunk.chunk_index, chunk.pool_id, chunk.epoch);
+    const drained = await Promise.all(
+      input.chunks.map((chunk) => deps.store.drainWritesBefore(chunk.volume_id, chunk.chunk_index, chunk.epoch, DRAIN_TIMEOUT_MS)),
+    );
+    const undrained = drained.filter((ok) => !ok).length;
+    if (undrained > 0) throw pflexError('UNAVAILABLE', `${undrained} chunk(s) still have writes of an older epoch in flight`);
     return { updated: input.chunks.length };
+  });
+
+  /**
+   * Makes this SDS a rebuild target: each chunk at its new epoch, every block not final, partial
+   * client writes pulling their blocks from the chunk's source. The copy (/chunks/copy) follows.
+   */
+  app.post('/chunks/rebuild', async (request) => {
+    const input = rebuildSchema.parse(request.body ?? {});
+    const peerKey = derivePeerKey(deps.signingKey()!);
+    for (const chunk of input.chunks) {
+      const client = new SdsDataClient(chunk.source.host, chunk.source.data_port, PULL_TIMEOUT_MS);
+      const pull = async (offsetBytes: number, lengthBytes: number): Promise<Buffer> => {
+        const epoch = deps.store.epochOf(chunk.volume_id, chunk.chunk_index) ?? chunk.epoch;
+        const reply = await client.request(peerReadFields(chunk.volume_id, chunk.chunk_index, epoch, offsetBytes, lengthBytes), undefined, peerKey);
+        if (reply.status !== Status.OK || reply.payload?.length !== lengthBytes) {
+          throw new Error(`pull from ${chunk.source.host}:${chunk.source.data_port} refused: ${statusName(reply.status)}`);
+        }
+        return reply.payload;
+      };
+      await deps.store.beginRebuild(chunk.volume_id, chunk.chunk_index, chunk.pool_id, chunk.epoch, pull, () => client.close());
+    }
+    return { rebuilding: input.chunks.length };
   });
 
   app.post('/chunks/assign', async (request) => {
@@ -102,43 +141,39 @@ export function buildControlServer(deps: ControlServerDeps): FastifyInstance {
     return { deleted };
   });
 
-  /** Pulls a whole chunk from a peer replica (PEER_READ) and stores it at the given epoch. */
+  /**
+   * Copies a chunk this SDS is rebuilding from a peer replica (PEER_READ), writing only blocks no
+   * client write has made final, then ends the rebuild: the replica may serve once this answers.
+   */
   app.post('/chunks/copy', async (request) => {
     const input = copySchema.parse(request.body ?? {});
-    const key = deps.signingKey()!;
-    const peerKey = derivePeerKey(key);
+    if (!deps.store.isRebuilding(input.volume_id, input.chunk_index)) {
+      throw pflexError('CONFLICT', `chunk ${input.volume_id}:${input.chunk_index} is not being rebuilt here`);
+    }
+    if (deps.store.epochOf(input.volume_id, input.chunk_index) !== input.epoch) {
+      throw pflexError('CONFLICT', `chunk ${input.volume_id}:${input.chunk_index} is not at epoch ${input.epoch} here`);
+    }
+    const peerKey = derivePeerKey(deps.signingKey()!);
     const client = new SdsDataClient(input.source.host, input.source.data_port);
     let copied = 0;
+    let written = 0;
     try {
-      deps.store.setEpoch(input.volume_id, input.chunk_index, input.pool_id, input.epoch);
       const piece = Math.min(COPY_PIECE_BYTES, FRAME_PAYLOAD_BYTES_MAX, input.chunk_size_bytes);
       for (let offset = 0; offset < input.chunk_size_bytes; offset += piece) {
-        const reply = await client.request(
-          {
-            opcode: Opcode.PEER_READ,
-            flags: 0,
-            tokenId: Buffer.alloc(16),
-            seq: 0n,
-            volumeId: input.volume_id,
-            chunkIndex: input.chunk_index,
-            epoch: input.epoch,
-            offsetBytes: offset,
-            lengthBytes: piece,
-          },
-          undefined,
-          peerKey,
-        );
+        const reply = await client.request(peerReadFields(input.volume_id, input.chunk_index, input.epoch, offset, piece), undefined, peerKey);
         if (reply.status !== Status.OK || reply.payload === undefined) {
           throw pflexError('CONFLICT', `peer ${input.source.host}:${input.source.data_port} refused: ${statusName(reply.status)}`);
         }
-        await deps.store.write(input.volume_id, input.chunk_index, input.pool_id, input.epoch, offset, reply.payload, false);
+        written += await deps.store.copyIn(input.volume_id, input.chunk_index, offset, reply.payload);
         copied += reply.payload.length;
       }
-      await deps.store.flush();
     } finally {
       client.close();
     }
-    return { copied_bytes: copied };
+    if (!(await deps.store.finishRebuild(input.volume_id, input.chunk_index))) {
+      throw pflexError('CONFLICT', `the rebuild of chunk ${input.volume_id}:${input.chunk_index} was cancelled or is incomplete`);
+    }
+    return { copied_bytes: copied, written_bytes: written };
   });
 
   /** The MDM resynced these chunks: their crash-time write intents are cleared. */
@@ -160,4 +195,8 @@ export function buildControlServer(deps: ControlServerDeps): FastifyInstance {
   });
 
   return app;
+}
+
+function peerReadFields(volumeId: number, chunkIndex: number, epoch: number, offsetBytes: number, lengthBytes: number) {
+  return { opcode: Opcode.PEER_READ, flags: 0, tokenId: Buffer.alloc(16), seq: 0n, volumeId, chunkIndex, epoch, offsetBytes, lengthBytes };
 }

@@ -96,6 +96,8 @@ export async function executeRequest(
       if (header.offsetBytes + header.lengthBytes > chunkBytes) return outcome(Status.BAD_REQUEST);
       const mine = deps.store.epochOf(header.volumeId, header.chunkIndex);
       if (mine !== header.epoch) return outcome(Status.STALE_EPOCH, mine ?? 0);
+      // A replica still being rebuilt has blocks that are not final: never a source.
+      if (deps.store.isRebuilding(header.volumeId, header.chunkIndex)) return outcome(Status.BUSY);
       return { ...OK, payload: await deps.store.readChunk(header.volumeId, header.chunkIndex, header.offsetBytes, header.lengthBytes) };
     }
     default:
@@ -119,6 +121,10 @@ export async function executeRequest(
   try {
     switch (header.opcode) {
       case Opcode.READ:
+        if (deps.store.isRebuilding(header.volumeId, header.chunkIndex)) {
+          result = outcome(Status.BUSY); // a write target only until its copy completes
+          break;
+        }
         result = { ...OK, payload: await deps.store.read(header.volumeId, header.chunkIndex, header.offsetBytes, header.lengthBytes) };
         break;
       case Opcode.WRITE:
@@ -126,7 +132,7 @@ export async function executeRequest(
         break;
       case Opcode.TRIM:
       case Opcode.WRITE_ZEROES:
-        await deps.store.zero(header.volumeId, header.chunkIndex, header.offsetBytes, header.lengthBytes, fua);
+        await deps.store.zero(header.volumeId, header.chunkIndex, check.epoch, header.offsetBytes, header.lengthBytes, fua);
         break;
       case Opcode.FLUSH:
         await deps.store.flush();

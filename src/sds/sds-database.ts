@@ -44,6 +44,11 @@ const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (volume_id, chunk_index)
   );
   `,
+  /* v2: the highest epoch a mutation was applied at (a returning peer resyncs only chunks written
+     after it was fenced), and whether the chunk is a replica still being rebuilt here. */ `
+  ALTER TABLE chunks ADD COLUMN written_epoch INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE chunks ADD COLUMN rebuilding INTEGER NOT NULL DEFAULT 0;
+  `,
 ];
 
 export function openSdsDatabase(path: string): SdsDb {

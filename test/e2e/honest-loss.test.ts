@@ -42,6 +42,9 @@ async function waitFor(check: (s: Status) => boolean, what: string, timeoutMs = 
 t.test('all replicas lost: EIO, FAILED; the freshest returns: data back', async (t) => {
   const first = await qemuIo('write -P 0x61 0 64M', 'flush');
   t.equal(first.code, 0, first.stderr);
+  // Slow the rebuild right down: two SDS must be gone before it can give the chunks new replicas.
+  const slow = await e2e.pflex('pool', 'modify', 'pool1', '--rebuild-rate-mbps', '1');
+  t.equal(slow.code, 0, slow.stderr);
 
   await e2e.cluster.kill9('sds-2');
   await waitFor((s) => s.sds.some((sds) => sds.name === 'sds-2' && sds.state === 'DOWN'), 'sds-2 DOWN');

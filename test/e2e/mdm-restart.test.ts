@@ -5,7 +5,7 @@
  */
 import t from 'tap';
 import { run, startE2eCluster, type E2eCluster } from '../helpers/e2e-cluster.js';
-import { waitForHealth } from '../../scripts/process-cluster.js';
+import { waitForHealth } from '../../src/launcher/process-cluster.js';
 
 const MiB = 1024 * 1024;
 let e2e: E2eCluster;

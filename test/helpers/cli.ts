@@ -4,8 +4,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { freePort } from './ports.js';
-import { waitForHealth } from '../../scripts/process-cluster.js';
+import { freePort } from '../../src/launcher/free-port.js';
+import { waitForHealth } from '../../src/launcher/process-cluster.js';
 
 export { waitForHealth };
 

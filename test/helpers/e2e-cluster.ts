@@ -5,8 +5,8 @@
  */
 import { execFile } from 'node:child_process';
 import { rmSync } from 'node:fs';
-import { ProcessCluster, PFLEX_BIN, type VolumeSpec } from '../../scripts/process-cluster.js';
-import { freePort } from './ports.js';
+import { ProcessCluster, PFLEX_BIN, type VolumeSpec } from '../../src/launcher/process-cluster.js';
+import { freePort } from '../../src/launcher/free-port.js';
 import { directTempDir } from './sds.js';
 import { cleanEnv } from './cli.js';
 

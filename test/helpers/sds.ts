@@ -27,7 +27,7 @@ import {
 } from '../../src/common/sds-protocol.js';
 import * as nativeIo from '../../src/sds/native-io.js';
 import { cleanEnv, PFLEX_BIN } from './cli.js';
-import { freePort } from './ports.js';
+import { freePort } from '../../src/launcher/free-port.js';
 
 export const KiB = 1024;
 export const MiB = 1024 * KiB;

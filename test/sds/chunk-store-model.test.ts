@@ -141,7 +141,7 @@ async function run(opNumber: number, op: Op, expectedForRead?: Buffer): Promise<
       await store.write(op.chunk.volumeId, op.chunk.chunkIndex, POOL, EPOCH, op.offset, op.data, op.fua);
       return () => op.data.copy(modelOf(op.chunk), op.offset);
     case 'zero':
-      await store.zero(op.chunk.volumeId, op.chunk.chunkIndex, op.offset, op.length, op.fua);
+      await store.zero(op.chunk.volumeId, op.chunk.chunkIndex, EPOCH, op.offset, op.length, op.fua);
       return () => modelOf(op.chunk).fill(0, op.offset, op.offset + op.length);
     case 'read': {
       const expected = expectedForRead ?? Buffer.from(modelOf(op.chunk).subarray(op.offset, op.offset + op.length));
@@ -193,7 +193,7 @@ t.test('the device is attached with O_DIRECT, 16 free slots', async (t) => {
   t.same(store.listChunks(), [], 'no chunks yet');
   const zeros = await store.read(1, 0, 12_345, 100);
   t.ok(zeros.equals(Buffer.alloc(100)), 'a chunk never written reads zeros');
-  await store.zero(1, 5, 0, 8192, false);
+  await store.zero(1, 5, 1, 0, 8192, false);
   t.same(store.listChunks(), [], 'zeroing an unknown chunk creates nothing');
 });
 

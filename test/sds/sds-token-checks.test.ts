@@ -474,6 +474,11 @@ t.test('the control plane needs the MDM credential; without it nothing changes',
       '/chunks/copy',
       { volume_id: rw.volumeId, chunk_index: A, pool_id: poolId, epoch: 1, chunk_size_bytes: MiB, source: { host: '127.0.0.1', data_port: processes[1]!.dataPort } },
     ],
+    [
+      'POST',
+      '/chunks/rebuild',
+      { chunks: [{ volume_id: rw.volumeId, chunk_index: A, pool_id: poolId, epoch: 9, source: { host: '127.0.0.1', data_port: processes[1]!.dataPort } }] },
+    ],
     ['POST', '/devices/add', { mdm_device_id: 999, path: `${dir}/intruder.img`, pool_id: poolId, capacity_bytes: 64 * MiB, slot_bytes: MiB }],
   ];
   for (const [what, authorization] of wrongs) {

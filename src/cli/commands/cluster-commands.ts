@@ -1,4 +1,4 @@
-/** pflex cluster status | join-token | topology, and pflex event list. */
+/** pflex cluster status | join-token | topology, pflex rebuild status, and pflex event list. */
 import { Command, Option } from 'commander';
 import pc from 'picocolors';
 import { contextOf, parseIntegerArgument } from '../context.js';
@@ -6,6 +6,8 @@ import { colourState, print, renderTable } from '../output.js';
 import { poolTable, type PoolView } from './topology-commands.js';
 import { sdcTable, sdsTable, type SdcView, type SdsView } from './node-commands.js';
 import { volumeTable, type VolumeView } from './volume-commands.js';
+import { formatBytes } from '../../common/units.js';
+import type { PoolRebuildStatus } from '../../common/rebuild-status.js';
 
 interface ClusterStatus {
   cluster_id: string;
@@ -15,6 +17,32 @@ interface ClusterStatus {
   sdc: SdcView[];
   volumes: VolumeView[];
   replicas: { chunks: number; expected: number; available: number; degraded_chunks: number; failed_chunks: number };
+  rebuild: PoolRebuildStatus[];
+}
+
+function formatEta(seconds: number | null): string {
+  if (seconds === null) return 'unknown';
+  if (seconds < 60) return `${seconds} s`;
+  return `${Math.floor(seconds / 60)} min ${seconds % 60} s`;
+}
+
+/** One line per pool: what the rebuilder is doing there, how far it is, how fast, how long left. */
+export function rebuildTable(pools: readonly PoolRebuildStatus[]): string {
+  return renderTable(pools, [
+    { header: 'POOL', value: (p) => p.pool },
+    { header: 'STATE', value: (p) => colourState(p.state === 'idle' ? 'OK' : p.state.toUpperCase()) },
+    { header: 'DONE', value: (p) => `${p.percent}%`, align: 'right' },
+    { header: 'CHUNKS LEFT', value: (p) => p.chunks_pending + p.chunks_active, align: 'right' },
+    { header: 'BYTES LEFT', value: (p) => formatBytes(p.bytes_remaining), align: 'right' },
+    { header: 'COPIED', value: (p) => formatBytes(p.bytes_copied), align: 'right' },
+    { header: 'RATE', value: (p) => `${(p.rate_bytes_per_s / 1e6).toFixed(1)} MB/s`, align: 'right' },
+    { header: 'LIMIT', value: (p) => `${(p.rate_limit_bytes_per_s / 1e6).toFixed(0)} MB/s`, align: 'right' },
+    { header: 'ETA', value: (p) => (p.state === 'idle' ? '-' : formatEta(p.eta_s)) },
+    {
+      header: 'LAST RUN',
+      value: (p) => (p.last === null ? '-' : `${p.last.chunks} chunks, ${formatBytes(p.last.bytes)} in ${p.last.seconds} s (${(p.last.rate_bytes_per_s / 1e6).toFixed(1)} MB/s)`),
+    },
+  ]);
 }
 
 interface EventView {
@@ -53,6 +81,7 @@ export function registerClusterCommands(program: Command): void {
           section('SDS', sdsTable(status.sds)),
           section('SDC', sdcTable(status.sdc)),
           section('Volumes', volumeTable(status.volumes)),
+          section('Rebuild', rebuildTable(status.rebuild)),
           `${pc.bold('replicas')} ${status.replicas.available}/${status.replicas.expected} available over ${status.replicas.chunks} chunks; ` +
             `${status.replicas.degraded_chunks} chunks degraded, ${status.replicas.failed_chunks} failed`,
         ].join('\n\n'),
@@ -95,6 +124,17 @@ export function registerClusterCommands(program: Command): void {
           { header: 'LAST HEARTBEAT', value: (n) => n.last_heartbeat_at },
         ]),
       );
+    });
+
+  program
+    .command('rebuild')
+    .description('rebuilds, resyncs, drains and rebalancing: progress per pool')
+    .command('status')
+    .description('per pool: state, percent done, chunks and bytes left, copy rate and its limit, ETA, the last run')
+    .action(async (_options: unknown, command: Command) => {
+      const { client, output } = contextOf(command);
+      const status = await client.get<{ pools: PoolRebuildStatus[] }>('/rebuild/status');
+      print(output, status, () => rebuildTable(status.pools));
     });
 
   const event = program.command('event').description('the event log');

@@ -175,11 +175,31 @@ export function registerNodeCommands(program: Command): void {
     });
   sds
     .command('remove <sds>')
-    .description('remove an SDS that holds no replicas')
-    .action(async (ref_: string, _options: unknown, command: Command) => {
+    .description('remove an SDS: one holding replicas is drained first (its replicas move to other SDS), then removed')
+    .option('--wait', 'wait until the drain is over and the SDS is gone')
+    .option('--timeout <seconds>', 'with --wait: give up after this long', '3600')
+    .action(async (ref_: string, options: { wait?: boolean; timeout: string }, command: Command) => {
       const { client, output } = contextOf(command);
-      const result = await client.delete<{ deleted: SdsView }>(`/sds/${pathRef(ref_)}`);
-      print(output, result, () => `removed SDS ${result.deleted.name}`);
+      const result = await client.post<{ deleted: SdsView } | { draining: SdsView; replicas: number }>('/sds/remove', { sds: ref(ref_) });
+      if ('deleted' in result || options.wait !== true) {
+        print(output, result, () =>
+          'deleted' in result
+            ? `removed SDS ${result.deleted.name}`
+            : `draining SDS ${result.draining.name}: ${result.replicas} replica(s) move to other SDS first; see pflex rebuild status`,
+        );
+        return;
+      }
+      const deadlineMs = Date.now() + Number(options.timeout) * 1000;
+      for (;;) {
+        const left = await client.get<SdsView>(`/sds/${pathRef(ref_)}`).catch((error: unknown) => {
+          if ((error as { code?: string }).code === 'PFLEX_ERR_NOT_FOUND') return undefined;
+          throw error;
+        });
+        if (left === undefined) break;
+        if (Date.now() > deadlineMs) throw new Error(`SDS ${result.draining.name} is still draining after ${options.timeout} s`);
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+      }
+      print(output, { deleted: result.draining }, () => `drained and removed SDS ${result.draining.name}`);
     });
 
   // ---------------------------------------------------------------- SDC

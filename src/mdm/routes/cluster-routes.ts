@@ -22,6 +22,7 @@ import { applyTxAcks, authorize, authorizeSchema, txAckSchema } from '../token-a
 import type { SdcRow } from '../rows.js';
 import type { Caller } from '../auth.js';
 import type { Fencing } from '../fencing.js';
+import type { Rebuilder } from '../rebuild.js';
 
 export const EVENTS_PAGE_MAX = 1000;
 export const PFLEX_VERSION = '0.1.0';
@@ -46,7 +47,7 @@ const eventQuerySchema = z.object({
   type: z.string().regex(/^[A-Z_]{1,64}$/).optional(),
 });
 
-export function registerClusterRoutes(app: FastifyInstance, context: MdmContext, startedAtMs: number, fencing: Fencing): void {
+export function registerClusterRoutes(app: FastifyInstance, context: MdmContext, startedAtMs: number, fencing: Fencing, rebuilder: Rebuilder): void {
   const { db } = context;
 
   app.get('/health', { config: { access: 'public' } }, async () => ({
@@ -57,7 +58,8 @@ export function registerClusterRoutes(app: FastifyInstance, context: MdmContext,
     uptime_s: Math.round((Date.now() - startedAtMs) / 1000),
   }));
 
-  app.get('/cluster/status', { config: { access: 'admin-or-node' } }, async () => clusterStatus(db, context.clusterId));
+  app.get('/cluster/status', { config: { access: 'admin-or-node' } }, async () => ({ ...clusterStatus(db, context.clusterId), rebuild: rebuilder.status() }));
+  app.get('/rebuild/status', { config: { access: 'admin-or-node' } }, async () => ({ pools: rebuilder.status() }));
   app.post('/cluster/join-token', async (request, reply) =>
     reply.status(201).send(createJoinToken(db, createJoinTokenSchema.parse(bodyOf(request)))),
   );
@@ -71,13 +73,24 @@ export function registerClusterRoutes(app: FastifyInstance, context: MdmContext,
   });
 
   // -------- discovery
-  app.post('/discovery/register', { config: { access: 'public' } }, async (request, reply) =>
-    reply.status(201).send(registerNode(context, registerSchema.parse(bodyOf(request)), request.caller)),
-  );
+  app.post('/discovery/register', { config: { access: 'public' } }, async (request, reply) => {
+    const input = registerSchema.parse(bodyOf(request));
+    const answer = registerNode(context, input, request.caller);
+    // An SDC that (re)starts may have died with writes in flight: their chunks are resynced.
+    if (input.roles.includes('sdc')) rebuilder.resyncAfterSdcLoss(input.node_id);
+    return reply.status(201).send(answer);
+  });
   app.post('/discovery/heartbeat', { config: { access: 'node' } }, async (request) =>
     heartbeat(context, nodeCaller(request).nodeId, heartbeatSchema.parse(bodyOf(request))),
   );
-  app.post('/discovery/deregister', { config: { access: 'node' } }, async (request) => deregister(context, nodeCaller(request).nodeId));
+  app.post('/discovery/deregister', { config: { access: 'node' } }, async (request) => {
+    const nodeId = nodeCaller(request).nodeId;
+    const answer = deregister(context, nodeId);
+    // A stopped SDS misses every write from now on: fence it like a failed one.
+    const sds = db.prepare(`SELECT id FROM sds WHERE name = ? AND state = 'DOWN'`).get(nodeId) as { id: number } | undefined;
+    if (sds !== undefined) void fencing.fence(sds.id, 'stopped');
+    return answer;
+  });
   app.get('/discovery/topology', { config: { access: 'admin-or-node' } }, async () => ({
     cluster_id: context.clusterId,
     mdm: { heartbeat_interval_ms: context.settings.heartbeatIntervalMs },

@@ -26,6 +26,7 @@ import {
   modifyPoolSchema,
   removeSdc,
   removeSds,
+  requestSdsRemoval,
 } from '../topology.js';
 import { faultSetView, pdView, poolView, sdcView, sdsView } from '../views.js';
 import type { FaultSetRow, PdRow, PoolRow, SdcRow, SdsRow } from '../rows.js';
@@ -39,7 +40,7 @@ function filterId(context: MdmContext, query: unknown, key: string, kind: 'pd' |
   return getRow<{ id: number }>(context.db, kind, ref).id;
 }
 
-export function registerTopologyRoutes(app: FastifyInstance, context: MdmContext): void {
+export function registerTopologyRoutes(app: FastifyInstance, context: MdmContext, kickRebuilder: () => void = () => undefined): void {
   const { db } = context;
 
   // -------- protection domains
@@ -103,7 +104,13 @@ export function registerTopologyRoutes(app: FastifyInstance, context: MdmContext
   });
   app.post('/sds/device/add', async (request, reply) => reply.status(201).send(addDevice(db, addDeviceSchema.parse(bodyOf(request)))));
   app.delete('/sds/:id', async (request) => ({ deleted: removeSds(db, refParam(request)) }));
-  app.post('/sds/remove', async (request) => ({ deleted: removeSds(db, z.strictObject({ sds: refSchema }).parse(bodyOf(request)).sds) }));
+  /** Graceful: an SDS holding replicas is drained first (202), then removed by the rebuilder. */
+  app.post('/sds/remove', async (request, reply) => {
+    const result = requestSdsRemoval(db, z.strictObject({ sds: refSchema }).parse(bodyOf(request)).sds);
+    if ('deleted' in result) return result;
+    kickRebuilder();
+    return reply.status(202).send({ draining: sdsView(db, result.draining), replicas: result.replicas });
+  });
 
   // -------- SDC
   app.post('/sdc/add', async (request, reply) => {

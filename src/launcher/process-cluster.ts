@@ -1,18 +1,18 @@
 /**
  * A whole pflex cluster as real OS processes on loopback: `pflex mdm`, N × `pflex sds`, and
  * `pflex sdc`, each its own process whose command line names its role and node. Used by
- * `npm start` (fixed ports, ./data), the end-to-end tests (free ports, temp dirs) and the
- * benchmarks. Bootstraps PD, fault sets, a two-copy pool, SDS records with file devices, the SDC
+ * `npm start` (fixed ports, ./data), `pflex scenario run`, the end-to-end tests (free ports,
+ * temp dirs) and the benchmarks. Bootstraps PD, fault sets, a two-copy pool, SDS records with file devices, the SDC
  * and volumes, idempotently, so a restart finds everything where it was.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, openSync, existsSync, readFileSync, closeSync } from 'node:fs';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { HttpClient, HttpClientError } from '../src/common/http-client.js';
-import { GiB } from '../src/common/units.js';
+import { HttpClient, HttpClientError } from '../common/http-client.js';
+import { GiB } from '../common/units.js';
 
-export const PFLEX_BIN = resolve(dirname(fileURLToPath(import.meta.url)), '../src/cli/main.js');
+export const PFLEX_BIN = resolve(dirname(fileURLToPath(import.meta.url)), '../cli/main.js');
 const STOP_GRACE_MS = 10_000;
 
 export interface SdsPorts {
@@ -33,6 +33,8 @@ export interface VolumeSpec {
   readonly sizeBytes: number;
   readonly provisioning: 'thin' | 'thick';
   readonly accessMode?: 'readWrite' | 'readOnly';
+  /** Map it to sdc1 at bootstrap (default true); false leaves the mapping to the caller. */
+  readonly mapToSdc1?: boolean;
 }
 
 export interface ClusterSpec {
@@ -41,6 +43,8 @@ export interface ClusterSpec {
   readonly sds: readonly SdsPorts[];
   readonly sdc: SdcPorts;
   readonly sdsDeviceBytes?: number;
+  /** Settings of pool1 when it is created. */
+  readonly pool?: { readonly rebuildRateMbps?: number; readonly sparePercent?: number };
   readonly volumes?: readonly VolumeSpec[];
   readonly logLevel?: string;
   readonly heartbeatIntervalMs?: number;
@@ -115,7 +119,13 @@ export class ProcessCluster {
     const { admin, spec } = this;
     await ensure(admin, '/pd/pd1', '/pd/create', { name: 'pd1', description: 'local cluster' });
     for (let n = 1; n <= spec.sds.length; n += 1) await ensure(admin, `/fault_set/fs${n}`, '/fault_set/create', { pd: 'pd1', name: `fs${n}` });
-    await ensure(admin, '/pool/pool1', '/pool/create', { pd: 'pd1', name: 'pool1', protection_policy: 'two_copies' });
+    await ensure(admin, '/pool/pool1', '/pool/create', {
+      pd: 'pd1',
+      name: 'pool1',
+      protection_policy: 'two_copies',
+      ...(spec.pool?.rebuildRateMbps !== undefined ? { rebuild_rate_mbps: spec.pool.rebuildRateMbps } : {}),
+      ...(spec.pool?.sparePercent !== undefined ? { spare_percent: spec.pool.sparePercent } : {}),
+    });
     for (const [index, ports] of spec.sds.entries()) {
       const name = this.sdsName(index);
       await ensure(admin, `/sds/${name}`, '/sds/add', {
@@ -132,6 +142,7 @@ export class ProcessCluster {
     await ensure(admin, '/sdc/sdc1', '/sdc/add', { name: 'sdc1', host: '127.0.0.1' });
     for (const volume of spec.volumes ?? [{ name: 'vol1', sizeBytes: GiB, provisioning: 'thin' as const }]) {
       await ensure(admin, `/vol/${volume.name}`, '/vol/create', { name: volume.name, pool: 'pool1', size_bytes: volume.sizeBytes, provisioning: volume.provisioning });
+      if (volume.mapToSdc1 === false) continue;
       const view = await admin.get<{ mappings: { sdc: string }[] }>(`/vol/${volume.name}`);
       if (!view.mappings.some((mapping) => mapping.sdc === 'sdc1')) {
         await admin.post('/vol/map', { volume: volume.name, sdc: 'sdc1', access_mode: volume.accessMode ?? 'readWrite' });
@@ -154,6 +165,21 @@ export class ProcessCluster {
     );
   }
 
+  /** An SDC beyond the first: its record is created, then it runs and registers like sdc1. */
+  async startExtraSdc(name: string, ports: SdcPorts): Promise<ClusterProcess> {
+    await ensure(this.admin, `/sdc/${name}`, '/sdc/add', { name, host: '127.0.0.1' });
+    const child = this.spawn(
+      name,
+      [
+        'sdc', '--node-id', name, '--data-dir', join(this.spec.dataDir, name),
+        '--nbd-port', String(ports.nbd), '--device-port', String(ports.device), '--control-port', String(ports.control), '--mgmt-port', String(ports.mgmt),
+      ],
+      this.childEnv(),
+    );
+    await waitForHealth(`http://127.0.0.1:${ports.mgmt}`, 30_000, true);
+    return child;
+  }
+
   startSdc(): ClusterProcess {
     const ports = this.spec.sdc;
     return this.spawn(
@@ -168,7 +194,7 @@ export class ProcessCluster {
 
   /** Waits until the SDC is registered and exports every volume of the spec. */
   async waitForSdc(timeoutMs = 30_000): Promise<void> {
-    const wanted = (this.spec.volumes ?? [{ name: 'vol1' }]).map((volume) => volume.name);
+    const wanted = (this.spec.volumes ?? [{ name: 'vol1' }]).filter((volume) => !('mapToSdc1' in volume) || volume.mapToSdc1 !== false).map((volume) => volume.name);
     const deadline = Date.now() + timeoutMs;
     await waitForHealth(`http://127.0.0.1:${this.spec.sdc.mgmt}`, timeoutMs, true);
     while (Date.now() < deadline) {

@@ -1,4 +1,4 @@
-/** Free TCP ports on loopback for tests, so they run beside a live cluster on the default ports. */
+/** Free TCP ports on loopback, so tests and scenarios run beside a live cluster on the default ports. */
 import { createServer } from 'node:net';
 
 export function freePort(): Promise<number> {

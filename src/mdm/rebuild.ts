@@ -1,0 +1,720 @@
+/**
+ * The rebuilder (DESIGN §6): brings every chunk back to its pool's copy count, resyncs SDS that
+ * come back, moves replicas off SDS being removed, and rebalances onto new SDS.
+ *
+ * One job moves one chunk replica onto one target SDS:
+ *   1. begin (in Fencing's chain, so authorize waits): the target becomes a REBUILDING replica at
+ *      a new epoch; the new epoch is installed on the sources, which drain writes of the old one;
+ *      the target becomes a rebuild target (/chunks/rebuild). From then on every write reaches it.
+ *   2. copy (outside the chain, paced by the pool's rebuild rate): the target pulls the chunk
+ *      from a source with PEER_READ and writes only blocks no client write made final.
+ *   3. commit (in the chain): the replica is CURRENT; a move then drops the replica it replaces
+ *      at another new epoch. On any failure the REBUILDING replica is dropped instead.
+ *
+ * A returning SDS's stale replica of a chunk nobody wrote since the fence (the sources' written
+ * epoch is not above the replica's stale epoch, and the SDS found no write intent for it) serves
+ * again without a copy; the others are copied. Jobs run many-to-many: several per pool, at most
+ * a few per target SDS.
+ */
+import type { MdmContext } from './context.js';
+import type { EpochOrder, Fencing } from './fencing.js';
+import { pushTo } from './fencing.js';
+import { recordEvent } from './events.js';
+import { faultDomainOf, placeChunk, type ExistingReplica } from './placement.js';
+import { placementCandidates } from './capacity.js';
+import { copiesOf, type PoolRow } from './rows.js';
+import { removeSds } from './topology.js';
+import type { PoolRebuildStatus } from '../common/rebuild-status.js';
+
+const TICK_MS = 500;
+export const JOBS_PER_POOL_MAX = 4;
+const JOBS_PER_TARGET_MAX = 2;
+/** A chunk listing of an SDS is reused for this long. */
+const LISTING_TTL_MS = 2000;
+/** The copy of one chunk gets at least this long, plus its size at 5 MB/s. */
+const COPY_TIMEOUT_MS_MIN = 30_000;
+/** Rebalance when the most used SDS is this many percentage points above the least used. */
+const REBALANCE_SPREAD_PERCENT = 10;
+/** `rebuild_rate_mbps` is in MB/s. */
+const BYTES_PER_MB = 1_000_000;
+
+type JobKind = 'rebuild' | 'resync' | 'move' | 'rebalance';
+
+interface Job {
+  readonly kind: JobKind;
+  readonly chunkId: number;
+  readonly volumeId: number;
+  readonly chunkIndex: number;
+  readonly poolId: number;
+  readonly chunkBytes: number;
+  readonly targetSdsId: number;
+  /** The replica a move or rebalance replaces: dropped after the copy. */
+  readonly fromSdsId: number | undefined;
+  /** The target held a CURRENT replica with a crash-time write intent. */
+  readonly intentResync: boolean;
+  /** The chunk's epoch when the job was planned, then the job's own. */
+  epoch: number;
+  sourceSdsId: number;
+}
+
+interface PoolProgress {
+  startedAtMs: number;
+  bytesCopied: number;
+  bytesSkipped: number;
+  chunksDone: number;
+  chunksClean: number;
+  failures: number;
+}
+
+
+interface ChunkNeed {
+  chunk_id: number;
+  volume_id: number;
+  chunk_index: number;
+  epoch: number;
+  pool_id: number;
+}
+
+interface SdsChunk {
+  volume_id: number;
+  chunk_index: number;
+  epoch: number;
+  written_epoch: number;
+  rebuilding: boolean;
+  /** A write intent: written recently, or in flight at a crash. */
+  dirty: boolean;
+  needs_resync: boolean;
+}
+
+export class Rebuilder {
+  private timer: NodeJS.Timeout | undefined;
+  private ticking = false;
+  private stopped = false;
+  private readonly active = new Map<number, Job>();
+  private readonly progress = new Map<number, PoolProgress>();
+  private readonly lastRun = new Map<number, NonNullable<PoolRebuildStatus['last']>>();
+  private readonly pending = new Map<number, { chunks: number; kind: 'rebuilding' | 'rebalancing' }>();
+  private readonly paceNextMs = new Map<number, number>();
+  private readonly listings = new Map<number, { atMs: number; chunks: Map<string, SdsChunk> }>();
+  private readonly jobsDone: Promise<void>[] = [];
+  /** Chunks an SDC may have died writing: one replica is copied again from another. */
+  private readonly resyncAfterSdc = new Set<number>();
+
+  constructor(
+    private readonly context: MdmContext,
+    private readonly fencing: Fencing,
+  ) {}
+
+  start(): void {
+    this.timer = setInterval(() => this.kick(), TICK_MS);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer !== undefined) clearInterval(this.timer);
+    await Promise.allSettled(this.jobsDone);
+  }
+
+  /** Looks for work now instead of at the next tick. */
+  kick(): void {
+    if (this.ticking || this.stopped) return;
+    this.ticking = true;
+    this.tick()
+      .catch((error: unknown) => this.context.log.error({ err: error }, 'rebuild pass failed'))
+      .finally(() => {
+        this.ticking = false;
+      });
+  }
+
+  /**
+   * An SDC died or restarted: a write it had in flight may have reached some replicas and not
+   * others. Every chunk of its volumes with a write intent on some SDS is resynced.
+   */
+  resyncAfterSdcLoss(sdcName: string): void {
+    const { db, log } = this.context;
+    const holders = db
+      .prepare(
+        `SELECT DISTINCT r.sds_id FROM volume_mappings m JOIN sdc ON sdc.id = m.sdc_id JOIN chunks c ON c.volume_id = m.volume_id
+         JOIN replicas r ON r.chunk_id = c.id JOIN sds s ON s.id = r.sds_id
+         WHERE sdc.name = ? AND r.state = 'CURRENT' AND s.state != 'DOWN'`,
+      )
+      .all(sdcName) as { sds_id: number }[];
+    if (holders.length === 0) return;
+    const volumes = new Set(
+      (db.prepare(`SELECT m.volume_id FROM volume_mappings m JOIN sdc ON sdc.id = m.sdc_id WHERE sdc.name = ?`).all(sdcName) as { volume_id: number }[]).map((row) => row.volume_id),
+    );
+    void (async () => {
+      let queued = 0;
+      for (const { sds_id: sdsId } of holders) {
+        this.listings.delete(sdsId);
+        const listing = await this.listing(sdsId);
+        for (const chunk of listing?.values() ?? []) {
+          if (!chunk.dirty || !volumes.has(chunk.volume_id)) continue;
+          const row = db.prepare('SELECT id FROM chunks WHERE volume_id = ? AND chunk_index = ?').get(chunk.volume_id, chunk.chunk_index) as { id: number } | undefined;
+          if (row !== undefined && !this.resyncAfterSdc.has(row.id)) {
+            this.resyncAfterSdc.add(row.id);
+            queued += 1;
+          }
+        }
+      }
+      if (queued === 0) return;
+      recordEvent(db, 'warning', 'RESYNC_AFTER_SDC', `SDC ${sdcName} left or restarted: ${queued} chunk(s) it was writing are resynced`);
+      log.warn({ sdc: sdcName, chunks: queued }, 'resyncing chunks an SDC was writing');
+      this.kick();
+    })().catch((error: unknown) => log.error({ err: error }, 'could not collect the chunks an SDC was writing'));
+  }
+
+  status(): PoolRebuildStatus[] {
+    const pools = this.context.db.prepare('SELECT * FROM storage_pools ORDER BY id').all() as PoolRow[];
+    const now = Date.now();
+    return pools.map((pool) => {
+      const progress = this.progress.get(pool.id);
+      const pending = this.pending.get(pool.id);
+      const activeCount = [...this.active.values()].filter((job) => job.poolId === pool.id).length;
+      const remainingChunks = (pending?.chunks ?? 0) + activeCount;
+      const bytesRemaining = remainingChunks * pool.chunk_size_bytes;
+      const elapsedS = progress === undefined ? 0 : Math.max(0.001, (now - progress.startedAtMs) / 1000);
+      const rate = progress === undefined ? 0 : Math.round(progress.bytesCopied / elapsedS);
+      const done = progress === undefined ? 0 : progress.chunksDone * pool.chunk_size_bytes;
+      const state = remainingChunks === 0 && progress === undefined ? 'idle' : (pending?.kind ?? 'rebuilding');
+      return {
+        pool_id: pool.id,
+        pool: pool.name,
+        state,
+        chunks_pending: pending?.chunks ?? 0,
+        chunks_active: activeCount,
+        chunks_done: progress?.chunksDone ?? 0,
+        chunks_resynced_without_copy: progress?.chunksClean ?? 0,
+        bytes_remaining: bytesRemaining,
+        bytes_copied: progress?.bytesCopied ?? 0,
+        percent: done + bytesRemaining === 0 ? 100 : Math.floor((done / (done + bytesRemaining)) * 1000) / 10,
+        rate_bytes_per_s: rate,
+        rate_limit_bytes_per_s: pool.rebuild_rate_mbps * BYTES_PER_MB,
+        eta_s: bytesRemaining === 0 ? 0 : rate > 0 ? Math.ceil(bytesRemaining / rate) : null,
+        started_at: progress === undefined ? null : new Date(progress.startedAtMs).toISOString(),
+        last: this.lastRun.get(pool.id) ?? null,
+      };
+    });
+  }
+
+  // ------------------------------------------------------------ planning
+
+  private async tick(): Promise<void> {
+    const { db } = this.context;
+    const pools = db.prepare('SELECT * FROM storage_pools ORDER BY id').all() as PoolRow[];
+    for (const pool of pools) {
+      if (this.stopped) return;
+      const jobs = await this.planPool(pool);
+      for (const job of jobs) this.launch(job);
+      this.finishPoolIfDone(pool);
+    }
+    this.completeDrains();
+  }
+
+  private async planPool(pool: PoolRow): Promise<Job[]> {
+    const { db } = this.context;
+    const copies = copiesOf(pool.protection_policy);
+    const activeInPool = [...this.active.values()].filter((job) => job.poolId === pool.id).length;
+    const perTarget = new Map<number, number>();
+    for (const job of this.active.values()) perTarget.set(job.targetSdsId, (perTarget.get(job.targetSdsId) ?? 0) + 1);
+    const jobs: Job[] = [];
+    let pendingCount = 0;
+    const room = (): boolean => activeInPool + jobs.length < JOBS_PER_POOL_MAX;
+    const targetFree = (sdsId: number): boolean => (perTarget.get(sdsId) ?? 0) < JOBS_PER_TARGET_MAX;
+    const take = (job: Job): void => {
+      jobs.push(job);
+      perTarget.set(job.targetSdsId, (perTarget.get(job.targetSdsId) ?? 0) + 1);
+    };
+
+    // Replica counts of every chunk of the pool, by where the replicas are.
+    const rows = db
+      .prepare(
+        `SELECT c.id AS chunk_id, c.volume_id, c.chunk_index, c.epoch, r.sds_id, r.state, r.stale_epoch,
+                s.state AS sds_state, s.fault_set_id
+         FROM chunks c JOIN volumes v ON v.id = c.volume_id JOIN replicas r ON r.chunk_id = c.id JOIN sds s ON s.id = r.sds_id
+         WHERE v.pool_id = ? ORDER BY c.id`,
+      )
+      .all(pool.id) as {
+      chunk_id: number;
+      volume_id: number;
+      chunk_index: number;
+      epoch: number;
+      sds_id: number;
+      state: string;
+      stale_epoch: number | null;
+      sds_state: string;
+      fault_set_id: number | null;
+    }[];
+    const byChunk = new Map<number, typeof rows>();
+    for (const row of rows) pushTo(byChunk, row.chunk_id, row);
+
+    const candidates = placementCandidates(db, pool, { useSpare: true });
+    const candidateById = new Map(candidates.map((candidate) => [candidate.sdsId, candidate]));
+    const redundantStale: { chunk_id: number; sds_id: number; volume_id: number; chunk_index: number }[] = [];
+    const cleanReturns: { need: ChunkNeed; sdsId: number }[] = [];
+
+    for (const [chunkId, replicas] of byChunk) {
+      if (this.active.has(chunkId)) continue;
+      const first = replicas[0]!;
+      const need: ChunkNeed = { chunk_id: chunkId, volume_id: first.volume_id, chunk_index: first.chunk_index, epoch: first.epoch, pool_id: pool.id };
+      const up = (row: (typeof rows)[number]): boolean => row.sds_state !== 'DOWN';
+      const current = replicas.filter((row) => row.state === 'CURRENT' && up(row));
+      const keep = current.filter((row) => row.sds_state !== 'REMOVING');
+      const rebuilding = replicas.filter((row) => row.state === 'REBUILDING' && up(row));
+      const staleBack = replicas.filter((row) => row.state === 'STALE' && row.sds_state === 'UP');
+      if (current.length === 0) continue; // lost: honest loss until a replica's SDS returns
+      const missing = copies - keep.length - rebuilding.length;
+
+      if (missing <= 0) {
+        for (const row of staleBack) redundantStale.push({ chunk_id: chunkId, sds_id: row.sds_id, volume_id: row.volume_id, chunk_index: row.chunk_index });
+        // Replicas on an SDS being removed go once enough others are current.
+        const leaving = current.filter((row) => row.sds_state === 'REMOVING');
+        if (leaving.length > 0 && keep.length >= copies && rebuilding.length === 0) {
+          await this.dropReplica(need, leaving[0]!.sds_id, 'drained');
+        }
+        // Chunks an SDC died writing: copy one current replica again from another.
+        if (this.resyncAfterSdc.has(chunkId) && rebuilding.length === 0 && current.length >= 2) {
+          pendingCount += 1;
+          const target = current[current.length - 1]!;
+          if (room() && targetFree(target.sds_id)) {
+            this.resyncAfterSdc.delete(chunkId);
+            take(this.job('resync', need, pool, target.sds_id, current[0]!.sds_id, undefined, false));
+          }
+          continue;
+        }
+        // A crash-time write intent on a current replica: copy it again from a peer.
+        if (rebuilding.length === 0 && current.length >= 2) {
+          for (const row of current) {
+            const listing = await this.listing(row.sds_id);
+            if (listing?.get(`${row.volume_id}:${row.chunk_index}`)?.needs_resync !== true) continue;
+            pendingCount += 1;
+            if (!room() || !targetFree(row.sds_id)) break;
+            const source = current.find((other) => other.sds_id !== row.sds_id)!;
+            take(this.job('resync', need, pool, row.sds_id, source.sds_id, undefined, true));
+            break;
+          }
+        }
+        continue;
+      }
+
+      pendingCount += 1;
+      if (!room()) continue;
+      const source = this.leastBusySource(current.map((row) => row.sds_id));
+      // A returning SDS's stale replica first: maybe nothing changed and no copy is needed.
+      const back = staleBack.find((row) => targetFree(row.sds_id));
+      if (back !== undefined) {
+        const clean = await this.unchangedSinceFence(back.sds_id, back.stale_epoch, current.map((row) => row.sds_id), need);
+        if (clean) cleanReturns.push({ need, sdsId: back.sds_id });
+        else take(this.job('resync', need, pool, back.sds_id, source, undefined, false));
+        continue;
+      }
+      const existing: ExistingReplica[] = replicas
+        .filter((row) => row.sds_state !== 'DOWN' || row.state === 'STALE')
+        .map((row) => ({ sdsId: row.sds_id, faultSetId: row.fault_set_id }));
+      const placeable = candidates.filter((candidate) => targetFree(candidate.sdsId));
+      const placed = placeChunk(placeable, 1, pool.chunk_size_bytes, existing);
+      if (!placed.ok) continue; // no room anywhere: stays degraded, retried next pass
+      const target = placed.sdsIds[0]!;
+      candidateById.get(target)!.usedBytes += pool.chunk_size_bytes;
+      const leaving = current.find((row) => row.sds_state === 'REMOVING');
+      take(this.job(leaving === undefined ? 'rebuild' : 'move', need, pool, target, source, leaving?.sds_id, false));
+    }
+
+    if (redundantStale.length > 0) this.dropStale(redundantStale);
+    if (cleanReturns.length > 0) {
+      await this.fencing.serialize(() => this.returnClean(pool, cleanReturns));
+      pendingCount -= cleanReturns.length;
+    }
+    if (pendingCount === 0 && this.active.size === 0) {
+      const move = this.planRebalance(pool, byChunk, candidates);
+      if (move !== undefined) {
+        take(move);
+        this.pending.set(pool.id, { chunks: 1, kind: 'rebalancing' });
+        return jobs;
+      }
+    }
+    this.pending.set(pool.id, { chunks: Math.max(0, pendingCount - jobs.length), kind: 'rebuilding' });
+    return jobs;
+  }
+
+  private job(kind: JobKind, need: ChunkNeed, pool: PoolRow, targetSdsId: number, sourceSdsId: number, fromSdsId: number | undefined, intentResync: boolean): Job {
+    return {
+      kind,
+      chunkId: need.chunk_id,
+      volumeId: need.volume_id,
+      chunkIndex: need.chunk_index,
+      poolId: pool.id,
+      chunkBytes: pool.chunk_size_bytes,
+      targetSdsId,
+      fromSdsId,
+      intentResync,
+      epoch: need.epoch,
+      sourceSdsId,
+    };
+  }
+
+  private leastBusySource(sdsIds: number[]): number {
+    const load = new Map<number, number>();
+    for (const job of this.active.values()) load.set(job.sourceSdsId, (load.get(job.sourceSdsId) ?? 0) + 1);
+    return [...sdsIds].sort((a, b) => (load.get(a) ?? 0) - (load.get(b) ?? 0) || a - b)[0]!;
+  }
+
+  /**
+   * One move from the most to the least used SDS of the pool, when their utilizations are more
+   * than REBALANCE_SPREAD_PERCENT apart and the move keeps replicas in distinct fault domains.
+   */
+  private planRebalance(
+    pool: PoolRow,
+    byChunk: Map<number, { chunk_id: number; volume_id: number; chunk_index: number; epoch: number; sds_id: number; state: string; sds_state: string; fault_set_id: number | null }[]>,
+    candidates: ReturnType<typeof placementCandidates>,
+  ): Job | undefined {
+    if (candidates.length < 2) return undefined;
+    const utilization = (candidate: (typeof candidates)[number]): number => (candidate.usedBytes / candidate.capacityBytes) * 100;
+    const sorted = [...candidates].sort((a, b) => utilization(a) - utilization(b));
+    const least = sorted[0]!;
+    const most = sorted[sorted.length - 1]!;
+    if (utilization(most) - utilization(least) <= REBALANCE_SPREAD_PERCENT) return undefined;
+    if (most.usedBytes - least.usedBytes < 2 * pool.chunk_size_bytes) return undefined;
+    const leastDomain = faultDomainOf(least.sdsId, least.faultSetId);
+    for (const replicas of byChunk.values()) {
+      if (replicas.some((row) => row.state !== 'CURRENT' || row.sds_state !== 'UP')) continue;
+      if (!replicas.some((row) => row.sds_id === most.sdsId)) continue;
+      if (replicas.some((row) => row.sds_id === least.sdsId)) continue;
+      const otherDomains = replicas.filter((row) => row.sds_id !== most.sdsId).map((row) => faultDomainOf(row.sds_id, row.fault_set_id));
+      if (otherDomains.includes(leastDomain)) continue;
+      const first = replicas[0]!;
+      const source = replicas.find((row) => row.sds_id !== most.sdsId)?.sds_id ?? most.sdsId;
+      return this.job('rebalance', { chunk_id: first.chunk_id, volume_id: first.volume_id, chunk_index: first.chunk_index, epoch: first.epoch, pool_id: pool.id }, pool, least.sdsId, source, most.sdsId, false);
+    }
+    return undefined;
+  }
+
+  /** True when no source took a write after the replica was fenced and the returning SDS has no write intent for it. */
+  private async unchangedSinceFence(sdsId: number, staleEpoch: number | null, sourceIds: number[], need: ChunkNeed): Promise<boolean> {
+    if (staleEpoch === null) return false;
+    const key = `${need.volume_id}:${need.chunk_index}`;
+    const mine = (await this.listing(sdsId))?.get(key);
+    if (mine === undefined || mine.needs_resync || mine.rebuilding || mine.epoch !== staleEpoch) return false;
+    for (const sourceId of sourceIds) {
+      const theirs = (await this.listing(sourceId))?.get(key);
+      if (theirs === undefined || theirs.written_epoch > staleEpoch) return false;
+    }
+    return true;
+  }
+
+  private async listing(sdsId: number): Promise<Map<string, SdsChunk> | undefined> {
+    const cached = this.listings.get(sdsId);
+    if (cached !== undefined && Date.now() - cached.atMs < LISTING_TTL_MS) return cached.chunks;
+    try {
+      const answer = (await this.fencing.control(sdsId, '/chunks', undefined)) as { chunks: SdsChunk[] };
+      const chunks = new Map(answer.chunks.map((chunk) => [`${chunk.volume_id}:${chunk.chunk_index}`, chunk]));
+      this.listings.set(sdsId, { atMs: Date.now(), chunks });
+      return chunks;
+    } catch (error) {
+      this.context.log.debug({ sdsId, err: (error as Error).message }, 'cannot list the chunks of an SDS');
+      return undefined;
+    }
+  }
+
+  // ------------------------------------------------------------ membership changes
+
+  /** Stale replicas of chunks that are whole again elsewhere: forgotten here and on their SDS. */
+  private dropStale(rows: { chunk_id: number; sds_id: number; volume_id: number; chunk_index: number }[]): void {
+    const { db } = this.context;
+    const bySds = new Map<number, { volume_id: number; chunk_index: number }[]>();
+    db.transaction(() => {
+      const drop = db.prepare(`DELETE FROM replicas WHERE chunk_id = ? AND sds_id = ? AND state = 'STALE'`);
+      for (const row of rows) if (drop.run(row.chunk_id, row.sds_id).changes > 0) pushTo(bySds, row.sds_id, { volume_id: row.volume_id, chunk_index: row.chunk_index });
+    })();
+    for (const sdsId of bySds.keys()) this.listings.delete(sdsId);
+    void this.fencing.deleteChunks(bySds);
+  }
+
+  /** Stale replicas nobody wrote since their fence serve again at a new epoch, without a copy. */
+  private async returnClean(pool: PoolRow, returns: { need: ChunkNeed; sdsId: number }[]): Promise<void> {
+    const { db } = this.context;
+    const orders = new Map<number, EpochOrder[]>();
+    let count = 0;
+    db.transaction(() => {
+      const still = db.prepare(`SELECT 1 FROM replicas r JOIN chunks c ON c.id = r.chunk_id WHERE r.chunk_id = ? AND r.sds_id = ? AND r.state = 'STALE' AND c.epoch = ?`);
+      for (const { need, sdsId } of returns) {
+        if (still.get(need.chunk_id, sdsId, need.epoch) === undefined) continue;
+        db.prepare(`UPDATE replicas SET state = 'CURRENT', stale_epoch = NULL WHERE chunk_id = ? AND sds_id = ?`).run(need.chunk_id, sdsId);
+        db.prepare(`UPDATE chunks SET epoch = epoch + 1 WHERE id = ?`).run(need.chunk_id);
+        for (const holder of this.currentHolders(need.chunk_id)) {
+          pushTo(orders, holder, { volume_id: need.volume_id, chunk_index: need.chunk_index, pool_id: pool.id, epoch: need.epoch + 1 });
+        }
+        count += 1;
+      }
+    })();
+    if (count === 0) return;
+    const failed = await this.fencing.installEpochs(orders);
+    for (const sdsId of failed) void this.fencing.fence(sdsId, 'could not take a new epoch after its return');
+    this.progressOf(pool.id).chunksClean += count;
+    recordEvent(db, 'info', 'RESYNC_WITHOUT_COPY', `${count} chunk(s) of pool ${pool.name} were not written while their SDS was away: current again without a copy`, {
+      poolId: pool.id,
+    });
+  }
+
+  /** A replica leaves its chunk's set (drained): new epoch on the others, then the SDS forgets it. */
+  private async dropReplica(need: ChunkNeed, sdsId: number, why: string): Promise<void> {
+    await this.fencing.serialize(async () => {
+      const { db } = this.context;
+      const orders = new Map<number, EpochOrder[]>();
+      const dropped = db.transaction(() => {
+        const row = db.prepare(`SELECT c.epoch FROM chunks c WHERE c.id = ?`).get(need.chunk_id) as { epoch: number } | undefined;
+        if (row === undefined) return false;
+        if (db.prepare(`DELETE FROM replicas WHERE chunk_id = ? AND sds_id = ?`).run(need.chunk_id, sdsId).changes === 0) return false;
+        db.prepare(`UPDATE chunks SET epoch = epoch + 1 WHERE id = ?`).run(need.chunk_id);
+        for (const holder of this.currentHolders(need.chunk_id, true)) {
+          pushTo(orders, holder, { volume_id: need.volume_id, chunk_index: need.chunk_index, pool_id: need.pool_id, epoch: row.epoch + 1 });
+        }
+        return true;
+      })();
+      if (!dropped) return;
+      await this.fencing.installEpochs(orders);
+      await this.fencing.deleteChunks(new Map([[sdsId, [{ volume_id: need.volume_id, chunk_index: need.chunk_index }]]]));
+      this.listings.delete(sdsId);
+      this.context.log.debug({ chunk: `${need.volume_id}:${need.chunk_index}`, sdsId, why }, 'replica dropped');
+    });
+  }
+
+  /** SDS holding the chunk that must take its epochs: current replicas and rebuild targets, on SDS not DOWN. */
+  private currentHolders(chunkId: number, includeRebuilding = true): number[] {
+    const states = includeRebuilding ? `('CURRENT','REBUILDING')` : `('CURRENT')`;
+    return (
+      this.context.db
+        .prepare(`SELECT r.sds_id FROM replicas r JOIN sds s ON s.id = r.sds_id WHERE r.chunk_id = ? AND r.state IN ${states} AND s.state != 'DOWN'`)
+        .all(chunkId) as { sds_id: number }[]
+    ).map((row) => row.sds_id);
+  }
+
+  // ------------------------------------------------------------ jobs
+
+  private launch(job: Job): void {
+    this.active.set(job.chunkId, job);
+    this.progressOf(job.poolId); // starts the pool's run (and its event) with its first job
+    const done = this.run(job)
+      .catch((error: unknown) => this.context.log.error({ err: error, chunk: `${job.volumeId}:${job.chunkIndex}` }, 'rebuild job failed'))
+      .finally(() => {
+        this.active.delete(job.chunkId);
+        this.jobsDone.splice(this.jobsDone.indexOf(done), 1);
+        this.kick();
+      });
+    this.jobsDone.push(done);
+  }
+
+  private async run(job: Job): Promise<void> {
+    const begun = await this.fencing.serialize(() => this.begin(job));
+    if (!begun) {
+      this.progressOf(job.poolId).failures += 1;
+      return;
+    }
+    await this.pace(job);
+    let problem: string | undefined;
+    let copied = { copied_bytes: 0, written_bytes: 0 };
+    try {
+      const source = this.context.db.prepare('SELECT host, data_port FROM sds WHERE id = ?').get(job.sourceSdsId) as { host: string; data_port: number };
+      copied = (await this.fencing.control(
+        job.targetSdsId,
+        '/chunks/copy',
+        {
+          volume_id: job.volumeId,
+          chunk_index: job.chunkIndex,
+          pool_id: job.poolId,
+          epoch: job.epoch,
+          chunk_size_bytes: job.chunkBytes,
+          source: { host: source.host, data_port: source.data_port },
+        },
+        COPY_TIMEOUT_MS_MIN + Math.ceil(job.chunkBytes / 5000),
+      )) as typeof copied;
+    } catch (error) {
+      problem = (error as Error).message;
+    }
+    await this.fencing.serialize(() => (problem === undefined ? this.commit(job, copied) : this.abort(job, problem)));
+  }
+
+  /** Waits for the pool's rebuild rate: chunks start no faster than rebuild_rate_mbps allows. */
+  private async pace(job: Job): Promise<void> {
+    const pool = this.context.db.prepare('SELECT rebuild_rate_mbps FROM storage_pools WHERE id = ?').get(job.poolId) as { rebuild_rate_mbps: number } | undefined;
+    if (pool === undefined) return;
+    const now = Date.now();
+    const startMs = Math.max(now, this.paceNextMs.get(job.poolId) ?? 0);
+    this.paceNextMs.set(job.poolId, startMs + (job.chunkBytes / (pool.rebuild_rate_mbps * BYTES_PER_MB)) * 1000);
+    if (startMs > now) await new Promise((resolve) => setTimeout(resolve, startMs - now));
+  }
+
+  /** Step 1, in the chain: the target joins the chunk's set as REBUILDING at a new epoch. */
+  private async begin(job: Job): Promise<boolean> {
+    const { db } = this.context;
+    const plan = db.transaction(() => {
+      const chunk = db.prepare('SELECT epoch FROM chunks WHERE id = ?').get(job.chunkId) as { epoch: number } | undefined;
+      if (chunk === undefined || chunk.epoch !== job.epoch) return undefined; // changed since planned: next pass
+      const mine = db.prepare('SELECT state FROM replicas WHERE chunk_id = ? AND sds_id = ?').get(job.chunkId, job.targetSdsId) as { state: string } | undefined;
+      if (job.kind === 'resync' ? mine === undefined : mine !== undefined) return undefined;
+      const sources = (
+        db
+          .prepare(`SELECT r.sds_id FROM replicas r JOIN sds s ON s.id = r.sds_id WHERE r.chunk_id = ? AND r.sds_id != ? AND r.state = 'CURRENT' AND s.state != 'DOWN'`)
+          .all(job.chunkId, job.targetSdsId) as { sds_id: number }[]
+      ).map((row) => row.sds_id);
+      if (sources.length === 0) return undefined;
+      if (!sources.includes(job.sourceSdsId)) job.sourceSdsId = sources[0]!;
+      if (mine === undefined) {
+        db.prepare(`INSERT INTO replicas (chunk_id, sds_id, pool_id, state) VALUES (?, ?, ?, 'REBUILDING')`).run(job.chunkId, job.targetSdsId, job.poolId);
+      } else {
+        db.prepare(`UPDATE replicas SET state = 'REBUILDING', stale_epoch = NULL WHERE chunk_id = ? AND sds_id = ?`).run(job.chunkId, job.targetSdsId);
+      }
+      db.prepare('UPDATE chunks SET epoch = epoch + 1 WHERE id = ?').run(job.chunkId);
+      job.epoch = chunk.epoch + 1;
+      return sources;
+    })();
+    if (plan === undefined) return false;
+    const orders = new Map<number, EpochOrder[]>();
+    for (const sdsId of plan) pushTo(orders, sdsId, { volume_id: job.volumeId, chunk_index: job.chunkIndex, pool_id: job.poolId, epoch: job.epoch });
+    const failed = await this.fencing.installEpochs(orders);
+    let problem = failed.size > 0 ? `sources ${[...failed].join(',')} did not take epoch ${job.epoch}` : undefined;
+    if (problem === undefined) {
+      const source = db.prepare('SELECT host, data_port FROM sds WHERE id = ?').get(job.sourceSdsId) as { host: string; data_port: number };
+      try {
+        await this.fencing.control(job.targetSdsId, '/chunks/rebuild', {
+          chunks: [{ volume_id: job.volumeId, chunk_index: job.chunkIndex, pool_id: job.poolId, epoch: job.epoch, source }],
+        });
+      } catch (error) {
+        problem = (error as Error).message;
+      }
+    }
+    if (problem !== undefined) {
+      await this.abort(job, problem);
+      return false;
+    }
+    this.listings.delete(job.targetSdsId);
+    return true;
+  }
+
+  /** Step 3, in the chain: the copy is complete; the replica is current (and a move drops the old one). */
+  private async commit(job: Job, copied: { copied_bytes: number; written_bytes: number }): Promise<void> {
+    const { db } = this.context;
+    const committed = db.transaction(() => {
+      const row = db
+        .prepare(`SELECT r.state FROM replicas r JOIN chunks c ON c.id = r.chunk_id WHERE r.chunk_id = ? AND r.sds_id = ? AND c.epoch = ?`)
+        .get(job.chunkId, job.targetSdsId, job.epoch) as { state: string } | undefined;
+      if (row?.state !== 'REBUILDING') return false; // cancelled meanwhile (a fence): nothing to commit
+      db.prepare(
+        `UPDATE replicas SET state = 'CURRENT', stale_epoch = NULL,
+           generation = (SELECT MAX(generation) FROM replicas WHERE chunk_id = ? AND state = 'CURRENT'),
+           bytes_written = (SELECT MAX(bytes_written) FROM replicas WHERE chunk_id = ? AND state = 'CURRENT')
+         WHERE chunk_id = ? AND sds_id = ?`,
+      ).run(job.chunkId, job.chunkId, job.chunkId, job.targetSdsId);
+      return true;
+    })();
+    if (!committed) return;
+    const progress = this.progressOf(job.poolId);
+    progress.chunksDone += 1;
+    progress.bytesCopied += copied.copied_bytes;
+    progress.bytesSkipped += copied.copied_bytes - copied.written_bytes;
+    if (job.kind === 'resync') {
+      // Whatever the target wrote before its crash is overwritten now: its write intent may go.
+      await this.fencing.control(job.targetSdsId, '/chunks/resynced', { chunks: [{ volume_id: job.volumeId, chunk_index: job.chunkIndex }] }).catch(() => undefined);
+    }
+    this.listings.delete(job.targetSdsId);
+    if (job.fromSdsId !== undefined) {
+      // Still in the chain: drop the replaced replica now.
+      const orders = new Map<number, EpochOrder[]>();
+      const dropped = db.transaction(() => {
+        if (db.prepare('DELETE FROM replicas WHERE chunk_id = ? AND sds_id = ?').run(job.chunkId, job.fromSdsId).changes === 0) return false;
+        db.prepare('UPDATE chunks SET epoch = epoch + 1 WHERE id = ?').run(job.chunkId);
+        for (const holder of this.currentHolders(job.chunkId)) {
+          pushTo(orders, holder, { volume_id: job.volumeId, chunk_index: job.chunkIndex, pool_id: job.poolId, epoch: job.epoch + 1 });
+        }
+        return true;
+      })();
+      if (dropped) {
+        await this.fencing.installEpochs(orders);
+        await this.fencing.deleteChunks(new Map([[job.fromSdsId, [{ volume_id: job.volumeId, chunk_index: job.chunkIndex }]]]));
+        this.listings.delete(job.fromSdsId);
+      }
+    }
+  }
+
+  /** The job failed: the REBUILDING replica goes, at a new epoch for the others. */
+  private async abort(job: Job, problem: string): Promise<void> {
+    const { db, log } = this.context;
+    this.progressOf(job.poolId).failures += 1;
+    log.warn({ chunk: `${job.volumeId}:${job.chunkIndex}`, target: job.targetSdsId, problem }, 'rebuild of a chunk replica failed; it is retried');
+    const orders = new Map<number, EpochOrder[]>();
+    const dropped = db.transaction(() => {
+      const gone = db.prepare(`DELETE FROM replicas WHERE chunk_id = ? AND sds_id = ? AND state = 'REBUILDING'`).run(job.chunkId, job.targetSdsId).changes;
+      if (gone === 0) return false;
+      const chunk = db.prepare('SELECT epoch FROM chunks WHERE id = ?').get(job.chunkId) as { epoch: number };
+      db.prepare('UPDATE chunks SET epoch = epoch + 1 WHERE id = ?').run(job.chunkId);
+      for (const holder of this.currentHolders(job.chunkId)) {
+        pushTo(orders, holder, { volume_id: job.volumeId, chunk_index: job.chunkIndex, pool_id: job.poolId, epoch: chunk.epoch + 1 });
+      }
+      return true;
+    })();
+    if (!dropped) return;
+    await this.fencing.installEpochs(orders);
+    await this.fencing.deleteChunks(new Map([[job.targetSdsId, [{ volume_id: job.volumeId, chunk_index: job.chunkIndex }]]]));
+    this.listings.delete(job.targetSdsId);
+  }
+
+  // ------------------------------------------------------------ progress and drains
+
+  private progressOf(poolId: number): PoolProgress {
+    let progress = this.progress.get(poolId);
+    if (progress === undefined) {
+      progress = { startedAtMs: Date.now(), bytesCopied: 0, bytesSkipped: 0, chunksDone: 0, chunksClean: 0, failures: 0 };
+      this.progress.set(poolId, progress);
+      const pool = this.context.db.prepare('SELECT name FROM storage_pools WHERE id = ?').get(poolId) as { name: string } | undefined;
+      const pending = this.pending.get(poolId);
+      recordEvent(
+        this.context.db,
+        'warning',
+        pending?.kind === 'rebalancing' ? 'REBALANCE_STARTED' : 'REBUILD_STARTED',
+        `pool ${pool?.name ?? poolId}: ${pending?.kind === 'rebalancing' ? 'rebalancing' : 'rebuilding'} started (${pending?.chunks ?? 0} chunk(s) pending)`,
+        { poolId },
+      );
+    }
+    return progress;
+  }
+
+  private finishPoolIfDone(pool: PoolRow): void {
+    const progress = this.progress.get(pool.id);
+    if (progress === undefined) return;
+    if ((this.pending.get(pool.id)?.chunks ?? 0) > 0) return;
+    if ([...this.active.values()].some((job) => job.poolId === pool.id)) return;
+    this.progress.delete(pool.id);
+    const seconds = Math.max(0.001, (Date.now() - progress.startedAtMs) / 1000);
+    const rate = Math.round(progress.bytesCopied / seconds);
+    this.lastRun.set(pool.id, {
+      finished_at: new Date().toISOString(),
+      chunks: progress.chunksDone + progress.chunksClean,
+      bytes: progress.bytesCopied,
+      seconds: Math.round(seconds * 10) / 10,
+      rate_bytes_per_s: rate,
+    });
+    recordEvent(
+      this.context.db,
+      'info',
+      'REBUILD_COMPLETED',
+      `pool ${pool.name}: ${progress.chunksDone} chunk(s) copied (${(progress.bytesCopied / BYTES_PER_MB).toFixed(1)} MB in ${seconds.toFixed(1)} s, ` +
+        `${(rate / BYTES_PER_MB).toFixed(1)} MB/s), ${progress.chunksClean} current again without a copy, ${progress.failures} retried`,
+      { poolId: pool.id },
+    );
+    this.context.log.info({ pool: pool.name, chunks: progress.chunksDone, bytes: progress.bytesCopied, seconds, rateBytesPerS: rate }, 'rebuild completed');
+  }
+
+  /** SDS being removed that hold no replica any more are removed. */
+  private completeDrains(): void {
+    const { db } = this.context;
+    const drained = db
+      .prepare(`SELECT s.id, s.name FROM sds s WHERE s.state = 'REMOVING' AND NOT EXISTS (SELECT 1 FROM replicas r WHERE r.sds_id = s.id)`)
+      .all() as { id: number; name: string }[];
+    for (const sds of drained) {
+      removeSds(db, sds.id);
+      this.listings.delete(sds.id);
+      this.context.log.info({ sds: sds.name }, 'SDS drained and removed');
+    }
+  }
+}
