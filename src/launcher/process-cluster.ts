@@ -165,6 +165,32 @@ export class ProcessCluster {
     );
   }
 
+  /**
+   * An SDS beyond the spec's, in a fault set of its own, with one device in pool1: its record is
+   * created, then it runs and registers (and the MDM may rebalance onto it).
+   */
+  async addSds(name: string, ports: SdsPorts, deviceBytes: number): Promise<ClusterProcess> {
+    const faultSet = `fs-${name}`;
+    await ensure(this.admin, `/fault_set/${faultSet}`, '/fault_set/create', { pd: 'pd1', name: faultSet });
+    await ensure(this.admin, `/sds/${name}`, '/sds/add', {
+      name,
+      pd: 'pd1',
+      fault_set: faultSet,
+      host: '127.0.0.1',
+      data_port: ports.data,
+      control_port: ports.control,
+      mgmt_port: ports.mgmt,
+      devices: [{ path: join(this.spec.dataDir, name, 'device0.img'), capacity_bytes: deviceBytes, pool: 'pool1' }],
+    });
+    const child = this.spawn(
+      name,
+      ['sds', '--node-id', name, '--data-dir', join(this.spec.dataDir, name), '--data-port', String(ports.data), '--control-port', String(ports.control), '--mgmt-port', String(ports.mgmt)],
+      this.childEnv(),
+    );
+    await waitForHealth(`http://127.0.0.1:${ports.mgmt}`, 30_000, true);
+    return child;
+  }
+
   /** An SDC beyond the first: its record is created, then it runs and registers like sdc1. */
   async startExtraSdc(name: string, ports: SdcPorts): Promise<ClusterProcess> {
     await ensure(this.admin, `/sdc/${name}`, '/sdc/add', { name, host: '127.0.0.1' });

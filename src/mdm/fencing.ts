@@ -145,12 +145,29 @@ export class Fencing {
       const drop = db.prepare(`DELETE FROM replicas WHERE chunk_id = ? AND sds_id = ?`);
       const bump = db.prepare(`UPDATE chunks SET epoch = epoch + 1 WHERE id = ?`);
       const others = db.prepare(`SELECT sds_id, state FROM replicas WHERE chunk_id = ? AND sds_id != ? AND state IN ('CURRENT','REBUILDING')`);
+      const othersCurrent = db.prepare(
+        `SELECT COUNT(*) AS n FROM replicas r JOIN sds s ON s.id = r.sds_id WHERE r.chunk_id = ? AND r.sds_id != ? AND r.state = 'CURRENT' AND s.state != 'DOWN'`,
+      );
+      let fenced = 0;
       for (const chunk of chunks) {
+        const peers = others.all(chunk.id, sdsId) as { sds_id: number; state: string }[];
+        if (chunk.state === 'CURRENT' && (othersCurrent.get(chunk.id, sdsId) as { n: number }).n === 0) {
+          // The last current replica: nobody can take a write it misses, so there is nothing to
+          // fence. It stays current (the chunk is unavailable meanwhile) and serves again when
+          // its SDS returns; rebuilds that copied from it are cancelled.
+          for (const peer of peers) {
+            if (peer.state !== 'REBUILDING') continue;
+            drop.run(chunk.id, peer.sds_id);
+            pushTo(cancelled, peer.sds_id, { volume_id: chunk.volume_id, chunk_index: chunk.chunk_index });
+          }
+          continue;
+        }
+        fenced += 1;
         // A replica still being rebuilt holds no data anyone can vouch for: it goes.
         if (chunk.state === 'REBUILDING') drop.run(chunk.id, sdsId);
         else stale.run(chunk.epoch, chunk.id, sdsId);
         bump.run(chunk.id);
-        for (const other of others.all(chunk.id, sdsId) as { sds_id: number; state: string }[]) {
+        for (const other of peers) {
           if (other.state === 'REBUILDING') {
             // Its copy ran at the old epoch: cancel it; the rebuilder starts it again.
             drop.run(chunk.id, other.sds_id);
@@ -160,11 +177,11 @@ export class Fencing {
           pushTo(bySurvivor, other.sds_id, { volume_id: chunk.volume_id, chunk_index: chunk.chunk_index, pool_id: chunk.pool_id, epoch: chunk.epoch + 1 });
         }
       }
-      return { chunks: chunks.length, bySurvivor, cancelled };
+      return { chunks: fenced, bySurvivor, cancelled };
     })();
+    await this.deleteChunks(orders.cancelled);
     if (orders.chunks === 0) return;
     await this.installEpochs(orders.bySurvivor);
-    await this.deleteChunks(orders.cancelled);
     recordEvent(db, 'warning', 'SDS_FENCED', `SDS ${name} fenced (${reason}): ${orders.chunks} chunk(s) now at a new epoch on their survivors`, { sdsId });
     log.warn({ sds: name, chunks: orders.chunks, reason }, 'SDS fenced');
   }

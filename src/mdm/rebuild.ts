@@ -33,7 +33,7 @@ const JOBS_PER_TARGET_MAX = 2;
 const LISTING_TTL_MS = 2000;
 /** The copy of one chunk gets at least this long, plus its size at 5 MB/s. */
 const COPY_TIMEOUT_MS_MIN = 30_000;
-/** Rebalance when the most used SDS is this many percentage points above the least used. */
+/** Rebalance when the most and least used SDS differ by more than this share of the average utilization. */
 const REBALANCE_SPREAD_PERCENT = 10;
 /** `rebuild_rate_mbps` is in MB/s. */
 const BYTES_PER_MB = 1_000_000;
@@ -361,8 +361,9 @@ export class Rebuilder {
   }
 
   /**
-   * One move from the most to the least used SDS of the pool, when their utilizations are more
-   * than REBALANCE_SPREAD_PERCENT apart and the move keeps replicas in distinct fault domains.
+   * One move from the most to the least used SDS of the pool, when their utilizations differ by
+   * more than REBALANCE_SPREAD_PERCENT of the average and by two chunks or more, and the move
+   * keeps replicas in distinct fault domains.
    */
   private planRebalance(
     pool: PoolRow,
@@ -374,8 +375,11 @@ export class Rebuilder {
     const sorted = [...candidates].sort((a, b) => utilization(a) - utilization(b));
     const least = sorted[0]!;
     const most = sorted[sorted.length - 1]!;
-    if (utilization(most) - utilization(least) <= REBALANCE_SPREAD_PERCENT) return undefined;
-    if (most.usedBytes - least.usedBytes < 2 * pool.chunk_size_bytes) return undefined;
+    const average = candidates.reduce((sum, candidate) => sum + utilization(candidate), 0) / candidates.length;
+    const spread = utilization(most) - utilization(least);
+    // Relative to how full the pool is, and worth at least two chunks: no moves for rounding noise.
+    if (spread <= (average * REBALANCE_SPREAD_PERCENT) / 100) return undefined;
+    if ((spread / 100) * Math.min(most.capacityBytes, least.capacityBytes) < 2 * pool.chunk_size_bytes) return undefined;
     const leastDomain = faultDomainOf(least.sdsId, least.faultSetId);
     for (const replicas of byChunk.values()) {
       if (replicas.some((row) => row.state !== 'CURRENT' || row.sds_state !== 'UP')) continue;

@@ -381,8 +381,19 @@ export class ChunkStore {
     entry.rebuild = undefined;
     this.intents.delete(key);
     this.startupIntents.delete(key);
-    if (entry.deviceId !== null && entry.slotIndex !== null) this.devices.get(entry.deviceId)?.freeSlots.push(entry.slotIndex);
+    if (entry.deviceId !== null && entry.slotIndex !== null) {
+      const device = this.devices.get(entry.deviceId);
+      const slot = entry.slotIndex;
+      // A write still in flight to this slot must land before another chunk may have it.
+      if (entry.writesInFlight === 0) device?.freeSlots.push(slot);
+      else void this.whenIdle(entry).then(() => device?.freeSlots.push(slot));
+    }
     return true;
+  }
+
+  /** Resolves once no mutation of the entry is in flight. */
+  private async whenIdle(entry: ChunkEntry): Promise<void> {
+    while (entry.writesInFlight > 0) await new Promise((resolve) => setTimeout(resolve, 5));
   }
 
   listChunks(): {

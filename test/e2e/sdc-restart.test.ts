@@ -27,3 +27,32 @@ t.test('kill -9 of the SDC, restart, reattach: every byte is there', async (t) =
   t.notMatch(read.stdout, /failed|error/i, read.stdout);
   t.equal((read.stdout.match(/^read /gm) ?? []).length, 3, 'all three ranges verified');
 });
+
+t.test('kill -9 of the SDC in the middle of writes: the chunks it was writing are resynced, replicas agree', async (t) => {
+  // Many writes in flight when the SDC dies: some reach one replica and not the other.
+  const load = run(
+    'fio',
+    ['--name=inflight', '--ioengine=nbd', `--uri=${e2e.uri('vol1')}`, '--rw=randwrite', '--bs=64k', '--iodepth=32', '--size=128M', '--time_based', '--runtime=30'],
+    { timeoutMs: 60_000 },
+  );
+  await new Promise((resolve) => setTimeout(resolve, 2000));
+  await e2e.cluster.kill9('sdc1');
+  await load; // fio fails: its server died
+  e2e.cluster.restart('sdc1');
+  await e2e.cluster.waitForSdc();
+  const deadline = Date.now() + 60_000;
+  let resynced = false;
+  let idle = false;
+  while (Date.now() < deadline && !(resynced && idle)) {
+    const events = JSON.parse((await e2e.pflex('--json', 'event', 'list', '--type', 'RESYNC_AFTER_SDC')).stdout) as { message: string }[];
+    resynced = events.length > 0;
+    const rebuild = JSON.parse((await e2e.pflex('--json', 'rebuild', 'status')).stdout) as { pools: { state: string }[] };
+    idle = rebuild.pools.every((pool) => pool.state === 'idle');
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
+  t.ok(resynced, 'the MDM resynced the chunks the SDC was writing (RESYNC_AFTER_SDC)');
+  t.ok(idle, 'the resync finished');
+  const verify = await e2e.pflex('--json', 'vol', 'verify', 'vol1');
+  t.equal(verify.code, 0, verify.stderr);
+  t.equal((JSON.parse(verify.stdout) as { clean: boolean }).clean, true, 'pflex vol verify: the replicas agree');
+});
