@@ -21,6 +21,9 @@
 #   PFLEX-RESULT <step> fail reason=<text>
 #
 # ending with `PFLEX-RESULT done ok` or `PFLEX-RESULT done fail step=<step>`, then powers off.
+# Soak mode also prints `PFLEX-INFO soak writing` as its write loop starts (a test may then
+# break something), progress every 5 s, and adds its slowest iteration and sync to the write
+# step (iter_max_s, iter_max_at, iter_mean_s, sync_max_s): the longest the writes stalled.
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 
 mount -t proc proc /proc
@@ -90,6 +93,10 @@ ok() { # STEP [key=value ...], as one or several words
 rand() { od -An -N4 -tu4 /dev/urandom | tr -d ' \n'; }
 
 elapsed() { awk -v s="$START" '{ printf "%.1f", $1 - s }' /proc/uptime; }
+
+# Centiseconds since boot (the resolution of /proc/uptime): soak mode times its iterations.
+uptime_cs() { awk '{ printf "%d", $1 * 100 }' /proc/uptime; }
+cs_to_s() { awk -v c="$1" 'BEGIN { printf "%.2f", c / 100 }'; }
 
 # The watchdog: poweroff -f does not wait for stuck IO.
 (
@@ -179,10 +186,19 @@ write_file() { # NAME BYTES
 
 written=0
 count=0
+timing=
 if [ "$MODE" = soak ]; then
   end=$(($(date +%s) + SOAK_S))
   n=0
   last_info=$(date +%s)
+  # The slowest iteration (write, checksum, maybe overwrite and sync) is how long IO stalled
+  # at most, plus an iteration's normal cost (see the mean); the slowest sync likewise.
+  iter_max_cs=0
+  iter_max_at=0
+  sync_max_cs=0
+  loop_start_cs=$(uptime_cs)
+  iter_start_cs=$loop_start_cs
+  info "soak writing t=$(elapsed)"
   while [ "$(date +%s)" -lt "$end" ]; do
     n=$((n + 1))
     bytes=$(($(rand) % 4194304 + 1))
@@ -209,14 +225,27 @@ if [ "$MODE" = soak ]; then
       rm -f "$MNT/$oldest"
       sed -i 1d "$SUMS"
     fi
-    [ $((n % 8)) = 0 ] && sync
+    if [ $((n % 8)) = 0 ]; then
+      sync_start_cs=$(uptime_cs)
+      sync
+      sync_cs=$(($(uptime_cs) - sync_start_cs))
+      [ "$sync_cs" -gt "$sync_max_cs" ] && sync_max_cs=$sync_cs
+    fi
+    iter_end_cs=$(uptime_cs)
+    if [ $((iter_end_cs - iter_start_cs)) -gt "$iter_max_cs" ]; then
+      iter_max_cs=$((iter_end_cs - iter_start_cs))
+      iter_max_at=$(elapsed)
+    fi
+    iter_start_cs=$iter_end_cs
     now=$(date +%s)
     if [ $((now - last_info)) -ge 5 ]; then
-      info "soak files_written=$n bytes_written=$written live=$(wc -l <"$SUMS") t=$(elapsed)"
+      info "soak files_written=$n bytes_written=$written live=$(wc -l <"$SUMS") iter_max_s=$(cs_to_s $iter_max_cs) t=$(elapsed)"
       last_info=$now
     fi
   done
   count=$n
+  iter_mean_cs=$(((iter_start_cs - loop_start_cs) / (n > 0 ? n : 1)))
+  timing="iter_max_s=$(cs_to_s $iter_max_cs) iter_max_at=$iter_max_at iter_mean_s=$(cs_to_s $iter_mean_cs) sync_max_s=$(cs_to_s $sync_max_cs)"
 else
   i=1
   while [ $i -le "$FILES" ]; do
@@ -231,7 +260,7 @@ else
 fi
 sync || fail write "sync"
 live=$(wc -l <"$SUMS")
-ok "write files=$count live=$live bytes=$written t=$(elapsed)"
+ok "write files=$count live=$live bytes=$written $timing t=$(elapsed)"
 
 umount "$MNT" 2>/tmp/umount.out || fail umount "$(tr '\n' ' ' </tmp/umount.out)"
 ok umount

@@ -83,6 +83,8 @@ export interface RunGuestOptions {
   readonly artifacts?: GuestArtifacts;
   /** Every serial console line as it arrives (for live logs). */
   readonly onLine?: (line: string) => void;
+  /** Kills the guest (by PID) when aborted: a test that ends early leaves no qemu behind. */
+  readonly signal?: AbortSignal;
 }
 
 export interface RunGuestResult {
@@ -159,22 +161,28 @@ export function runGuest(options: RunGuestOptions): Promise<RunGuestResult> {
     };
     child.stdout.on('data', onData);
     child.stderr.on('data', onData);
+    const killGuest = (): void => {
+      if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
+      try {
+        process.kill(child.pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    };
     const timer = setTimeout(() => {
       timedOut = true;
-      if (child.pid !== undefined) {
-        try {
-          process.kill(child.pid, 'SIGKILL');
-        } catch {
-          // already gone
-        }
-      }
+      killGuest();
     }, options.timeoutMs);
+    if (options.signal?.aborted === true) killGuest();
+    options.signal?.addEventListener('abort', killGuest);
     child.on('error', (error) => {
       clearTimeout(timer);
+      options.signal?.removeEventListener('abort', killGuest);
       reject(error);
     });
     child.on('close', (code) => {
       clearTimeout(timer);
+      options.signal?.removeEventListener('abort', killGuest);
       if (pending.length > 0) options.onLine?.(pending);
       const results = parseResults(serialLog);
       const allOk = Object.values(results).every((value) => value.startsWith('ok'));
