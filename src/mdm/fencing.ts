@@ -16,6 +16,16 @@ const PROBE_TIMEOUT_MS = 1500;
 const INSTALL_TIMEOUT_MS = 5000;
 const EPOCHS_PER_CALL_MAX = 10_000;
 
+/**
+ * A chunk an SDS must forget (unless it holds it at `epoch` or newer: it is a replica again),
+ * keeping only a record at `epoch` so requests of older epochs are refused, never answered with zeros.
+ */
+export interface ChunkDeletion {
+  volume_id: number;
+  chunk_index: number;
+  epoch: number;
+}
+
 export interface EpochOrder {
   volume_id: number;
   chunk_index: number;
@@ -140,7 +150,7 @@ export class Fencing {
         )
         .all(sdsId) as { id: number; volume_id: number; chunk_index: number; epoch: number; pool_id: number; state: string }[];
       const bySurvivor = new Map<number, EpochOrder[]>();
-      const cancelled = new Map<number, { volume_id: number; chunk_index: number }[]>();
+      const cancelled = new Map<number, ChunkDeletion[]>();
       const stale = db.prepare(`UPDATE replicas SET state = 'STALE', stale_epoch = ? WHERE chunk_id = ? AND sds_id = ?`);
       const drop = db.prepare(`DELETE FROM replicas WHERE chunk_id = ? AND sds_id = ?`);
       const bump = db.prepare(`UPDATE chunks SET epoch = epoch + 1 WHERE id = ?`);
@@ -158,7 +168,7 @@ export class Fencing {
           for (const peer of peers) {
             if (peer.state !== 'REBUILDING') continue;
             drop.run(chunk.id, peer.sds_id);
-            pushTo(cancelled, peer.sds_id, { volume_id: chunk.volume_id, chunk_index: chunk.chunk_index });
+            pushTo(cancelled, peer.sds_id, { volume_id: chunk.volume_id, chunk_index: chunk.chunk_index, epoch: chunk.epoch + 1 });
           }
           continue;
         }
@@ -171,7 +181,7 @@ export class Fencing {
           if (other.state === 'REBUILDING') {
             // Its copy ran at the old epoch: cancel it; the rebuilder starts it again.
             drop.run(chunk.id, other.sds_id);
-            pushTo(cancelled, other.sds_id, { volume_id: chunk.volume_id, chunk_index: chunk.chunk_index });
+            pushTo(cancelled, other.sds_id, { volume_id: chunk.volume_id, chunk_index: chunk.chunk_index, epoch: chunk.epoch + 1 });
             continue;
           }
           pushTo(bySurvivor, other.sds_id, { volume_id: chunk.volume_id, chunk_index: chunk.chunk_index, pool_id: chunk.pool_id, epoch: chunk.epoch + 1 });
@@ -186,8 +196,12 @@ export class Fencing {
     log.warn({ sds: name, chunks: orders.chunks, reason }, 'SDS fenced');
   }
 
-  /** Tells SDS to forget chunks (cancelled rebuilds, moved replicas); best effort. */
-  async deleteChunks(bySds: Map<number, { volume_id: number; chunk_index: number }[]>): Promise<void> {
+  /**
+   * Tells SDS to forget chunks (cancelled rebuilds, moved or stale replicas); best effort. Each
+   * deletion names the chunk's new epoch: an SDS holding the chunk at that epoch or a newer one
+   * (a replica again meanwhile) keeps it; otherwise its data goes and a record at that epoch stays.
+   */
+  async deleteChunks(bySds: Map<number, ChunkDeletion[]>): Promise<void> {
     await Promise.all(
       [...bySds.entries()].map(async ([sdsId, chunks]) => {
         try {

@@ -104,6 +104,12 @@ export interface Registration {
   signing_key?: string;
   /** For an SDS: the devices it must serve, each with its pool's chunk size. */
   devices?: SdsDeviceAssignment[];
+  /**
+   * For an SDS: the chunks' epochs now, for its replicas that were fenced while it was away. It
+   * installs them before anything else, so an SDC with a plan from before the fence cannot read
+   * its stale data.
+   */
+  stale_epochs?: { volume_id: number; chunk_index: number; pool_id: number; epoch: number }[];
 }
 
 export interface SdsDeviceAssignment {
@@ -183,6 +189,12 @@ export function registerNode(
       registration.sds_id = bindSds(db, input, nowMs).id;
       registration.signing_key = context.signingKey.toString('base64');
       registration.devices = sdsDeviceAssignments(db, registration.sds_id);
+      registration.stale_epochs = db
+        .prepare(
+          `SELECT c.volume_id, c.chunk_index, r.pool_id, c.epoch FROM replicas r JOIN chunks c ON c.id = r.chunk_id
+           WHERE r.sds_id = ? AND r.state = 'STALE' ORDER BY c.volume_id, c.chunk_index`,
+        )
+        .all(registration.sds_id) as NonNullable<Registration['stale_epochs']>;
     }
     if (roles.includes('sdc')) registration.sdc_id = bindSdc(db, input, nowMs).id;
     recordEvent(db, 'info', 'NODE_REGISTERED', `node ${input.node_id} (${roles.join(',')}) registered from ${input.host}`, {

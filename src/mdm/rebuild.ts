@@ -17,7 +17,7 @@
  * a few per target SDS.
  */
 import type { MdmContext } from './context.js';
-import type { EpochOrder, Fencing } from './fencing.js';
+import type { ChunkDeletion, EpochOrder, Fencing } from './fencing.js';
 import { pushTo } from './fencing.js';
 import { recordEvent } from './events.js';
 import { faultDomainOf, placeChunk, type ExistingReplica } from './placement.js';
@@ -251,7 +251,7 @@ export class Rebuilder {
 
     const candidates = placementCandidates(db, pool, { useSpare: true });
     const candidateById = new Map(candidates.map((candidate) => [candidate.sdsId, candidate]));
-    const redundantStale: { chunk_id: number; sds_id: number; volume_id: number; chunk_index: number }[] = [];
+    const redundantStale: { chunk_id: number; sds_id: number; volume_id: number; chunk_index: number; epoch: number }[] = [];
     const cleanReturns: { need: ChunkNeed; sdsId: number }[] = [];
 
     for (const [chunkId, replicas] of byChunk) {
@@ -262,12 +262,17 @@ export class Rebuilder {
       const current = replicas.filter((row) => row.state === 'CURRENT' && up(row));
       const keep = current.filter((row) => row.sds_state !== 'REMOVING');
       const rebuilding = replicas.filter((row) => row.state === 'REBUILDING' && up(row));
+      if (rebuilding.length > 0) {
+        // No job of this MDM owns it (say, the MDM restarted mid-copy): drop it, copy again.
+        for (const row of rebuilding) await this.fencing.serialize(() => this.leaveSet({ chunkId, volumeId: row.volume_id, chunkIndex: row.chunk_index, poolId: pool.id }, row.sds_id, 'REBUILDING'));
+        continue;
+      }
       const staleBack = replicas.filter((row) => row.state === 'STALE' && row.sds_state === 'UP');
       if (current.length === 0) continue; // lost: honest loss until a replica's SDS returns
       const missing = copies - keep.length - rebuilding.length;
 
       if (missing <= 0) {
-        for (const row of staleBack) redundantStale.push({ chunk_id: chunkId, sds_id: row.sds_id, volume_id: row.volume_id, chunk_index: row.chunk_index });
+        for (const row of staleBack) redundantStale.push({ chunk_id: chunkId, sds_id: row.sds_id, volume_id: row.volume_id, chunk_index: row.chunk_index, epoch: row.epoch });
         // Replicas on an SDS being removed go once enough others are current.
         const leaving = current.filter((row) => row.sds_state === 'REMOVING');
         if (leaving.length > 0 && keep.length >= copies && rebuilding.length === 0) {
@@ -321,7 +326,7 @@ export class Rebuilder {
       take(this.job(leaving === undefined ? 'rebuild' : 'move', need, pool, target, source, leaving?.sds_id, false));
     }
 
-    if (redundantStale.length > 0) this.dropStale(redundantStale);
+    if (redundantStale.length > 0) await this.fencing.serialize(() => this.dropStale(redundantStale));
     if (cleanReturns.length > 0) {
       await this.fencing.serialize(() => this.returnClean(pool, cleanReturns));
       pendingCount -= cleanReturns.length;
@@ -399,7 +404,8 @@ export class Rebuilder {
     if (staleEpoch === null) return false;
     const key = `${need.volume_id}:${need.chunk_index}`;
     const mine = (await this.listing(sdsId))?.get(key);
-    if (mine === undefined || mine.needs_resync || mine.rebuilding || mine.epoch !== staleEpoch) return false;
+    // The returning replica took no write after its fence (it refuses newer epochs' writes anyway).
+    if (mine === undefined || mine.needs_resync || mine.rebuilding || mine.written_epoch > staleEpoch) return false;
     for (const sourceId of sourceIds) {
       const theirs = (await this.listing(sourceId))?.get(key);
       if (theirs === undefined || theirs.written_epoch > staleEpoch) return false;
@@ -423,16 +429,21 @@ export class Rebuilder {
 
   // ------------------------------------------------------------ membership changes
 
-  /** Stale replicas of chunks that are whole again elsewhere: forgotten here and on their SDS. */
-  private dropStale(rows: { chunk_id: number; sds_id: number; volume_id: number; chunk_index: number }[]): void {
+  /**
+   * In the chain: stale replicas of chunks that are whole again elsewhere are forgotten here and
+   * on their SDS, before any later job may make that SDS a replica of the chunk again.
+   */
+  private async dropStale(rows: { chunk_id: number; sds_id: number; volume_id: number; chunk_index: number; epoch: number }[]): Promise<void> {
     const { db } = this.context;
-    const bySds = new Map<number, { volume_id: number; chunk_index: number }[]>();
+    const bySds = new Map<number, ChunkDeletion[]>();
     db.transaction(() => {
       const drop = db.prepare(`DELETE FROM replicas WHERE chunk_id = ? AND sds_id = ? AND state = 'STALE'`);
-      for (const row of rows) if (drop.run(row.chunk_id, row.sds_id).changes > 0) pushTo(bySds, row.sds_id, { volume_id: row.volume_id, chunk_index: row.chunk_index });
+      for (const row of rows) {
+        if (drop.run(row.chunk_id, row.sds_id).changes > 0) pushTo(bySds, row.sds_id, { volume_id: row.volume_id, chunk_index: row.chunk_index, epoch: row.epoch });
+      }
     })();
     for (const sdsId of bySds.keys()) this.listings.delete(sdsId);
-    void this.fencing.deleteChunks(bySds);
+    await this.fencing.deleteChunks(bySds);
   }
 
   /** Stale replicas nobody wrote since their fence serve again at a new epoch, without a copy. */
@@ -464,32 +475,48 @@ export class Rebuilder {
   /** A replica leaves its chunk's set (drained): new epoch on the others, then the SDS forgets it. */
   private async dropReplica(need: ChunkNeed, sdsId: number, why: string): Promise<void> {
     await this.fencing.serialize(async () => {
-      const { db } = this.context;
-      const orders = new Map<number, EpochOrder[]>();
-      const dropped = db.transaction(() => {
-        const row = db.prepare(`SELECT c.epoch FROM chunks c WHERE c.id = ?`).get(need.chunk_id) as { epoch: number } | undefined;
-        if (row === undefined) return false;
-        if (db.prepare(`DELETE FROM replicas WHERE chunk_id = ? AND sds_id = ?`).run(need.chunk_id, sdsId).changes === 0) return false;
-        db.prepare(`UPDATE chunks SET epoch = epoch + 1 WHERE id = ?`).run(need.chunk_id);
-        for (const holder of this.currentHolders(need.chunk_id, true)) {
-          pushTo(orders, holder, { volume_id: need.volume_id, chunk_index: need.chunk_index, pool_id: need.pool_id, epoch: row.epoch + 1 });
-        }
-        return true;
-      })();
-      if (!dropped) return;
-      await this.fencing.installEpochs(orders);
-      await this.fencing.deleteChunks(new Map([[sdsId, [{ volume_id: need.volume_id, chunk_index: need.chunk_index }]]]));
-      this.listings.delete(sdsId);
-      this.context.log.debug({ chunk: `${need.volume_id}:${need.chunk_index}`, sdsId, why }, 'replica dropped');
+      if (await this.leaveSet({ chunkId: need.chunk_id, volumeId: need.volume_id, chunkIndex: need.chunk_index, poolId: need.pool_id }, sdsId, 'any')) {
+        this.context.log.debug({ chunk: `${need.volume_id}:${need.chunk_index}`, sdsId, why }, 'replica dropped');
+      }
     });
   }
 
+  /**
+   * In the chain: a replica (of `state`, or any) leaves its chunk's set. Its row goes, the
+   * chunk's epoch goes up on the replicas that stay, and its SDS forgets the chunk (best effort).
+   * False when there was no such replica.
+   */
+  private async leaveSet(
+    chunk: { chunkId: number; volumeId: number; chunkIndex: number; poolId: number },
+    sdsId: number,
+    state: 'REBUILDING' | 'any',
+  ): Promise<boolean> {
+    const { db } = this.context;
+    const orders = new Map<number, EpochOrder[]>();
+    let newEpoch = 0;
+    const left = db.transaction(() => {
+      const gone = db.prepare(`DELETE FROM replicas WHERE chunk_id = ? AND sds_id = ? AND (? = 'any' OR state = ?)`).run(chunk.chunkId, sdsId, state, state).changes;
+      if (gone === 0) return false;
+      const row = db.prepare('SELECT epoch FROM chunks WHERE id = ?').get(chunk.chunkId) as { epoch: number };
+      db.prepare('UPDATE chunks SET epoch = epoch + 1 WHERE id = ?').run(chunk.chunkId);
+      newEpoch = row.epoch + 1;
+      for (const holder of this.currentHolders(chunk.chunkId)) {
+        pushTo(orders, holder, { volume_id: chunk.volumeId, chunk_index: chunk.chunkIndex, pool_id: chunk.poolId, epoch: row.epoch + 1 });
+      }
+      return true;
+    })();
+    if (!left) return false;
+    await this.fencing.installEpochs(orders);
+    await this.fencing.deleteChunks(new Map([[sdsId, [{ volume_id: chunk.volumeId, chunk_index: chunk.chunkIndex, epoch: newEpoch }]]]));
+    this.listings.delete(sdsId);
+    return true;
+  }
+
   /** SDS holding the chunk that must take its epochs: current replicas and rebuild targets, on SDS not DOWN. */
-  private currentHolders(chunkId: number, includeRebuilding = true): number[] {
-    const states = includeRebuilding ? `('CURRENT','REBUILDING')` : `('CURRENT')`;
+  private currentHolders(chunkId: number): number[] {
     return (
       this.context.db
-        .prepare(`SELECT r.sds_id FROM replicas r JOIN sds s ON s.id = r.sds_id WHERE r.chunk_id = ? AND r.state IN ${states} AND s.state != 'DOWN'`)
+        .prepare(`SELECT r.sds_id FROM replicas r JOIN sds s ON s.id = r.sds_id WHERE r.chunk_id = ? AND r.state IN ('CURRENT','REBUILDING') AND s.state != 'DOWN'`)
         .all(chunkId) as { sds_id: number }[]
     ).map((row) => row.sds_id);
   }
@@ -593,6 +620,7 @@ export class Rebuilder {
       return false;
     }
     this.listings.delete(job.targetSdsId);
+    this.context.log.debug({ kind: job.kind, chunk: `${job.volumeId}:${job.chunkIndex}`, epoch: job.epoch, target: job.targetSdsId, source: job.sourceSdsId, from: job.fromSdsId }, 'rebuild job begun');
     return true;
   }
 
@@ -612,6 +640,7 @@ export class Rebuilder {
       ).run(job.chunkId, job.chunkId, job.chunkId, job.targetSdsId);
       return true;
     })();
+    this.context.log.debug({ kind: job.kind, chunk: `${job.volumeId}:${job.chunkIndex}`, epoch: job.epoch, target: job.targetSdsId, committed, copied }, 'rebuild job copied');
     if (!committed) return;
     const progress = this.progressOf(job.poolId);
     progress.chunksDone += 1;
@@ -622,45 +651,15 @@ export class Rebuilder {
       await this.fencing.control(job.targetSdsId, '/chunks/resynced', { chunks: [{ volume_id: job.volumeId, chunk_index: job.chunkIndex }] }).catch(() => undefined);
     }
     this.listings.delete(job.targetSdsId);
-    if (job.fromSdsId !== undefined) {
-      // Still in the chain: drop the replaced replica now.
-      const orders = new Map<number, EpochOrder[]>();
-      const dropped = db.transaction(() => {
-        if (db.prepare('DELETE FROM replicas WHERE chunk_id = ? AND sds_id = ?').run(job.chunkId, job.fromSdsId).changes === 0) return false;
-        db.prepare('UPDATE chunks SET epoch = epoch + 1 WHERE id = ?').run(job.chunkId);
-        for (const holder of this.currentHolders(job.chunkId)) {
-          pushTo(orders, holder, { volume_id: job.volumeId, chunk_index: job.chunkIndex, pool_id: job.poolId, epoch: job.epoch + 1 });
-        }
-        return true;
-      })();
-      if (dropped) {
-        await this.fencing.installEpochs(orders);
-        await this.fencing.deleteChunks(new Map([[job.fromSdsId, [{ volume_id: job.volumeId, chunk_index: job.chunkIndex }]]]));
-        this.listings.delete(job.fromSdsId);
-      }
-    }
+    // Still in the chain: a move drops the replaced replica now.
+    if (job.fromSdsId !== undefined) await this.leaveSet(job, job.fromSdsId, 'any');
   }
 
   /** The job failed: the REBUILDING replica goes, at a new epoch for the others. */
   private async abort(job: Job, problem: string): Promise<void> {
-    const { db, log } = this.context;
     this.progressOf(job.poolId).failures += 1;
-    log.warn({ chunk: `${job.volumeId}:${job.chunkIndex}`, target: job.targetSdsId, problem }, 'rebuild of a chunk replica failed; it is retried');
-    const orders = new Map<number, EpochOrder[]>();
-    const dropped = db.transaction(() => {
-      const gone = db.prepare(`DELETE FROM replicas WHERE chunk_id = ? AND sds_id = ? AND state = 'REBUILDING'`).run(job.chunkId, job.targetSdsId).changes;
-      if (gone === 0) return false;
-      const chunk = db.prepare('SELECT epoch FROM chunks WHERE id = ?').get(job.chunkId) as { epoch: number };
-      db.prepare('UPDATE chunks SET epoch = epoch + 1 WHERE id = ?').run(job.chunkId);
-      for (const holder of this.currentHolders(job.chunkId)) {
-        pushTo(orders, holder, { volume_id: job.volumeId, chunk_index: job.chunkIndex, pool_id: job.poolId, epoch: chunk.epoch + 1 });
-      }
-      return true;
-    })();
-    if (!dropped) return;
-    await this.fencing.installEpochs(orders);
-    await this.fencing.deleteChunks(new Map([[job.targetSdsId, [{ volume_id: job.volumeId, chunk_index: job.chunkIndex }]]]));
-    this.listings.delete(job.targetSdsId);
+    this.context.log.warn({ chunk: `${job.volumeId}:${job.chunkIndex}`, target: job.targetSdsId, problem }, 'rebuild of a chunk replica failed; it is retried');
+    await this.leaveSet(job, job.targetSdsId, 'REBUILDING');
   }
 
   // ------------------------------------------------------------ progress and drains

@@ -126,29 +126,55 @@ export class VolumeEngine {
     await this.mutate(offsetBytes, lengthBytes, () => ({ opcode: Opcode.WRITE_ZEROES, flags, payload: undefined }), false);
   }
 
-  /** Durable on every replica of every placed chunk: every SDS holding this volume fdatasyncs. */
+  /**
+   * Durable on every replica of every placed chunk: every SDS holding this volume fdatasyncs. An
+   * SDS that does not answer is reported to the MDM; once it is fenced the plan no longer lists
+   * it (its replicas are stale and need no flush), so the flush is retried on the new plan.
+   */
   async flush(): Promise<void> {
-    const bySds = new Map<string, ChunkRoute>();
-    for (const route of this.leases.cachedRoutes()) {
-      if (!route.chunk.placed) continue;
-      for (const replica of route.chunk.replicas) {
-        const key = `${replica.host}:${replica.data_port}`;
-        const known = bySds.get(key);
-        if (known === undefined || known.lease.expiresAtMs < route.lease.expiresAtMs) bySds.set(key, route);
+    const deadline = Date.now() + PIECE_DEADLINE_MS;
+    let lastProblem = 'no attempt';
+    while (Date.now() < deadline) {
+      const bySds = new Map<string, ChunkRoute>();
+      for (const route of this.leases.cachedRoutes()) {
+        if (!route.chunk.placed) continue;
+        for (const replica of route.chunk.replicas) {
+          const key = `${replica.host}:${replica.data_port}`;
+          const known = bySds.get(key);
+          if (known === undefined || known.lease.expiresAtMs < route.lease.expiresAtMs) bySds.set(key, route);
+        }
       }
+      const failed: { key: string; sdsId: number; problem: string; unreachable: boolean }[] = [];
+      await Promise.all(
+        [...bySds.entries()].map(async ([key, route]) => {
+          const replica = route.chunk.replicas.find((r) => `${r.host}:${r.data_port}` === key)!;
+          try {
+            const reply = await this.pool
+              .endpoint(replica.host, replica.data_port, replica.data_socket_path)
+              .send(route.lease, { opcode: Opcode.FLUSH, flags: 0, volumeId: this.volume.id, chunkIndex: route.chunk.index, epoch: route.chunk.epoch, offsetBytes: 0, lengthBytes: 0 }, undefined);
+            if (reply.status !== Status.OK) failed.push({ key, sdsId: replica.sds_id, problem: statusName(reply.status), unreachable: false });
+          } catch (error) {
+            if (!(error instanceof SdsConnectionError) && !(error instanceof TokenRefusedError)) throw error;
+            failed.push({ key, sdsId: replica.sds_id, problem: (error as Error).message, unreachable: error instanceof SdsConnectionError });
+          }
+        }),
+      );
+      if (failed.length === 0) return;
+      lastProblem = failed.map((failure) => `${failure.key}: ${failure.problem}`).join('; ');
+      for (const failure of failed) if (failure.unreachable) this.reportUnreachable(failure.sdsId, failure.problem);
+      // Fresh plans for every chunk those SDS hold, then flush again.
+      this.counters.replans += 1;
+      const failedIds = new Set(failed.map((failure) => failure.sdsId));
+      await Promise.all(
+        this.leases
+          .cachedRoutes()
+          .filter((route) => route.chunk.replicas.some((replica) => failedIds.has(replica.sds_id)))
+          .map((route) => this.leases.refresh(route.chunk.index, route).catch(() => undefined)),
+      );
+      await delay(RETRY_DELAY_MS);
     }
-    await Promise.all(
-      [...bySds.entries()].map(async ([key, route]) => {
-        const replica = route.chunk.replicas.find((r) => `${r.host}:${r.data_port}` === key)!;
-        const reply = await this.pool
-          .endpoint(replica.host, replica.data_port, replica.data_socket_path)
-          .send(route.lease, { opcode: Opcode.FLUSH, flags: 0, volumeId: this.volume.id, chunkIndex: route.chunk.index, epoch: route.chunk.epoch, offsetBytes: 0, lengthBytes: 0 }, undefined)
-          .catch((error: unknown) => {
-            throw new VolumeIoError('EIO', `flush on ${key} failed: ${(error as Error).message}`);
-          });
-        if (reply.status !== Status.OK) throw new VolumeIoError('EIO', `flush on ${key} refused: ${statusName(reply.status)}`);
-      }),
-    );
+    this.counters.errors += 1;
+    throw new VolumeIoError('EIO', `flush of ${this.volume.name} failed: ${lastProblem}`);
   }
 
   /** base:allocation extents at chunk granularity: unplaced thin chunks are holes that read as zeros. */

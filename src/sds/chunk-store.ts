@@ -25,6 +25,7 @@ import { RebuildSession, type BlockPuller } from './rebuild-session.js';
  * enough that the MDM still finds it when it learns an SDC died (3 missed heartbeats). */
 export const INTENT_QUIET_MS = 15_000;
 export const DEVICES_MAX = 64;
+const REBUILD_DRAIN_TIMEOUT_MS = 4000;
 
 export interface DeviceSpec {
   readonly mdmDeviceId: number;
@@ -295,6 +296,11 @@ export class ChunkStore {
     const chunkBytes = this.slotBytesOf(poolId);
     if (chunkBytes === undefined) throw new ChunkStoreError(`no device of pool ${poolId} on this SDS`, 'NO_DEVICE');
     this.setEpoch(volumeId, chunkIndex, poolId, epoch);
+    // A write admitted under an older epoch (this replica was stale) must not land after the
+    // session starts: it would make blocks final with bytes nobody vouches for.
+    if (!(await this.drainWritesBefore(volumeId, chunkIndex, epoch, REBUILD_DRAIN_TIMEOUT_MS))) {
+      throw new ChunkStoreError(`chunk ${volumeId}:${chunkIndex} still has writes of an older epoch in flight`, 'IO');
+    }
     const entry = this.chunks.get(chunkKey(volumeId, chunkIndex))!;
     entry.rebuild?.end();
     entry.rebuild = new RebuildSession(chunkBytes, pull, onEnd);
@@ -367,16 +373,27 @@ export class ChunkStore {
     await this.ensureSlot(entry);
   }
 
-  /** Forgets a chunk and frees its slot (zeroed again before reuse). */
-  deleteChunk(volumeId: number, chunkIndex: number): boolean {
+  /**
+   * Frees a chunk's slot (zeroed again before reuse) and forgets it; with `tombstoneEpoch`, a
+   * record without data stays at that epoch, so a request of an older epoch (an SDC with an old
+   * plan) is refused instead of reading zeros or recreating the chunk.
+   */
+  deleteChunk(volumeId: number, chunkIndex: number, tombstoneEpoch?: number): boolean {
     const key = chunkKey(volumeId, chunkIndex);
     const entry = this.chunks.get(key);
     if (entry === undefined) return false;
     this.db.transaction(() => {
-      this.db.prepare('DELETE FROM chunks WHERE volume_id = ? AND chunk_index = ?').run(volumeId, chunkIndex);
+      if (tombstoneEpoch !== undefined) {
+        this.db
+          .prepare(`UPDATE chunks SET epoch = MAX(epoch, ?), device_id = NULL, slot_index = NULL, rebuilding = 0, written_epoch = 0 WHERE volume_id = ? AND chunk_index = ?`)
+          .run(tombstoneEpoch, volumeId, chunkIndex);
+      } else {
+        this.db.prepare('DELETE FROM chunks WHERE volume_id = ? AND chunk_index = ?').run(volumeId, chunkIndex);
+      }
       this.db.prepare('DELETE FROM write_intents WHERE volume_id = ? AND chunk_index = ?').run(volumeId, chunkIndex);
     })();
     this.chunks.delete(key);
+    if (tombstoneEpoch !== undefined) this.chunks.set(key, newEntry(volumeId, chunkIndex, entry.poolId, Math.max(entry.epoch, tombstoneEpoch)));
     entry.rebuild?.end();
     entry.rebuild = undefined;
     this.intents.delete(key);

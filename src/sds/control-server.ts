@@ -25,7 +25,12 @@ const chunkRef = z.strictObject({ volume_id: u32, chunk_index: u32 });
 const chunkWithEpoch = chunkRef.extend({ pool_id: u32, epoch: u32 });
 
 const epochSchema = z.strictObject({ chunks: z.array(chunkWithEpoch).min(1).max(CONTROL_CHUNKS_PER_REQUEST_MAX) });
-const deleteSchema = z.strictObject({ chunks: z.array(chunkRef).min(1).max(CONTROL_CHUNKS_PER_REQUEST_MAX) });
+const deleteSchema = z.strictObject({
+  // epoch: the chunk's epoch at the MDM now. Held at that epoch or newer here: a replica again,
+  // kept. Otherwise the data goes and a record at `epoch` stays, refusing older requests.
+  chunks: z.array(chunkRef.extend({ epoch: u32.optional() })).min(1).max(CONTROL_CHUNKS_PER_REQUEST_MAX),
+});
+const resyncedSchema = z.strictObject({ chunks: z.array(chunkRef).min(1).max(CONTROL_CHUNKS_PER_REQUEST_MAX) });
 const sourceSchema = z.strictObject({ host: z.string().max(253).regex(/^[A-Za-z0-9.:_-]+$/), data_port: z.number().int().min(1).max(65535) });
 const copySchema = chunkWithEpoch.extend({
   chunk_size_bytes: z.number().int().min(4096).max(2 ** 30),
@@ -137,7 +142,11 @@ export function buildControlServer(deps: ControlServerDeps): FastifyInstance {
   app.post('/chunks/delete', async (request) => {
     const input = deleteSchema.parse(request.body ?? {});
     let deleted = 0;
-    for (const chunk of input.chunks) if (deps.store.deleteChunk(chunk.volume_id, chunk.chunk_index)) deleted += 1;
+    for (const chunk of input.chunks) {
+      const epoch = deps.store.epochOf(chunk.volume_id, chunk.chunk_index);
+      if (chunk.epoch !== undefined && epoch !== undefined && epoch >= chunk.epoch) continue;
+      if (deps.store.deleteChunk(chunk.volume_id, chunk.chunk_index, chunk.epoch)) deleted += 1;
+    }
     return { deleted };
   });
 
@@ -178,7 +187,7 @@ export function buildControlServer(deps: ControlServerDeps): FastifyInstance {
 
   /** The MDM resynced these chunks: their crash-time write intents are cleared. */
   app.post('/chunks/resynced', async (request) => {
-    const input = deleteSchema.parse(request.body ?? {});
+    const input = resyncedSchema.parse(request.body ?? {});
     return { cleared: deps.store.clearResynced(input.chunks) };
   });
 

@@ -151,7 +151,14 @@ export async function startSds(options: SdsOptions): Promise<RunningSds> {
     if (options.pd !== undefined) body.pd = options.pd;
     if (options.faultSet !== undefined) body.fault_set = options.faultSet;
     if (options.devices !== undefined && options.devices.length > 0) body.devices = options.devices;
-    const answer = await registerWithMdm<{ credential: string; sds_id: number; signing_key: string; devices: DeviceAssignment[]; heartbeat_interval_ms: number }>(
+    const answer = await registerWithMdm<{
+      credential: string;
+      sds_id: number;
+      signing_key: string;
+      devices: DeviceAssignment[];
+      heartbeat_interval_ms: number;
+      stale_epochs?: { volume_id: number; chunk_index: number; pool_id: number; epoch: number }[];
+    }>(
       options.mdmUrl,
       node?.credential,
       options.joinToken,
@@ -162,6 +169,11 @@ export async function startSds(options: SdsOptions): Promise<RunningSds> {
     adoptKey(answer.signing_key, answer.sds_id);
     mdm = new HttpClient({ baseUrl: options.mdmUrl, credential: answer.credential });
     for (const device of answer.devices) store.attachDevice(toSpec(device));
+    // Replicas fenced while this SDS was away: their chunks' epochs now, so requests carrying the
+    // old epoch (an SDC's plan from before the fence) are refused, never served stale data.
+    for (const chunk of answer.stale_epochs ?? []) {
+      if ((store.epochOf(chunk.volume_id, chunk.chunk_index) ?? 0) < chunk.epoch) store.setEpoch(chunk.volume_id, chunk.chunk_index, chunk.pool_id, chunk.epoch);
+    }
     registered = true;
     heartbeatIntervalMs = answer.heartbeat_interval_ms;
     log.info({ sdsId: answer.sds_id, devices: answer.devices.length }, 'registered with the MDM');

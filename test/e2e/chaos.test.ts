@@ -30,7 +30,9 @@ interface Status {
 }
 
 async function status(): Promise<Status> {
-  return JSON.parse((await e2e.pflex('--json', 'cluster', 'status')).stdout) as Status;
+  const answer = await e2e.pflex('--json', 'cluster', 'status');
+  if (answer.code !== 0) throw new Error(`pflex cluster status failed: ${answer.stderr}`);
+  return JSON.parse(answer.stdout) as Status;
 }
 
 /** Waits until every pool is OK, nothing is being rebuilt and every SDS is UP. */
@@ -67,14 +69,15 @@ t.test('repeated kill -9 and restart of random SDS under verified writes', async
     for (let region = 0; !stop; region = (region + 1) % REGIONS) {
       const result = await run('fio', fioArgs(region, false), { timeoutMs: 120_000 });
       runs += 1;
-      if (result.code !== 0) failures.push(`region ${region}: ${result.stderr.slice(0, 500)}`);
+      if (result.code !== 0) failures.push(`region ${region} at ${new Date().toISOString()}: ${result.stderr.slice(0, 1500)}`);
       written.add(region);
     }
   })();
 
   const kills: { sds: string; downMs: number; wholeAfterMs: number }[] = [];
   const started = Date.now();
-  let seed = 12345;
+  let seed = Number(process.env.PFLEX_CHAOS_SEED ?? 12345);
+  t.comment(`seed ${seed} (PFLEX_CHAOS_SEED to change)`);
   const random = (n: number): number => {
     seed = (seed * 1103515245 + 12345) % 2 ** 31;
     return seed % n;
@@ -94,7 +97,8 @@ t.test('repeated kill -9 and restart of random SDS under verified writes', async
   await writer;
   t.comment(`kills: ${JSON.stringify(kills)}; fio runs: ${runs}`);
   t.ok(kills.length >= 3, `at least three kill/restart cycles (${kills.length})`);
-  t.same(failures, [], 'fio saw no error and every verification passed');
+  for (const failure of failures) t.comment(failure);
+  t.equal(failures.length, 0, 'fio saw no error and every verification passed');
 
   const final = await waitWhole(90_000);
   t.equal(final.health, 'OK', 'the cluster is OK');

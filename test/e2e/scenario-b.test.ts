@@ -12,7 +12,7 @@ import { cleanEnv } from '../helpers/cli.js';
 t.test('pflex scenario run b passes every assertion of the seed', async (t) => {
   const result = await run(
     process.execPath,
-    [PFLEX_BIN, '--json', 'scenario', 'run', 'b', '--volume-size-mib', '128', '--sds-device-mib', '512', '--rebuild-rate-mbps', '40', '--fail-at-s', '6'],
+    [PFLEX_BIN, '--json', 'scenario', 'run', 'b', '--volume-size-mib', '128', '--sds-device-mib', '512', '--rebuild-rate-mbps', '20', '--fail-at-s', '6'],
     { timeoutMs: 300_000, env: cleanEnv() },
   );
   t.comment(result.stderr.split('\n').filter((line) => /PASS|FAIL|rebuild|kill/.test(line)).join('\n'));

@@ -6,6 +6,7 @@
  */
 import t from 'tap';
 import { run, startE2eCluster, type E2eCluster } from '../helpers/e2e-cluster.js';
+import { CMD, RawNbdClient } from '../helpers/nbd-raw-client.js';
 
 const MiB = 1024 * 1024;
 let e2e: E2eCluster;
@@ -63,6 +64,27 @@ t.test('kill -9 of an SDS during verified writes: no client error, data intact, 
     { timeoutMs: 120_000 },
   );
   t.equal(reread.code, 0, `fio --verify_only after the rebuild: ${reread.stderr}`);
+});
+
+t.test('a FLUSH that is the first request after an SDS dies succeeds on the survivors', async (t) => {
+  e2e.cluster.restart('sds-2');
+  t.ok(await waitForPoolOk(60_000), 'whole again with sds-2 back');
+  const port = Number(new URL(e2e.uri('vol1')).port);
+  const client = await RawNbdClient.negotiate(port);
+  await client.go('vol1');
+  // A write first, so the SDC has the plan (and connections) of every SDS holding vol1.
+  client.sendRequest({ type: CMD.WRITE, handle: 1n, offsetBytes: 0, lengthBytes: 4096 }, Buffer.alloc(4096, 0x5a));
+  t.equal((await client.readSimpleReply()).error, 0, 'write ok');
+  await e2e.cluster.kill9('sds-1');
+  const startedMs = Date.now();
+  client.sendRequest({ type: CMD.FLUSH, handle: 2n });
+  const flushed = await client.readSimpleReply();
+  t.equal(flushed.error, 0, `FLUSH succeeded (${Date.now() - startedMs} ms after the kill)`);
+  client.sendRequest({ type: CMD.READ, handle: 3n, offsetBytes: 0, lengthBytes: 4096 });
+  const read = await client.readSimpleReply(4096);
+  t.ok(read.data.equals(Buffer.alloc(4096, 0x5a)), 'the write reads back');
+  client.socket.destroy();
+  e2e.cluster.restart('sds-1');
 });
 
 async function waitForPoolOk(timeoutMs: number): Promise<boolean> {

@@ -52,7 +52,7 @@ export async function startE2eCluster(volumes: readonly VolumeSpec[], options: {
     sdc: { nbd: ports[10]!, device: ports[11]!, control: ports[12]!, mgmt: ports[13]! },
     sdsDeviceBytes: 2 * 1024 ** 3,
     volumes,
-    logLevel: 'info',
+    logLevel: process.env.PFLEX_TEST_LOG_LEVEL ?? 'info',
     ...(options.heartbeatIntervalMs !== undefined ? { heartbeatIntervalMs: options.heartbeatIntervalMs } : {}),
   });
   return {
