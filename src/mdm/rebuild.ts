@@ -27,6 +27,8 @@ import { removeSds } from './topology.js';
 import type { PoolRebuildStatus } from '../common/rebuild-status.js';
 
 const TICK_MS = 500;
+/** Passes asked for by kicks (a job finished, an SDS is draining) come at most this often. */
+const KICK_GAP_MS = 100;
 export const JOBS_PER_POOL_MAX = 4;
 const JOBS_PER_TARGET_MAX = 2;
 /** A chunk listing of an SDS is reused for this long. */
@@ -89,6 +91,8 @@ interface SdsChunk {
 export class Rebuilder {
   private timer: NodeJS.Timeout | undefined;
   private ticking = false;
+  private kickTimer: NodeJS.Timeout | undefined;
+  private lastPassMs = 0;
   private stopped = false;
   private readonly active = new Map<number, Job>();
   private readonly progress = new Map<number, PoolProgress>();
@@ -106,20 +110,39 @@ export class Rebuilder {
   ) {}
 
   start(): void {
-    this.timer = setInterval(() => this.kick(), TICK_MS);
+    this.timer = setInterval(() => this.pass(), TICK_MS);
     this.timer.unref();
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer !== undefined) clearInterval(this.timer);
+    if (this.kickTimer !== undefined) clearTimeout(this.kickTimer);
     await Promise.allSettled(this.jobsDone);
   }
 
-  /** Looks for work now instead of at the next tick. */
+  /**
+   * Looks for work soon instead of at the next tick. Passes scan every chunk of every pool, so
+   * kicks (one per finished job) are coalesced: at most one pass per KICK_GAP_MS.
+   */
   kick(): void {
-    if (this.ticking || this.stopped) return;
+    if (this.stopped || this.kickTimer !== undefined) return;
+    const waitMs = Math.max(0, this.lastPassMs + KICK_GAP_MS - Date.now());
+    this.kickTimer = setTimeout(() => {
+      this.kickTimer = undefined;
+      this.pass();
+    }, waitMs);
+    this.kickTimer.unref();
+  }
+
+  private pass(): void {
+    if (this.stopped) return;
+    if (this.ticking) {
+      this.kick(); // a pass is running: look again after it
+      return;
+    }
     this.ticking = true;
+    this.lastPassMs = Date.now();
     this.tick()
       .catch((error: unknown) => this.context.log.error({ err: error }, 'rebuild pass failed'))
       .finally(() => {

@@ -15,6 +15,7 @@ import type { ChunkStore } from './chunk-store.js';
 export const CONTROL_BODY_BYTES_MAX = 4 * 1024 * 1024;
 export const CONTROL_CHUNKS_PER_REQUEST_MAX = 10_000;
 const COPY_PIECE_BYTES = 1024 * 1024;
+const COPY_PIECES_IN_FLIGHT = 4;
 /** How long an epoch install waits for writes admitted under an older epoch to finish. */
 const DRAIN_TIMEOUT_MS = 4000;
 /** A pull of source blocks for a partial write during a rebuild. */
@@ -168,13 +169,19 @@ export function buildControlServer(deps: ControlServerDeps): FastifyInstance {
     let written = 0;
     try {
       const piece = Math.min(COPY_PIECE_BYTES, FRAME_PAYLOAD_BYTES_MAX, input.chunk_size_bytes);
-      for (let offset = 0; offset < input.chunk_size_bytes; offset += piece) {
+      const offsets: number[] = [];
+      for (let offset = 0; offset < input.chunk_size_bytes; offset += piece) offsets.push(offset);
+      // A few pieces in flight at once: the source reads while this SDS writes.
+      const copyPiece = async (offset: number): Promise<void> => {
         const reply = await client.request(peerReadFields(input.volume_id, input.chunk_index, input.epoch, offset, piece), undefined, peerKey);
         if (reply.status !== Status.OK || reply.payload === undefined) {
           throw pflexError('CONFLICT', `peer ${input.source.host}:${input.source.data_port} refused: ${statusName(reply.status)}`);
         }
         written += await deps.store.copyIn(input.volume_id, input.chunk_index, offset, reply.payload);
         copied += reply.payload.length;
+      };
+      for (let first = 0; first < offsets.length; first += COPY_PIECES_IN_FLIGHT) {
+        await Promise.all(offsets.slice(first, first + COPY_PIECES_IN_FLIGHT).map(copyPiece));
       }
     } finally {
       client.close();
