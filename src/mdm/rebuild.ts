@@ -40,7 +40,13 @@ const REBALANCE_SPREAD_PERCENT = 10;
 /** `rebuild_rate_mbps` is in MB/s. */
 const BYTES_PER_MB = 1_000_000;
 
-type JobKind = 'rebuild' | 'resync' | 'move' | 'rebalance';
+/**
+ * rebuild: a new replica for a chunk below its copy count. resync: the target holds a replica
+ * already (stale after a return, or a suspect current one with no other SDS to replace it) and
+ * is copied over. move (drain), rebalance and replace (a suspect current replica, after an SDS or
+ * SDC crash): a new replica, then the one it replaces is dropped.
+ */
+type JobKind = 'rebuild' | 'resync' | 'move' | 'rebalance' | 'replace';
 
 interface Job {
   readonly kind: JobKind;
@@ -52,8 +58,6 @@ interface Job {
   readonly targetSdsId: number;
   /** The replica a move or rebalance replaces: dropped after the copy. */
   readonly fromSdsId: number | undefined;
-  /** The target held a CURRENT replica with a crash-time write intent. */
-  readonly intentResync: boolean;
   /** The chunk's epoch when the job was planned, then the job's own. */
   epoch: number;
   sourceSdsId: number;
@@ -67,7 +71,6 @@ interface PoolProgress {
   chunksClean: number;
   failures: number;
 }
-
 
 interface ChunkNeed {
   chunk_id: number;
@@ -292,36 +295,32 @@ export class Rebuilder {
       }
       const staleBack = replicas.filter((row) => row.state === 'STALE' && row.sds_state === 'UP');
       if (current.length === 0) continue; // lost: honest loss until a replica's SDS returns
-      const missing = copies - keep.length - rebuilding.length;
+      const missing = copies - keep.length;
 
       if (missing <= 0) {
         for (const row of staleBack) redundantStale.push({ chunk_id: chunkId, sds_id: row.sds_id, volume_id: row.volume_id, chunk_index: row.chunk_index, epoch: row.epoch });
         // Replicas on an SDS being removed go once enough others are current.
         const leaving = current.filter((row) => row.sds_state === 'REMOVING');
-        if (leaving.length > 0 && keep.length >= copies && rebuilding.length === 0) {
+        if (leaving.length > 0 && keep.length >= copies) {
           await this.dropReplica(need, leaving[0]!.sds_id, 'drained');
         }
-        // Chunks an SDC died writing: copy one current replica again from another.
-        if (this.resyncAfterSdc.has(chunkId) && rebuilding.length === 0 && current.length >= 2) {
-          pendingCount += 1;
-          const target = current[current.length - 1]!;
-          if (room() && targetFree(target.sds_id)) {
-            this.resyncAfterSdc.delete(chunkId);
-            take(this.job('resync', need, pool, target.sds_id, current[0]!.sds_id, undefined, false));
-          }
-          continue;
-        }
-        // A crash-time write intent on a current replica: copy it again from a peer.
-        if (rebuilding.length === 0 && current.length >= 2) {
+        // A current replica that may differ from its peers: a chunk an SDC died writing, or one
+        // with a crash-time write intent on its SDS. A copy from a peer replaces it.
+        let suspect: (typeof rows)[number] | undefined;
+        if (current.length >= 2 && this.resyncAfterSdc.has(chunkId)) suspect = current[current.length - 1];
+        else if (current.length >= 2) {
           for (const row of current) {
-            const listing = await this.listing(row.sds_id);
-            if (listing?.get(`${row.volume_id}:${row.chunk_index}`)?.needs_resync !== true) continue;
-            pendingCount += 1;
-            if (!room() || !targetFree(row.sds_id)) break;
-            const source = current.find((other) => other.sds_id !== row.sds_id)!;
-            take(this.job('resync', need, pool, row.sds_id, source.sds_id, undefined, true));
-            break;
+            if ((await this.listing(row.sds_id))?.get(`${row.volume_id}:${row.chunk_index}`)?.needs_resync === true) suspect = row;
           }
+        }
+        if (suspect !== undefined) {
+          pendingCount += 1;
+          if (!room()) continue;
+          const source = current.find((row) => row.sds_id !== suspect.sds_id)!.sds_id;
+          const job = this.replacement(need, pool, replicas, candidates, targetFree, suspect.sds_id, source);
+          if (job === undefined) continue;
+          this.resyncAfterSdc.delete(chunkId);
+          take(job);
         }
         continue;
       }
@@ -334,7 +333,7 @@ export class Rebuilder {
       if (back !== undefined) {
         const clean = await this.unchangedSinceFence(back.sds_id, back.stale_epoch, current.map((row) => row.sds_id), need);
         if (clean) cleanReturns.push({ need, sdsId: back.sds_id });
-        else take(this.job('resync', need, pool, back.sds_id, source, undefined, false));
+        else take(this.job('resync', need, pool, back.sds_id, source, undefined));
         continue;
       }
       const existing: ExistingReplica[] = replicas
@@ -346,7 +345,7 @@ export class Rebuilder {
       const target = placed.sdsIds[0]!;
       candidateById.get(target)!.usedBytes += pool.chunk_size_bytes;
       const leaving = current.find((row) => row.sds_state === 'REMOVING');
-      take(this.job(leaving === undefined ? 'rebuild' : 'move', need, pool, target, source, leaving?.sds_id, false));
+      take(this.job(leaving === undefined ? 'rebuild' : 'move', need, pool, target, source, leaving?.sds_id));
     }
 
     if (redundantStale.length > 0) await this.fencing.serialize(() => this.dropStale(redundantStale));
@@ -366,7 +365,37 @@ export class Rebuilder {
     return jobs;
   }
 
-  private job(kind: JobKind, need: ChunkNeed, pool: PoolRow, targetSdsId: number, sourceSdsId: number, fromSdsId: number | undefined, intentResync: boolean): Job {
+  /**
+   * A job that replaces a suspect current replica: a new replica elsewhere (placement rules)
+   * copied from a peer, then the suspect one dropped, so the chunk never has fewer readable
+   * replicas than before. Where no other SDS can take it, the suspect replica is copied over in
+   * place (it serves no reads meanwhile).
+   */
+  private replacement(
+    need: ChunkNeed,
+    pool: PoolRow,
+    replicas: { sds_id: number; state: string; sds_state: string; fault_set_id: number | null }[],
+    candidates: ReturnType<typeof placementCandidates>,
+    targetFree: (sdsId: number) => boolean,
+    suspectSdsId: number,
+    sourceSdsId: number,
+  ): Job | undefined {
+    const existing: ExistingReplica[] = replicas
+      .filter((row) => row.sds_id !== suspectSdsId && (row.sds_state !== 'DOWN' || row.state === 'STALE'))
+      .map((row) => ({ sdsId: row.sds_id, faultSetId: row.fault_set_id }));
+    const holders = new Set(replicas.map((row) => row.sds_id));
+    const placeable = candidates.filter((candidate) => targetFree(candidate.sdsId) && !holders.has(candidate.sdsId));
+    const placed = placeChunk(placeable, 1, pool.chunk_size_bytes, existing);
+    if (placed.ok) {
+      const target = placed.sdsIds[0]!;
+      const candidate = candidates.find((c) => c.sdsId === target);
+      if (candidate !== undefined) candidate.usedBytes += pool.chunk_size_bytes;
+      return this.job('replace', need, pool, target, sourceSdsId, suspectSdsId);
+    }
+    return targetFree(suspectSdsId) ? this.job('resync', need, pool, suspectSdsId, sourceSdsId, undefined) : undefined;
+  }
+
+  private job(kind: JobKind, need: ChunkNeed, pool: PoolRow, targetSdsId: number, sourceSdsId: number, fromSdsId: number | undefined): Job {
     return {
       kind,
       chunkId: need.chunk_id,
@@ -376,7 +405,6 @@ export class Rebuilder {
       chunkBytes: pool.chunk_size_bytes,
       targetSdsId,
       fromSdsId,
-      intentResync,
       epoch: need.epoch,
       sourceSdsId,
     };
@@ -417,7 +445,7 @@ export class Rebuilder {
       if (otherDomains.includes(leastDomain)) continue;
       const first = replicas[0]!;
       const source = replicas.find((row) => row.sds_id !== most.sdsId)?.sds_id ?? most.sdsId;
-      return this.job('rebalance', { chunk_id: first.chunk_id, volume_id: first.volume_id, chunk_index: first.chunk_index, epoch: first.epoch, pool_id: pool.id }, pool, least.sdsId, source, most.sdsId, false);
+      return this.job('rebalance', { chunk_id: first.chunk_id, volume_id: first.volume_id, chunk_index: first.chunk_index, epoch: first.epoch, pool_id: pool.id }, pool, least.sdsId, source, most.sdsId);
     }
     return undefined;
   }
@@ -725,7 +753,8 @@ export class Rebuilder {
       'info',
       'REBUILD_COMPLETED',
       `pool ${pool.name}: ${progress.chunksDone} chunk(s) copied (${(progress.bytesCopied / BYTES_PER_MB).toFixed(1)} MB in ${seconds.toFixed(1)} s, ` +
-        `${(rate / BYTES_PER_MB).toFixed(1)} MB/s), ${progress.chunksClean} current again without a copy, ${progress.failures} retried`,
+        `${(rate / BYTES_PER_MB).toFixed(1)} MB/s; ${(progress.bytesSkipped / BYTES_PER_MB).toFixed(1)} MB of it clients had written meanwhile, kept), ` +
+        `${progress.chunksClean} current again without a copy, ${progress.failures} retried`,
       { poolId: pool.id },
     );
     this.context.log.info({ pool: pool.name, chunks: progress.chunksDone, bytes: progress.bytesCopied, seconds, rateBytesPerS: rate }, 'rebuild completed');
