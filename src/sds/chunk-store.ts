@@ -26,6 +26,8 @@ import { RebuildSession, type BlockPuller } from './rebuild-session.js';
 export const INTENT_QUIET_MS = 15_000;
 export const DEVICES_MAX = 64;
 const REBUILD_DRAIN_TIMEOUT_MS = 4000;
+/** A stopping SDS waits this long for running writes before it closes its devices. */
+const CLOSE_DRAIN_MS = 5000;
 
 export interface DeviceSpec {
   readonly mdmDeviceId: number;
@@ -408,6 +410,11 @@ export class ChunkStore {
     return true;
   }
 
+  private writesRunning(): boolean {
+    for (const entry of this.chunks.values()) if (entry.writesInFlight > 0) return true;
+    return false;
+  }
+
   /** Resolves once no mutation of the entry is in flight. */
   private async whenIdle(entry: ChunkEntry): Promise<void> {
     while (entry.writesInFlight > 0) await new Promise((resolve) => setTimeout(resolve, 5));
@@ -559,11 +566,30 @@ export class ChunkStore {
 
   async close(): Promise<void> {
     if (this.cleaner !== undefined) clearInterval(this.cleaner);
-    await this.flush().catch(() => undefined);
+    // Writes still running finish first (bounded), so the flush covers them.
+    const idleBy = Date.now() + CLOSE_DRAIN_MS;
+    while (this.writesRunning() && Date.now() < idleBy) await new Promise((resolve) => setTimeout(resolve, 5));
+    const idle = !this.writesRunning();
+    const durable = await this.flush().then(
+      () => true,
+      () => false,
+    );
     // Every IO submitted so far completes before its descriptor is closed.
     await this.io.close();
     for (const device of this.devices.values()) nativeIo.close(device.fd);
     this.devices.clear();
+    // A clean stop: nothing in flight, everything durable, so no chunk needs a resync for this
+    // stop (those found at start still do). A returning SDS then comes back without copies.
+    if (idle && durable && this.db.open) {
+      const remove = this.db.prepare('DELETE FROM write_intents WHERE volume_id = ? AND chunk_index = ?');
+      this.db.transaction(() => {
+        for (const key of this.intents) {
+          if (this.startupIntents.has(key)) continue;
+          const [volumeId, chunkIndex] = key.split(':').map(Number);
+          remove.run(volumeId, chunkIndex);
+        }
+      })();
+    }
   }
 
   // ------------------------------------------------------------ internals
