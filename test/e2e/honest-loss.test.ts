@@ -4,7 +4,7 @@
  * data is served again, byte for byte.
  */
 import t from 'tap';
-import { run, startE2eCluster, type E2eCluster } from '../helpers/e2e-cluster.js';
+import { qemuIo, startE2eCluster, type E2eCluster } from '../helpers/e2e-cluster.js';
 
 const MiB = 1024 * 1024;
 let e2e: E2eCluster;
@@ -16,9 +16,7 @@ t.teardown(async () => {
   await e2e?.stop();
 });
 
-async function qemuIo(...commands: string[]) {
-  return run('qemu-io', ['-f', 'raw', e2e.uri('vol1'), ...commands.flatMap((command) => ['-c', command])], { timeoutMs: 120_000 });
-}
+const vol1 = (...commands: string[]) => qemuIo(e2e, 'vol1', commands);
 
 interface Status {
   sds: { name: string; state: string }[];
@@ -40,7 +38,7 @@ async function waitFor(check: (s: Status) => boolean, what: string, timeoutMs = 
 }
 
 t.test('all replicas lost: EIO, FAILED; the freshest returns: data back', async (t) => {
-  const first = await qemuIo('write -P 0x61 0 64M', 'flush');
+  const first = await vol1('write -P 0x61 0 64M', 'flush');
   t.equal(first.code, 0, first.stderr);
   // Slow the rebuild right down: two SDS must be gone before it can give the chunks new replicas.
   const slow = await e2e.pflex('pool', 'modify', 'pool1', '--rebuild-rate-mbps', '1');
@@ -49,19 +47,19 @@ t.test('all replicas lost: EIO, FAILED; the freshest returns: data back', async 
   await e2e.cluster.kill9('sds-2');
   await waitFor((s) => s.sds.some((sds) => sds.name === 'sds-2' && sds.state === 'DOWN'), 'sds-2 DOWN');
   // Written while sds-2 is away: only sds-1 and sds-3 have it.
-  const second = await qemuIo('write -P 0x62 0 64M', 'flush');
+  const second = await vol1('write -P 0x62 0 64M', 'flush');
   t.equal(second.code, 0, `writes carry on with one SDS down: ${second.stderr}`);
 
   await e2e.cluster.kill9('sds-3');
   const lost = await waitFor((s) => s.volumes[0]?.health === 'FAILED', 'vol1 FAILED');
   t.equal(lost.volumes[0]?.health, 'FAILED', 'chunks whose replicas were on sds-2 and sds-3 have none left');
-  const read = await qemuIo('read -P 0x62 0 64M');
+  const read = await vol1('read -P 0x62 0 64M');
   t.match(read.stdout + read.stderr, /Input\/output error|failed/i, 'reading the lost range fails with an error, never zeros');
   t.notMatch(read.stdout, /^read 67108864\/67108864/m);
 
   e2e.cluster.startSds(2);
   await waitFor((s) => s.volumes[0]?.health !== 'FAILED', 'vol1 served again', 30_000);
-  const back = await qemuIo('read -P 0x62 0 64M');
+  const back = await vol1('read -P 0x62 0 64M');
   t.equal(back.code, 0, back.stderr);
   t.notMatch(back.stdout, /Pattern verification failed|error/i, 'the returning SDS serves the latest data');
   // sds-3 held the last current replica of the lost chunks: it was never fenced, only unavailable.

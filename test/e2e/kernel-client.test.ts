@@ -10,8 +10,9 @@
 import t, { type Test } from 'tap';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { withBuiltGuest } from '../helpers/guest.js';
 import { startE2eCluster, type E2eCluster } from '../helpers/e2e-cluster.js';
-import { buildGuest, runGuest, REQUIRED_STEPS, type GuestArtifacts, type RunGuestResult } from '../../scripts/vm/run-guest.js';
+import { runGuest, REQUIRED_STEPS, type GuestArtifacts, type RunGuestResult } from '../../scripts/vm/run-guest.js';
 
 const MiB = 1024 * 1024;
 
@@ -42,18 +43,7 @@ async function withConnectionPeak<T>(port: number, body: () => Promise<T>): Prom
 }
 const GUEST_TIMEOUT_MS = 150_000;
 
-// The build is idempotent and takes a couple of seconds when the guest is current.
-const build = buildGuest();
-// Skip only when the guest cannot be built for want of the package mirror (offline machine) or
-// of root to install qemu: anything else is a failure.
-const unbuildable = /Temporary failure resolving|Could not resolve|Failed to fetch|Unable to fetch|missing host packages/.test(build.output);
-if (!build.ok && unbuildable) {
-  t.comment(build.output);
-  t.plan(0, 'the qemu guest cannot be built here (no package mirror or not root)');
-} else {
-  t.ok(build.ok, 'scripts/vm/build-guest.sh builds the guest', { output: build.ok ? undefined : build.output });
-  if (build.ok) main(build.artifacts!);
-}
+withBuiltGuest(t, main);
 
 function main(artifacts: GuestArtifacts): void {
   let e2e: E2eCluster;

@@ -11,8 +11,9 @@
 import t, { type Test } from 'tap';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { withBuiltGuest } from '../helpers/guest.js';
 import { startE2eCluster, type E2eCluster } from '../helpers/e2e-cluster.js';
-import { buildGuest, runGuest, REQUIRED_STEPS, type GuestArtifacts, type RunGuestResult } from '../../scripts/vm/run-guest.js';
+import { runGuest, REQUIRED_STEPS, type GuestArtifacts, type RunGuestResult } from '../../scripts/vm/run-guest.js';
 
 const MiB = 1024 * 1024;
 const VOLUME = 'vol1';
@@ -27,18 +28,7 @@ const SDS_DOWN_TIMEOUT_MS = 20_000;
 const SDS_UP_TIMEOUT_MS = 30_000;
 const STATS_INTERVAL_MS = 100;
 
-// The build is idempotent and takes a couple of seconds when the guest is current.
-const build = buildGuest();
-// Skip only when the guest cannot be built for want of the package mirror (offline machine) or
-// of root to install qemu: anything else is a failure.
-const unbuildable = /Temporary failure resolving|Could not resolve|Failed to fetch|Unable to fetch|missing host packages/.test(build.output);
-if (!build.ok && unbuildable) {
-  t.comment(build.output);
-  t.plan(0, 'the qemu guest cannot be built here (no package mirror or not root)');
-} else {
-  t.ok(build.ok, 'scripts/vm/build-guest.sh builds the guest', { output: build.ok ? undefined : build.output });
-  if (build.ok) main(build.artifacts!);
-}
+withBuiltGuest(t, main);
 
 interface SdsView {
   name: string;

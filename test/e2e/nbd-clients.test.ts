@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
-import { run, startE2eCluster, type E2eCluster } from '../helpers/e2e-cluster.js';
+import { qemuIo, run, startE2eCluster, type E2eCluster } from '../helpers/e2e-cluster.js';
 
 const MiB = 1024 * 1024;
 let e2e: E2eCluster;
@@ -24,13 +24,8 @@ t.teardown(async () => {
   await e2e?.stop();
 });
 
-async function qemuIo(volume: string, ...commands: string[]) {
-  return run('qemu-io', ['-f', 'raw', e2e.uri(volume), ...commands.flatMap((command) => ['-c', command])]);
-}
-
-async function qemuIoReadOnly(volume: string, ...commands: string[]) {
-  return run('qemu-io', ['-r', '-f', 'raw', e2e.uri(volume), ...commands.flatMap((command) => ['-c', command])]);
-}
+const qemuIoRw = (volume: string, ...commands: string[]) => qemuIo(e2e, volume, commands);
+const qemuIoReadOnly = (volume: string, ...commands: string[]) => qemuIo(e2e, volume, commands, { readOnly: true });
 
 t.test('nbdinfo sees the exports, their sizes and flags', async (t) => {
   const info = await run('nbdinfo', ['--json', e2e.uri('vol1')]);
@@ -50,7 +45,7 @@ t.test('nbdinfo sees the exports, their sizes and flags', async (t) => {
 });
 
 t.test('qemu-io patterns: aligned, unaligned, across a chunk boundary, zeroes and discard', async (t) => {
-  const writes = await qemuIo(
+  const writes = await qemuIoRw(
     'vol1',
     'write -P 0xab 0 1M',
     'write -P 0xcd 1000 3000',
@@ -62,7 +57,7 @@ t.test('qemu-io patterns: aligned, unaligned, across a chunk boundary, zeroes an
   );
   t.equal(writes.code, 0, writes.stderr);
   t.notMatch(writes.stdout, /error|failed/i);
-  const reads = await qemuIo(
+  const reads = await qemuIoRw(
     'vol1',
     'read -P 0xab 0 1000',
     'read -P 0xcd 1000 3000',
@@ -143,7 +138,7 @@ t.test('the JSON device port speaks the seed frames', async (t) => {
 });
 
 t.test('a readOnly mapping refuses writes and still reads', async (t) => {
-  const write = await qemuIo('volro', 'write -P 0x11 0 4k');
+  const write = await qemuIoRw('volro', 'write -P 0x11 0 4k');
   t.not(write.code, 0, 'qemu-io cannot open a READ_ONLY export for writing');
   t.match(write.stdout + write.stderr, /Operation not permitted|read-only|Permission denied/i);
   const read = await qemuIoReadOnly('volro', 'read -P 0 0 64k');

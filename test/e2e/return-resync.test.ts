@@ -5,7 +5,7 @@
  * written ones are copied; the data reads back and the replicas agree.
  */
 import t from 'tap';
-import { run, startE2eCluster, type E2eCluster } from '../helpers/e2e-cluster.js';
+import { qemuIo, startE2eCluster, type E2eCluster } from '../helpers/e2e-cluster.js';
 
 const MiB = 1024 * 1024;
 let e2e: E2eCluster;
@@ -17,9 +17,7 @@ t.teardown(async () => {
   await e2e?.stop();
 });
 
-async function qemuIo(...commands: string[]) {
-  return run('qemu-io', ['-f', 'raw', e2e.uri('vol1'), ...commands.flatMap((command) => ['-c', command])], { timeoutMs: 120_000 });
-}
+const vol1 = (...commands: string[]) => qemuIo(e2e, 'vol1', commands);
 
 async function json<T>(...args: string[]): Promise<T> {
   const answer = await e2e.pflex('--json', ...args);
@@ -28,7 +26,7 @@ async function json<T>(...args: string[]): Promise<T> {
 }
 
 t.test('a returning SDS: unchanged chunks without a copy, changed ones copied', async (t) => {
-  const first = await qemuIo('write -P 0x71 0 64M', 'flush');
+  const first = await vol1('write -P 0x71 0 64M', 'flush');
   t.equal(first.code, 0, first.stderr);
   // One chunk every 4 s at most: the rebuild cannot finish before sds-3 is back.
   t.equal((await e2e.pflex('pool', 'modify', 'pool1', '--rebuild-rate-mbps', '1')).code, 0);
@@ -40,7 +38,7 @@ t.test('a returning SDS: unchanged chunks without a copy, changed ones copied', 
     await new Promise((resolve) => setTimeout(resolve, 200));
   }
   // Written while sds-3 is away: chunks 0 and 1 only.
-  const second = await qemuIo('write -P 0x72 0 8M', 'flush');
+  const second = await vol1('write -P 0x72 0 8M', 'flush');
   t.equal(second.code, 0, second.stderr);
   e2e.cluster.restart('sds-3');
   t.equal((await e2e.pflex('pool', 'modify', 'pool1', '--rebuild-rate-mbps', '100')).code, 0);
@@ -58,7 +56,7 @@ t.test('a returning SDS: unchanged chunks without a copy, changed ones copied', 
   const returned = clean.reduce((sum, event) => sum + Number(/^(\d+) chunk/.exec(event.message)?.[1] ?? 0), 0);
   t.ok(returned >= 3, `several chunks returned without a copy (${returned})`);
 
-  const read = await qemuIo('read -P 0x72 0 8M', 'read -P 0x71 8M 56M');
+  const read = await vol1('read -P 0x72 0 8M', 'read -P 0x71 8M 56M');
   t.equal(read.code, 0, read.stderr);
   t.notMatch(read.stdout, /failed|error/i, 'what was written before and while sds-3 was away reads back');
   const verify = await json<{ clean: boolean }>('vol', 'verify', 'vol1');

@@ -67,3 +67,10 @@ export async function startE2eCluster(volumes: readonly VolumeSpec[], options: {
     },
   };
 }
+
+/** qemu-io against one of the cluster's NBD exports, one `-c` per command (`readOnly`: `-r`). */
+export function qemuIo(e2e: E2eCluster, volume: string, commands: readonly string[], options: { readOnly?: boolean } = {}): Promise<RunOutput> {
+  return run('qemu-io', [...(options.readOnly === true ? ['-r'] : []), '-f', 'raw', e2e.uri(volume), ...commands.flatMap((command) => ['-c', command])], {
+    timeoutMs: 120_000,
+  });
+}
