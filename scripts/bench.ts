@@ -11,8 +11,8 @@ import { spawn, execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, statfsSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
-import { createServer } from 'node:net';
 import { ProcessCluster } from '../src/launcher/process-cluster.js';
+import { freePort } from '../src/launcher/free-port.js';
 import { GiB } from '../src/common/units.js';
 
 const RUNTIME_S = Number(process.env.BENCH_RUNTIME_S ?? 15);
@@ -35,18 +35,6 @@ interface Result {
   mibPerSecond: number;
   iops: number;
   p99Ms: number;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const server = createServer();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address !== null ? address.port : 0;
-      server.close(() => resolvePort(port));
-    });
-  });
 }
 
 function runFio(uri: string, rw: string, blockSize: string, runtimeS: number, timeBased = true): Result {
