@@ -106,13 +106,25 @@ export class Rebuilder {
   private readonly jobsDone: Promise<void>[] = [];
   /** Chunks an SDC may have died writing: one replica is copied again from another. */
   private readonly resyncAfterSdc = new Set<number>();
+  /**
+   * SDS that may hold crash-time write intents (`needs_resync`): every SDS when this MDM starts,
+   * and each one that registers again. Their chunk lists are read until they show none.
+   */
+  private readonly mayNeedResync = new Set<number>();
 
   constructor(
     private readonly context: MdmContext,
     private readonly fencing: Fencing,
   ) {}
 
+  /** An SDS (re)registered: it may have restarted after a crash. */
+  sdsRegistered(sdsId: number): void {
+    this.mayNeedResync.add(sdsId);
+    this.kick();
+  }
+
   start(): void {
+    for (const row of this.context.db.prepare('SELECT id FROM sds').all() as { id: number }[]) this.mayNeedResync.add(row.id);
     this.timer = setInterval(() => this.pass(), TICK_MS);
     this.timer.unref();
   }
@@ -310,6 +322,7 @@ export class Rebuilder {
         if (current.length >= 2 && this.resyncAfterSdc.has(chunkId)) suspect = current[current.length - 1];
         else if (current.length >= 2) {
           for (const row of current) {
+            if (!this.mayNeedResync.has(row.sds_id)) continue;
             if ((await this.listing(row.sds_id))?.get(`${row.volume_id}:${row.chunk_index}`)?.needs_resync === true) suspect = row;
           }
         }
@@ -471,6 +484,7 @@ export class Rebuilder {
       const answer = (await this.fencing.control(sdsId, '/chunks', undefined)) as { chunks: SdsChunk[] };
       const chunks = new Map(answer.chunks.map((chunk) => [`${chunk.volume_id}:${chunk.chunk_index}`, chunk]));
       this.listings.set(sdsId, { atMs: Date.now(), chunks });
+      if (!answer.chunks.some((chunk) => chunk.needs_resync)) this.mayNeedResync.delete(sdsId);
       return chunks;
     } catch (error) {
       this.context.log.debug({ sdsId, err: (error as Error).message }, 'cannot list the chunks of an SDS');

@@ -78,6 +78,7 @@ export function registerClusterRoutes(app: FastifyInstance, context: MdmContext,
     const answer = registerNode(context, input, request.caller);
     // An SDC that (re)starts may have died with writes in flight: their chunks are resynced.
     if (input.roles.includes('sdc')) rebuilder.resyncAfterSdcLoss(input.node_id);
+    if (answer.sds_id !== undefined) rebuilder.sdsRegistered(answer.sds_id);
     return reply.status(201).send(answer);
   });
   app.post('/discovery/heartbeat', { config: { access: 'node' } }, async (request) =>
