@@ -213,17 +213,22 @@ export class Fencing {
     );
   }
 
-  /** POSTs an order to an SDS's control plane. */
-  async control(sdsId: number, path: string, body: unknown, timeoutMs = INSTALL_TIMEOUT_MS): Promise<unknown> {
+  /** The chunks an SDS knows (GET /chunks on its control plane). */
+  listChunks(sdsId: number): Promise<unknown> {
+    return this.control(sdsId, '/chunks', undefined, INSTALL_TIMEOUT_MS, 'GET');
+  }
+
+  /** Sends an order to an SDS's control plane (POST with a JSON body, unless `method` says GET). */
+  async control(sdsId: number, path: string, body: unknown, timeoutMs = INSTALL_TIMEOUT_MS, method: 'GET' | 'POST' = 'POST'): Promise<unknown> {
     const target = this.context.db.prepare('SELECT name, host, control_port FROM sds WHERE id = ?').get(sdsId) as
       | { name: string; host: string; control_port: number }
       | undefined;
     if (target === undefined) throw new Error(`SDS #${sdsId} is unknown`);
     const host = target.host.includes(':') ? `[${target.host}]` : target.host;
     const response = await fetch(`http://${host}:${target.control_port}${path}`, {
-      method: path === '/chunks' ? 'GET' : 'POST',
+      method,
       headers: { 'content-type': 'application/json', authorization: `Bearer ${deriveControlCredential(this.context.signingKey)}` },
-      ...(path === '/chunks' ? {} : { body: JSON.stringify(body) }),
+      ...(method === 'GET' ? {} : { body: JSON.stringify(body) }),
       signal: AbortSignal.timeout(timeoutMs),
     });
     const text = await response.text();

@@ -481,7 +481,7 @@ export class Rebuilder {
     const cached = this.listings.get(sdsId);
     if (cached !== undefined && Date.now() - cached.atMs < LISTING_TTL_MS) return cached.chunks;
     try {
-      const answer = (await this.fencing.control(sdsId, '/chunks', undefined)) as { chunks: SdsChunk[] };
+      const answer = (await this.fencing.listChunks(sdsId)) as { chunks: SdsChunk[] };
       const chunks = new Map(answer.chunks.map((chunk) => [`${chunk.volume_id}:${chunk.chunk_index}`, chunk]));
       this.listings.set(sdsId, { atMs: Date.now(), chunks });
       if (!answer.chunks.some((chunk) => chunk.needs_resync)) this.mayNeedResync.delete(sdsId);
