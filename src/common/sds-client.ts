@@ -35,8 +35,11 @@ export class SdsConnectionError extends Error {
 interface Pending {
   resolve: (reply: SdsReply) => void;
   reject: (error: Error) => void;
-  timer: NodeJS.Timeout;
+  deadlineMs: number;
 }
+
+/** How often a connection checks its oldest request against the timeout (one timer, not one per request). */
+const DEADLINE_CHECK_MS_MAX = 250;
 
 export type RequestFields = Omit<RequestHeader, 'mac' | 'requestId' | 'payloadBytes'>;
 
@@ -49,6 +52,7 @@ export class SdsDataClient {
   private replyHeader: ReplyHeader | undefined;
   private nextRequestId = 1n;
   private closedError: Error | undefined;
+  private deadlineTimer: NodeJS.Timeout | undefined;
 
   constructor(
     readonly host: string,
@@ -77,6 +81,8 @@ export class SdsDataClient {
         this.socket = socket;
         this.batcher = new SocketBatcher(socket);
         this.closedError = undefined;
+        this.deadlineTimer ??= setInterval(() => this.checkDeadlines(), Math.min(DEADLINE_CHECK_MS_MAX, this.requestTimeoutMs));
+        this.deadlineTimer.unref();
         resolve();
       });
       socket.on('data', (chunk: Buffer) => this.onData(chunk));
@@ -105,16 +111,24 @@ export class SdsDataClient {
     const header = encodeRequestHeader({ ...fields, requestId, payloadBytes: payload?.length ?? 0 });
     if (macKey !== undefined) signRequestHeader(macKey, header);
     return new Promise<SdsReply>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        // A pipelined connection that stops answering is suspect: drop it, and with it any bytes
-        // still queued, so nothing of a request we gave up on can reach the SDS later.
-        const error = new SdsConnectionError(`${this.host}:${this.port}: no reply within ${this.requestTimeoutMs} ms`);
-        this.socket?.destroy();
-        this.failAll(error);
-      }, this.requestTimeoutMs);
-      this.pending.set(requestId, { resolve, reject, timer });
+      this.pending.set(requestId, { resolve, reject, deadlineMs: Date.now() + this.requestTimeoutMs });
       batcher.write(header, payload);
     });
+  }
+
+  /**
+   * A pipelined connection that stops answering is suspect: drop it, and with it any bytes still
+   * queued, so nothing of a request we gave up on can reach the SDS later. Requests are kept in
+   * the order sent, all with the same timeout: the first one is the oldest.
+   */
+  private checkDeadlines(): void {
+    for (const pending of this.pending.values()) {
+      if (pending.deadlineMs > Date.now()) return;
+      const error = new SdsConnectionError(`${this.host}:${this.port}: no reply within ${this.requestTimeoutMs} ms`);
+      this.socket?.destroy();
+      this.failAll(error);
+      return;
+    }
   }
 
   close(): void {
@@ -143,7 +157,6 @@ export class SdsDataClient {
       const pending = this.pending.get(header.requestId);
       if (pending === undefined) continue; // timed out already
       this.pending.delete(header.requestId);
-      clearTimeout(pending.timer);
       pending.resolve({ status: header.status, aux: header.aux, payload });
     }
   }
@@ -153,8 +166,9 @@ export class SdsDataClient {
     this.socket = undefined;
     this.queue.clear();
     this.replyHeader = undefined;
+    if (this.deadlineTimer !== undefined) clearInterval(this.deadlineTimer);
+    this.deadlineTimer = undefined;
     for (const [id, pending] of this.pending) {
-      clearTimeout(pending.timer);
       pending.reject(error);
       this.pending.delete(id);
     }
