@@ -72,6 +72,19 @@ interface PoolProgress {
   failures: number;
 }
 
+/** One replica of a chunk of the pool, as a planning pass reads it. */
+interface ReplicaRow {
+  chunk_id: number;
+  volume_id: number;
+  chunk_index: number;
+  epoch: number;
+  sds_id: number;
+  state: string;
+  stale_epoch: number | null;
+  sds_state: string;
+  fault_set_id: number | null;
+}
+
 interface ChunkNeed {
   chunk_id: number;
   volume_id: number;
@@ -273,18 +286,8 @@ export class Rebuilder {
          FROM chunks c JOIN volumes v ON v.id = c.volume_id JOIN replicas r ON r.chunk_id = c.id JOIN sds s ON s.id = r.sds_id
          WHERE v.pool_id = ? ORDER BY c.id`,
       )
-      .all(pool.id) as {
-      chunk_id: number;
-      volume_id: number;
-      chunk_index: number;
-      epoch: number;
-      sds_id: number;
-      state: string;
-      stale_epoch: number | null;
-      sds_state: string;
-      fault_set_id: number | null;
-    }[];
-    const byChunk = new Map<number, typeof rows>();
+      .all(pool.id) as ReplicaRow[];
+    const byChunk = new Map<number, ReplicaRow[]>();
     for (const row of rows) pushTo(byChunk, row.chunk_id, row);
 
     const candidates = placementCandidates(db, pool, { useSpare: true });
@@ -296,7 +299,7 @@ export class Rebuilder {
       if (this.active.has(chunkId)) continue;
       const first = replicas[0]!;
       const need: ChunkNeed = { chunk_id: chunkId, volume_id: first.volume_id, chunk_index: first.chunk_index, epoch: first.epoch, pool_id: pool.id };
-      const up = (row: (typeof rows)[number]): boolean => row.sds_state !== 'DOWN';
+      const up = (row: ReplicaRow): boolean => row.sds_state !== 'DOWN';
       const current = replicas.filter((row) => row.state === 'CURRENT' && up(row));
       const keep = current.filter((row) => row.sds_state !== 'REMOVING');
       const rebuilding = replicas.filter((row) => row.state === 'REBUILDING' && up(row));
@@ -318,7 +321,7 @@ export class Rebuilder {
         }
         // A current replica that may differ from its peers: a chunk an SDC died writing, or one
         // with a crash-time write intent on its SDS. A copy from a peer replaces it.
-        let suspect: (typeof rows)[number] | undefined;
+        let suspect: ReplicaRow | undefined;
         if (current.length >= 2 && this.resyncAfterSdc.has(chunkId)) suspect = current[current.length - 1];
         else if (current.length >= 2) {
           for (const row of current) {
@@ -387,7 +390,7 @@ export class Rebuilder {
   private replacement(
     need: ChunkNeed,
     pool: PoolRow,
-    replicas: { sds_id: number; state: string; sds_state: string; fault_set_id: number | null }[],
+    replicas: ReplicaRow[],
     candidates: ReturnType<typeof placementCandidates>,
     targetFree: (sdsId: number) => boolean,
     suspectSdsId: number,
@@ -436,7 +439,7 @@ export class Rebuilder {
    */
   private planRebalance(
     pool: PoolRow,
-    byChunk: Map<number, { chunk_id: number; volume_id: number; chunk_index: number; epoch: number; sds_id: number; state: string; sds_state: string; fault_set_id: number | null }[]>,
+    byChunk: Map<number, ReplicaRow[]>,
     candidates: ReturnType<typeof placementCandidates>,
   ): Job | undefined {
     if (candidates.length < 2) return undefined;
@@ -521,10 +524,7 @@ export class Rebuilder {
       for (const { need, sdsId } of returns) {
         if (still.get(need.chunk_id, sdsId, need.epoch) === undefined) continue;
         db.prepare(`UPDATE replicas SET state = 'CURRENT', stale_epoch = NULL WHERE chunk_id = ? AND sds_id = ?`).run(need.chunk_id, sdsId);
-        db.prepare(`UPDATE chunks SET epoch = epoch + 1 WHERE id = ?`).run(need.chunk_id);
-        for (const holder of this.currentHolders(need.chunk_id)) {
-          pushTo(orders, holder, { volume_id: need.volume_id, chunk_index: need.chunk_index, pool_id: pool.id, epoch: need.epoch + 1 });
-        }
+        this.bumpEpoch({ chunkId: need.chunk_id, volumeId: need.volume_id, chunkIndex: need.chunk_index, poolId: pool.id }, orders);
         count += 1;
       }
     })();
@@ -562,12 +562,7 @@ export class Rebuilder {
     const left = db.transaction(() => {
       const gone = db.prepare(`DELETE FROM replicas WHERE chunk_id = ? AND sds_id = ? AND (? = 'any' OR state = ?)`).run(chunk.chunkId, sdsId, state, state).changes;
       if (gone === 0) return false;
-      const row = db.prepare('SELECT epoch FROM chunks WHERE id = ?').get(chunk.chunkId) as { epoch: number };
-      db.prepare('UPDATE chunks SET epoch = epoch + 1 WHERE id = ?').run(chunk.chunkId);
-      newEpoch = row.epoch + 1;
-      for (const holder of this.currentHolders(chunk.chunkId)) {
-        pushTo(orders, holder, { volume_id: chunk.volumeId, chunk_index: chunk.chunkIndex, pool_id: chunk.poolId, epoch: row.epoch + 1 });
-      }
+      newEpoch = this.bumpEpoch(chunk, orders);
       return true;
     })();
     if (!left) return false;
@@ -577,13 +572,19 @@ export class Rebuilder {
     return true;
   }
 
-  /** SDS holding the chunk that must take its epochs: current replicas and rebuild targets, on SDS not DOWN. */
-  private currentHolders(chunkId: number): number[] {
-    return (
-      this.context.db
-        .prepare(`SELECT r.sds_id FROM replicas r JOIN sds s ON s.id = r.sds_id WHERE r.chunk_id = ? AND r.state IN ('CURRENT','REBUILDING') AND s.state != 'DOWN'`)
-        .all(chunkId) as { sds_id: number }[]
-    ).map((row) => row.sds_id);
+  /**
+   * Inside a transaction: the chunk's epoch goes up by one, and every SDS that must take it
+   * (current replicas and rebuild targets, on SDS not DOWN) gets an order in `orders`.
+   * Returns the new epoch.
+   */
+  private bumpEpoch(chunk: { chunkId: number; volumeId: number; chunkIndex: number; poolId: number }, orders: Map<number, EpochOrder[]>): number {
+    const { db } = this.context;
+    const { epoch } = db.prepare('UPDATE chunks SET epoch = epoch + 1 WHERE id = ? RETURNING epoch').get(chunk.chunkId) as { epoch: number };
+    const holders = db
+      .prepare(`SELECT r.sds_id FROM replicas r JOIN sds s ON s.id = r.sds_id WHERE r.chunk_id = ? AND r.state IN ('CURRENT','REBUILDING') AND s.state != 'DOWN'`)
+      .all(chunk.chunkId) as { sds_id: number }[];
+    for (const holder of holders) pushTo(orders, holder.sds_id, { volume_id: chunk.volumeId, chunk_index: chunk.chunkIndex, pool_id: chunk.poolId, epoch });
+    return epoch;
   }
 
   // ------------------------------------------------------------ jobs
