@@ -221,19 +221,7 @@ export class ProcessCluster {
   /** Waits until the SDC is registered and exports every volume of the spec. */
   async waitForSdc(timeoutMs = 30_000): Promise<void> {
     const wanted = (this.spec.volumes ?? [{ name: 'vol1' }]).filter((volume) => !('mapToSdc1' in volume) || volume.mapToSdc1 !== false).map((volume) => volume.name);
-    const deadline = Date.now() + timeoutMs;
-    await waitForHealth(`http://127.0.0.1:${this.spec.sdc.mgmt}`, timeoutMs, true);
-    while (Date.now() < deadline) {
-      try {
-        const response = await fetch(`http://127.0.0.1:${this.spec.sdc.mgmt}/mappings`, { signal: AbortSignal.timeout(1000) });
-        const body = (await response.json()) as { mappings: { name: string }[] };
-        if (wanted.every((name) => body.mappings.some((mapping) => mapping.name === name))) return;
-      } catch {
-        // not yet
-      }
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    throw new Error(`the SDC did not export ${wanted.join(', ')} within ${timeoutMs} ms`);
+    await waitForExports(this.spec.sdc.mgmt, wanted, timeoutMs);
   }
 
   spawn(name: string, args: string[], env: NodeJS.ProcessEnv = {}): ClusterProcess {
@@ -316,6 +304,23 @@ async function ensure(client: HttpClient, showPath: string, createPath: string, 
 }
 
 /** Waits until `${url}/health` answers (and, when asked, says registered: true). */
+/** Waits until the SDC whose mgmt plane is on `mgmtPort` is registered and exports every named volume. */
+export async function waitForExports(mgmtPort: number, volumes: readonly string[], timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  await waitForHealth(`http://127.0.0.1:${mgmtPort}`, timeoutMs, true);
+  while (Date.now() < deadline) {
+    try {
+      const response = await fetch(`http://127.0.0.1:${mgmtPort}/mappings`, { signal: AbortSignal.timeout(1000) });
+      const body = (await response.json()) as { mappings: { name: string }[] };
+      if (volumes.every((name) => body.mappings.some((mapping) => mapping.name === name))) return;
+    } catch {
+      // not yet
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`the SDC did not export ${volumes.join(', ')} within ${timeoutMs} ms`);
+}
+
 export async function waitForHealth(url: string, timeoutMs: number, registered = false): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {

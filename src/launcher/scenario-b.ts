@@ -9,7 +9,7 @@
 import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { ProcessCluster, type SdcPorts } from './process-cluster.js';
+import { ProcessCluster, waitForExports, type SdcPorts } from './process-cluster.js';
 import { freePort } from './free-port.js';
 import { MiB } from '../common/units.js';
 import type { PoolRebuildStatus } from '../common/rebuild-status.js';
@@ -88,7 +88,7 @@ export async function runScenarioB(options: ScenarioBOptions): Promise<ScenarioB
     const sdc2 = sdcPorts(17);
     await cluster.startExtraSdc('sdc2', sdc2);
     await cluster.admin.post('/vol/map', { volume: 'vol2', sdc: 'sdc2', access_mode: 'readWrite' });
-    await waitForExport(sdc2.mgmt, 'vol2');
+    await waitForExports(sdc2.mgmt, ['vol2']);
     const status = (): Promise<Status> => cluster.admin.get<Status>('/cluster/status');
 
     log('3. IO: fio randrw 4k, 1000 IOPS on vol1 (sdc1), 500 IOPS on vol2 (sdc2)');
@@ -182,21 +182,6 @@ export async function runScenarioB(options: ScenarioBOptions): Promise<ScenarioB
     await cluster.stop();
     if (!options.keep && options.dataDir === undefined) rmSync(dataDir, { recursive: true, force: true });
   }
-}
-
-async function waitForExport(mgmtPort: number, volume: string): Promise<void> {
-  const deadline = Date.now() + 30_000;
-  while (Date.now() < deadline) {
-    try {
-      const response = await fetch(`http://127.0.0.1:${mgmtPort}/mappings`, { signal: AbortSignal.timeout(1000) });
-      const body = (await response.json()) as { mappings: { name: string }[] };
-      if (body.mappings.some((mapping) => mapping.name === volume)) return;
-    } catch {
-      // not yet
-    }
-    await delay(100);
-  }
-  throw new Error(`the SDC on mgmt port ${mgmtPort} did not export ${volume}`);
 }
 
 /** One fio segment of rate-limited 4k random reads and writes; the counts come from its JSON report. */
