@@ -109,12 +109,19 @@ export async function startMdm(options: MdmOptions): Promise<RunningMdm> {
 }
 
 /**
- * An SDS marked DOWN that still holds current replicas (say, found so after an MDM restart) is
- * fenced: otherwise its replicas would serve again, at their old epoch, when it returns.
+ * An SDS marked DOWN that still holds replicas to fence (say, found so after an MDM restart) is
+ * fenced: otherwise its replicas would serve again, at their old epoch, when it returns. Its last
+ * current replicas of chunks are not fenced (fenceNow's rule), so only SDS with a rebuild target
+ * or a current replica that has a current peer on a live SDS qualify, not every pass again.
  */
 function fenceDownHolders(context: MdmContext, fencing: Fencing): void {
   const rows = context.db
-    .prepare(`SELECT DISTINCT r.sds_id FROM replicas r JOIN sds s ON s.id = r.sds_id WHERE s.state = 'DOWN' AND r.state IN ('CURRENT','REBUILDING')`)
+    .prepare(
+      `SELECT DISTINCT r.sds_id FROM replicas r JOIN sds s ON s.id = r.sds_id
+       WHERE s.state = 'DOWN' AND (r.state = 'REBUILDING' OR (r.state = 'CURRENT' AND EXISTS (
+         SELECT 1 FROM replicas o JOIN sds os ON os.id = o.sds_id
+         WHERE o.chunk_id = r.chunk_id AND o.sds_id != r.sds_id AND o.state = 'CURRENT' AND os.state != 'DOWN')))`,
+    )
     .all() as { sds_id: number }[];
   for (const row of rows) void fencing.fence(row.sds_id, 'down');
 }
