@@ -2,7 +2,8 @@
 export interface PoolRebuildStatus {
   pool_id: number;
   pool: string;
-  state: 'idle' | 'rebuilding' | 'rebalancing';
+  /** disabled: the pool's rebuild is switched off (pool modify) while chunks wait for it. */
+  state: 'idle' | 'rebuilding' | 'rebalancing' | 'disabled';
   chunks_pending: number;
   chunks_active: number;
   chunks_done: number;

@@ -174,6 +174,10 @@ const MIGRATIONS: readonly string[] = [
   /* v3: the epoch a replica was fenced at; the freshest stale replica can serve again. */ `
   ALTER TABLE replicas ADD COLUMN stale_epoch INTEGER;
   `,
+  /* v4: per-pool switches for data movement, for maintenance windows (1 = on). */ `
+  ALTER TABLE storage_pools ADD COLUMN rebuild_enabled INTEGER NOT NULL DEFAULT 1 CHECK (rebuild_enabled IN (0, 1));
+  ALTER TABLE storage_pools ADD COLUMN rebalance_enabled INTEGER NOT NULL DEFAULT 1 CHECK (rebalance_enabled IN (0, 1));
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -113,7 +113,7 @@ export class Rebuilder {
   private readonly active = new Map<number, Job>();
   private readonly progress = new Map<number, PoolProgress>();
   private readonly lastRun = new Map<number, NonNullable<PoolRebuildStatus['last']>>();
-  private readonly pending = new Map<number, { chunks: number; kind: 'rebuilding' | 'rebalancing' }>();
+  private readonly pending = new Map<number, { chunks: number; kind: 'rebuilding' | 'rebalancing' | 'disabled' }>();
   private readonly paceNextMs = new Map<number, number>();
   private readonly listings = new Map<number, { atMs: number; chunks: Map<string, SdsChunk> }>();
   private readonly jobsDone: Promise<void>[] = [];
@@ -271,7 +271,8 @@ export class Rebuilder {
     for (const job of this.active.values()) perTarget.set(job.targetSdsId, (perTarget.get(job.targetSdsId) ?? 0) + 1);
     const jobs: Job[] = [];
     let pendingCount = 0;
-    const room = (): boolean => activeInPool + jobs.length < JOBS_PER_POOL_MAX;
+    // With rebuild switched off the pool's needs are still counted (status shows them), but no job starts.
+    const room = (): boolean => pool.rebuild_enabled === 1 && activeInPool + jobs.length < JOBS_PER_POOL_MAX;
     const targetFree = (sdsId: number): boolean => (perTarget.get(sdsId) ?? 0) < JOBS_PER_TARGET_MAX;
     const take = (job: Job): void => {
       jobs.push(job);
@@ -369,7 +370,7 @@ export class Rebuilder {
       await this.fencing.serialize(() => this.returnClean(pool, cleanReturns));
       pendingCount -= cleanReturns.length;
     }
-    if (pendingCount === 0 && this.active.size === 0) {
+    if (pendingCount === 0 && this.active.size === 0 && pool.rebalance_enabled === 1) {
       const move = this.planRebalance(pool, byChunk, candidates);
       if (move !== undefined) {
         take(move);
@@ -377,7 +378,7 @@ export class Rebuilder {
         return jobs;
       }
     }
-    this.pending.set(pool.id, { chunks: Math.max(0, pendingCount - jobs.length), kind: 'rebuilding' });
+    this.pending.set(pool.id, { chunks: Math.max(0, pendingCount - jobs.length), kind: pool.rebuild_enabled === 1 ? 'rebuilding' : 'disabled' });
     return jobs;
   }
 

@@ -24,6 +24,9 @@ export interface PoolRow {
   chunk_size_bytes: number;
   spare_percent: number;
   rebuild_rate_mbps: number;
+  /** SQLite booleans: 0 stops new rebuild (or rebalance) jobs in the pool; running ones finish. */
+  rebuild_enabled: 0 | 1;
+  rebalance_enabled: 0 | 1;
   capacity_alert_high_percent: number;
   capacity_alert_critical_percent: number;
   created_at: string;

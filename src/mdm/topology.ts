@@ -114,6 +114,8 @@ export const createPoolSchema = z
       .default(CHUNK_SIZE_BYTES_DEFAULT),
     spare_percent: z.number().int().min(0).max(50).default(10),
     rebuild_rate_mbps: z.number().int().min(1).max(100_000).default(100),
+    rebuild_enabled: z.boolean().default(true),
+    rebalance_enabled: z.boolean().default(true),
     capacity_alert_high_percent: percentSchema.default(80),
     capacity_alert_critical_percent: percentSchema.default(90),
   })
@@ -129,7 +131,8 @@ export function createPool(db: Db, input: z.infer<typeof createPoolSchema>): Poo
     const { lastInsertRowid } = db
       .prepare(
         `INSERT INTO storage_pools (pd_id, name, protection_policy, chunk_size_bytes, spare_percent, rebuild_rate_mbps,
-           capacity_alert_high_percent, capacity_alert_critical_percent) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+           rebuild_enabled, rebalance_enabled, capacity_alert_high_percent, capacity_alert_critical_percent)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       )
       .run(
         pd.id,
@@ -138,6 +141,8 @@ export function createPool(db: Db, input: z.infer<typeof createPoolSchema>): Poo
         input.chunk_size_bytes,
         input.spare_percent,
         input.rebuild_rate_mbps,
+        input.rebuild_enabled ? 1 : 0,
+        input.rebalance_enabled ? 1 : 0,
         input.capacity_alert_high_percent,
         input.capacity_alert_critical_percent,
       );
@@ -152,6 +157,8 @@ export function createPool(db: Db, input: z.infer<typeof createPoolSchema>): Poo
 
 export const modifyPoolSchema = z.strictObject({
   rebuild_rate_mbps: z.number().int().min(1).max(100_000).optional(),
+  rebuild_enabled: z.boolean().optional(),
+  rebalance_enabled: z.boolean().optional(),
   spare_percent: z.number().int().min(0).max(50).optional(),
   capacity_alert_high_percent: percentSchema.optional(),
   capacity_alert_critical_percent: percentSchema.optional(),
@@ -160,16 +167,29 @@ export const modifyPoolSchema = z.strictObject({
 export function modifyPool(db: Db, ref: string | number, input: z.infer<typeof modifyPoolSchema>): PoolRow {
   return db.transaction(() => {
     const pool = getRow<PoolRow>(db, 'pool', ref);
-    const next = { ...pool, ...Object.fromEntries(Object.entries(input).filter(([, v]) => v !== undefined)) } as PoolRow;
+    const given = Object.fromEntries(
+      Object.entries(input)
+        .filter(([, v]) => v !== undefined)
+        .map(([key, v]) => [key, typeof v === 'boolean' ? (v ? 1 : 0) : v]),
+    );
+    const next = { ...pool, ...given } as PoolRow;
     if (next.capacity_alert_high_percent > next.capacity_alert_critical_percent) {
       throw pflexError('VALIDATION', 'capacity_alert_high_percent must not exceed capacity_alert_critical_percent', {
         field: 'capacity_alert_high_percent',
       });
     }
     db.prepare(
-      `UPDATE storage_pools SET rebuild_rate_mbps = ?, spare_percent = ?, capacity_alert_high_percent = ?,
-         capacity_alert_critical_percent = ? WHERE id = ?`,
-    ).run(next.rebuild_rate_mbps, next.spare_percent, next.capacity_alert_high_percent, next.capacity_alert_critical_percent, pool.id);
+      `UPDATE storage_pools SET rebuild_rate_mbps = ?, rebuild_enabled = ?, rebalance_enabled = ?, spare_percent = ?,
+         capacity_alert_high_percent = ?, capacity_alert_critical_percent = ? WHERE id = ?`,
+    ).run(
+      next.rebuild_rate_mbps,
+      next.rebuild_enabled,
+      next.rebalance_enabled,
+      next.spare_percent,
+      next.capacity_alert_high_percent,
+      next.capacity_alert_critical_percent,
+      pool.id,
+    );
     recordEvent(db, 'info', 'POOL_MODIFIED', `storage pool ${pool.name} modified: ${JSON.stringify(input)}`, { poolId: pool.id });
     return getRow<PoolRow>(db, 'pool', pool.id);
   })();

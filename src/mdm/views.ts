@@ -67,7 +67,9 @@ export function faultSetView(db: Db, faultSet: FaultSetRow) {
   return { ...faultSet, pd: pd.name, sds };
 }
 
-export function poolView(db: Db, pool: PoolRow): PoolRow & {
+export function poolView(db: Db, pool: PoolRow): Omit<PoolRow, 'rebuild_enabled' | 'rebalance_enabled'> & {
+  rebuild_enabled: boolean;
+  rebalance_enabled: boolean;
   pd: string;
   copies: number;
   health: Health;
@@ -89,7 +91,19 @@ export function poolView(db: Db, pool: PoolRow): PoolRow & {
       : capacity.utilization_percent >= pool.capacity_alert_high_percent
         ? 'high'
         : 'none';
-  return { ...pool, pd: pd.name, copies, health: health.health, capacity, chunk_health: health, volumes, sds, capacity_alert: alert };
+  return {
+    ...pool,
+    rebuild_enabled: pool.rebuild_enabled === 1,
+    rebalance_enabled: pool.rebalance_enabled === 1,
+    pd: pd.name,
+    copies,
+    health: health.health,
+    capacity,
+    chunk_health: health,
+    volumes,
+    sds,
+    capacity_alert: alert,
+  };
 }
 
 export function sdsView(db: Db, sds: SdsRow) {

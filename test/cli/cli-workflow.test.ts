@@ -156,6 +156,17 @@ t.test('scenario D: the third thick volume does not fit and nothing of it stays'
   t.equal(show.code, 1, 'the failed volume does not exist');
 });
 
+t.test('pool modify switches rebuild and rebalance off and on', async (t) => {
+  const off = await adminJson<{ rebuild_enabled: boolean; rebalance_enabled: boolean }>('pool', 'modify', 'small', '--rebuild', 'off', '--rebalance', 'off');
+  t.same([off.rebuild_enabled, off.rebalance_enabled], [false, false], 'both off');
+  t.match(await adminOk('pool', 'show', 'small'), /rebuild \/ rebalance\s+OFF \/ OFF/, 'pool show says so');
+  const on = await adminJson<{ rebuild_enabled: boolean; rebalance_enabled: boolean }>('pool', 'modify', 'small', '--rebuild', 'on');
+  t.same([on.rebuild_enabled, on.rebalance_enabled], [true, false], 'rebuild on again, rebalance still off');
+  const bad = await admin('pool', 'modify', 'small', '--rebuild', 'maybe');
+  t.equal(bad.code, 2, 'a value other than on or off is a usage error');
+  t.match(bad.stderr, /on, off/);
+});
+
 t.test('join tokens and topology from the CLI', async (t) => {
   const token = (await adminOk('cluster', 'join-token', '--roles', 'sdc', '--uses', '1')).trim();
   t.match(token, /^pfj_[A-Za-z0-9_-]{20,}$/);

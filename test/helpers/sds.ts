@@ -326,6 +326,8 @@ export async function setupSdsCluster(
     copies?: 2 | 3;
     volumes: { name: string; sizeBytes: number; thick?: boolean }[];
     prefix?: string;
+    /** false for tests that write one replica behind the MDM's back: no resync may copy over it. */
+    rebuildEnabled?: boolean;
   },
 ): Promise<SdsClusterLayout> {
   const prefix = options.prefix ?? 't';
@@ -341,6 +343,7 @@ export async function setupSdsCluster(
     spare_percent: 0,
     chunk_size_bytes: chunkSizeBytes,
     ...(options.copies === 3 ? { protection_policy: 'three_copies' } : {}),
+    ...(options.rebuildEnabled === false ? { rebuild_enabled: false } : {}),
   });
   const sds: SdsRecord[] = [];
   for (let n = 1; n <= options.sdsCount; n += 1) {

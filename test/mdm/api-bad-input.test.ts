@@ -273,6 +273,7 @@ t.test('unknown extra fields are refused (strict bodies) and the message names t
     { what: 'map force', method: 'POST', path: '/vol/map', json: { volume: 'vol1', sdc: 'sdc1', force: true }, expect: invalid('force') },
     { what: 'unmap force', method: 'POST', path: '/vol/unmap', json: { volume: 'vol1', sdc: 'sdc1', force: true }, expect: invalid('force') },
     { what: 'extend delta', method: 'POST', path: '/vol/extend', json: { volume: 'vol1', size_bytes: GiB, delta: true }, expect: invalid('delta') },
+    { what: 'rebuild_enabled: 1', method: 'POST', path: '/pool/pool1/modify', json: { rebuild_enabled: 1 }, expect: invalid('rebuild_enabled') },
     { what: 'pool modify name', method: 'POST', path: '/pool/pool1/modify', json: { name: 'pool-renamed' }, expect: invalid('name') },
     { what: 'pool create id', method: 'POST', path: '/pool/create', json: { pd: 'pd1', name: 'pool9', id: 1 }, expect: invalid('id') },
     { what: 'join token forever', method: 'POST', path: '/cluster/join-token', json: { roles: ['sdc'], forever: true }, expect: invalid('forever') },

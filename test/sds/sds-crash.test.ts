@@ -50,10 +50,13 @@ t.teardown(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-// Two SDS (a two-copy pool needs two); the storm and the kill are on the first.
+// Two SDS (a two-copy pool needs two); the storm and the kill are on the first. The storm writes
+// one replica only, behind the MDM's back, so the pool's rebuild is off: a resync of the dirty
+// chunks from the untouched peer would rightly overwrite the very bytes this test checks.
 const layout = await setupSdsCluster(mdm.admin, {
   baseDir: dir,
   sdsCount: 2,
+  rebuildEnabled: false,
   chunkSizeBytes: CHUNK_BYTES,
   volumes: [{ name: 'storm', sizeBytes: CHUNKS * CHUNK_BYTES }],
 });
@@ -335,4 +338,34 @@ t.test('sds_local.db of the running, restarted SDS is intact', async (t) => {
     db.close();
   }
   t.ok(sds.alive(), 'the restarted SDS is alive');
+});
+
+t.test("rebuild off: the dirty chunks wait; switched on, they are resynced from the peer's copy", async (t) => {
+  type PoolStatus = { pool: string; state: string; chunks_pending: number };
+  const poolStatus = async (): Promise<PoolStatus | undefined> =>
+    (await mdm.admin.get<{ pools: PoolStatus[] }>('/rebuild/status')).pools.find((pool) => pool.pool === 't-pool');
+  let status: PoolStatus | undefined;
+  for (let i = 0; i < 100 && status?.state !== 'disabled'; i += 1) {
+    status = await poolStatus();
+    if (status?.state !== 'disabled') await sleep(100);
+  }
+  t.same([status?.state, status?.chunks_pending], ['disabled', CHUNKS], 'rebuild status: the pool is disabled with the four dirty chunks pending');
+
+  const modified = await mdm.admin.post<{ rebuild_enabled: boolean }>('/pool/t-pool/modify', { rebuild_enabled: true });
+  t.equal(modified.rebuild_enabled, true, 'pool modify switches rebuild on');
+  for (let i = 0; i < 300 && status?.state !== 'idle'; i += 1) {
+    await sleep(100);
+    status = await poolStatus();
+  }
+  t.equal(status?.state, 'idle', 'the resync finishes');
+  // The storm wrote this SDS only; its peer never saw a byte, so the resynced replica is zeros.
+  const session = await TokenSession.authorize(mdm.admin, 'storm', layout.sdc, ['read'], 0, CHUNKS);
+  const client = new SdsDataClient('127.0.0.1', sds.dataPort, 20_000);
+  clients.push(client);
+  t.equal((await session.install(client)).status, Status.OK, 'a token at the new epoch');
+  const zeros = Buffer.alloc(CHUNK_BYTES);
+  for (let chunk = 0; chunk < CHUNKS; chunk += 1) {
+    const reply = await session.read(client, chunk, 0, CHUNK_BYTES);
+    t.ok(reply.status === Status.OK && reply.payload?.equals(zeros), `chunk ${chunk} now holds the peer's bytes`);
+  }
 });

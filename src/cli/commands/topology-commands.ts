@@ -29,6 +29,8 @@ export interface PoolView {
   chunk_size_bytes: number;
   spare_percent: number;
   rebuild_rate_mbps: number;
+  rebuild_enabled: boolean;
+  rebalance_enabled: boolean;
   capacity_alert_high_percent: number;
   capacity_alert_critical_percent: number;
   health: string;
@@ -73,6 +75,7 @@ function poolDetails(pool: PoolView): string {
     ['chunk size', formatBytes(pool.chunk_size_bytes)],
     ['spare', `${pool.spare_percent}% (${formatBytes(pool.capacity.spare_bytes)})`],
     ['rebuild rate', `${pool.rebuild_rate_mbps} MB/s`],
+    ['rebuild / rebalance', `${pool.rebuild_enabled ? 'on' : 'OFF'} / ${pool.rebalance_enabled ? 'on' : 'OFF'}`],
     ['raw capacity', formatBytes(pool.capacity.raw_bytes)],
     ['usable', formatBytes(pool.capacity.usable_bytes)],
     ['used', `${formatBytes(pool.capacity.used_bytes)} (${pool.capacity.utilization_percent}%)`],
@@ -248,19 +251,30 @@ export function registerTopologyCommands(program: Command): void {
     });
   pool
     .command('modify <pool>')
-    .description("change a pool's rebuild rate, spare or alert thresholds")
+    .description("change a pool's rebuild rate, rebuild/rebalance switches, spare or alert thresholds")
     .option('--spare-percent <n>', 'capacity held back for rebuilds, 0-50', parseIntegerArgument(0, 50))
     .option('--rebuild-rate-mbps <n>', 'rebuild rate limit in MB/s', parseIntegerArgument(1, 100_000))
+    .addOption(new Option('--rebuild <on|off>', 'off: no new rebuild, resync or drain copies start (a maintenance window); running ones finish').choices(['on', 'off']))
+    .addOption(new Option('--rebalance <on|off>', 'off: no new rebalance moves start').choices(['on', 'off']))
     .option('--alert-high-percent <n>', 'capacity alert threshold', parseIntegerArgument(0, 100))
     .option('--alert-critical-percent <n>', 'critical capacity alert threshold', parseIntegerArgument(0, 100))
     .action(
       async (
         ref_: string,
-        options: { sparePercent?: number; rebuildRateMbps?: number; alertHighPercent?: number; alertCriticalPercent?: number },
+        options: {
+          sparePercent?: number;
+          rebuildRateMbps?: number;
+          rebuild?: 'on' | 'off';
+          rebalance?: 'on' | 'off';
+          alertHighPercent?: number;
+          alertCriticalPercent?: number;
+        },
         command: Command,
       ) => {
         const { client, output } = contextOf(command);
         const body: Record<string, unknown> = {};
+        if (options.rebuild !== undefined) body.rebuild_enabled = options.rebuild === 'on';
+        if (options.rebalance !== undefined) body.rebalance_enabled = options.rebalance === 'on';
         if (options.sparePercent !== undefined) body.spare_percent = options.sparePercent;
         if (options.rebuildRateMbps !== undefined) body.rebuild_rate_mbps = options.rebuildRateMbps;
         if (options.alertHighPercent !== undefined) body.capacity_alert_high_percent = options.alertHighPercent;
