@@ -5,10 +5,10 @@
 import assert from 'node:assert/strict';
 import type { Socket } from 'node:net';
 import type { Logger } from '../src/common/logger.js';
-import { INPUT_BUFFERED_BYTES_HIGH, KEEPALIVE_INITIAL_DELAY_MS, SHUTDOWN_GRACE_MS } from './constants.js';
+import { KEEPALIVE_INITIAL_DELAY_MS, SHUTDOWN_GRACE_MS } from './constants.js';
 import { NbdConnectionClosed, NbdProtocolError } from './errors.js';
 import { Handshake } from './handshake.js';
-import { SocketReader } from './socket-reader.js';
+import type { SocketReader } from './socket-reader.js';
 import { Transmission } from './transmission.js';
 import type { NbdExportProvider } from './types.js';
 
@@ -29,6 +29,8 @@ export class NbdConnection {
 
   constructor(
     private readonly socket: Socket,
+    /** Fed by the socket (see startNbdServer). */
+    private readonly reader: SocketReader,
     private readonly log: Logger,
     private readonly options: ConnectionOptions,
   ) {
@@ -42,7 +44,7 @@ export class NbdConnection {
     const socket = this.socket;
     socket.setNoDelay(true);
     socket.setKeepAlive(true, KEEPALIVE_INITIAL_DELAY_MS);
-    const reader = new SocketReader(socket, INPUT_BUFFERED_BYTES_HIGH);
+    const reader = this.reader;
     const handshakeTimer = setTimeout(() => {
       this.log.warn({ timeoutMs: this.options.handshakeTimeoutMs }, 'nbd handshake timed out');
       socket.destroy();

@@ -4,13 +4,16 @@
  */
 import assert from 'node:assert/strict';
 import { createServer, type Socket } from 'node:net';
+import { adoptForDirectReads } from '../src/common/direct-reads.js';
 import {
   CONNECTIONS_MAX_DEFAULT,
   HANDSHAKE_TIMEOUT_MS_DEFAULT,
+  INPUT_BUFFERED_BYTES_HIGH,
   REQUESTS_IN_FLIGHT_MAX_DEFAULT,
   SHUTDOWN_GRACE_MS,
 } from './constants.js';
 import { NbdConnection } from './connection.js';
+import { SocketReader } from './socket-reader.js';
 import type { NbdServer, NbdServerOptions } from './types.js';
 
 function positiveInteger(value: number | undefined, fallback: number, what: string): number {
@@ -30,14 +33,24 @@ export async function startNbdServer(options: NbdServerOptions): Promise<NbdServ
   let closing: Promise<void> | undefined;
 
   // allowHalfOpen: a client that shuts its write side after its last request still gets every reply.
-  const server = createServer({ allowHalfOpen: true, pauseOnConnect: false }, (socket: Socket) => {
+  // Paused at accept: the socket's handle moves to one that reads into our buffers (direct-reads.ts).
+  const server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (accepted: Socket) => {
     if (closing !== undefined) {
-      socket.destroy();
+      accepted.destroy();
       return;
     }
+    // Counted here: an adopted socket leaves the server's own count.
+    if (connections.size >= connectionsMax) {
+      log.warn({ remote: accepted.remoteAddress, connectionsMax }, 'nbd connection refused: too many connections');
+      accepted.destroy();
+      return;
+    }
+    const reader = new SocketReader(INPUT_BUFFERED_BYTES_HIGH);
+    const socket = adoptForDirectReads(accepted, reader, { allowHalfOpen: true });
+    reader.attach(socket);
     const connectionId = nextConnectionId++;
     const connectionLog = log.child({ nbdConnection: connectionId, remote: `${socket.remoteAddress}:${socket.remotePort}` });
-    const connection = new NbdConnection(socket, connectionLog, { provider: options.provider, requestsInFlightMax, handshakeTimeoutMs });
+    const connection = new NbdConnection(socket, reader, connectionLog, { provider: options.provider, requestsInFlightMax, handshakeTimeoutMs });
     connections.add(connection);
     connectionLog.debug({ connections: connections.size }, 'nbd client connected');
     void connection.closed.then(() => {
@@ -46,8 +59,6 @@ export async function startNbdServer(options: NbdServerOptions): Promise<NbdServ
     });
     void connection.serve();
   });
-  server.maxConnections = connectionsMax;
-  server.on('drop', (drop?: { remoteAddress?: string }) => log.warn({ remote: drop?.remoteAddress, connectionsMax }, 'nbd connection refused: too many connections'));
   server.on('error', (error) => log.error({ err: error }, 'nbd listener error'));
 
   await new Promise<void>((resolve, reject) => {

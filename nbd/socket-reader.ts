@@ -5,19 +5,25 @@
  */
 import assert from 'node:assert/strict';
 import type { Socket } from 'node:net';
+import { DIRECT_READ_BYTES_MIN, type ReadSink } from '../src/common/direct-reads.js';
 import { NbdConnectionClosed } from './errors.js';
 
 interface PendingRead {
   readonly lengthBytes: number;
   resolve(bytes: Buffer): void;
   reject(error: Error): void;
-  /** Only wait until lengthBytes are buffered; the caller takes them itself (readInto). */
-  readonly peek?: boolean;
+  /** readInto: the bytes go straight into this buffer, `filled` of them so far. */
+  readonly target?: Buffer;
+  filled: number;
 }
 
-const EMPTY = Buffer.alloc(0);
-
-export class SocketReader {
+/**
+ * A ReadSink (see src/common/direct-reads.ts): small reads are copied out of the shared staging
+ * buffer, and a large WRITE payload is read by the kernel straight into its pooled buffer.
+ */
+export class SocketReader implements ReadSink {
+  private socket: Socket | undefined;
+  /** Owned copies of bytes read and not yet taken. */
   private readonly chunks: Buffer[] = [];
   private bufferedBytes = 0;
   private pending: PendingRead | undefined;
@@ -25,11 +31,11 @@ export class SocketReader {
   private stopped = false;
   private paused = false;
 
-  constructor(
-    private readonly socket: Socket,
-    private readonly bufferedBytesHigh: number,
-  ) {
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+  constructor(private readonly bufferedBytesHigh: number) {}
+
+  /** Starts reading from `socket`, which must feed this reader (adoptForDirectReads). */
+  attach(socket: Socket): void {
+    this.socket = socket;
     socket.on('end', () => this.finish(new NbdConnectionClosed('client closed its side')));
     socket.on('close', () => this.finish(new NbdConnectionClosed('connection closed')));
   }
@@ -48,23 +54,22 @@ export class SocketReader {
     if (this.bufferedBytes >= lengthBytes) return Promise.resolve(this.take(lengthBytes));
     if (this.endError !== undefined) return Promise.reject(this.endError);
     return new Promise<Buffer>((resolve, reject) => {
-      this.pending = { lengthBytes, resolve, reject };
+      this.pending = { lengthBytes, resolve, reject, filled: 0 };
       this.updateFlow();
     });
   }
 
-  /** Exactly target.length bytes copied into target (a pooled buffer), for large WRITE payloads. */
-  async readInto(target: Buffer): Promise<Buffer> {
+  /** Exactly target.length bytes into target (a pooled buffer), for large WRITE payloads. */
+  readInto(target: Buffer): Promise<Buffer> {
     assert.ok(this.pending === undefined, 'one read at a time');
-    if (this.bufferedBytes < target.length) {
-      if (this.endError !== undefined) throw this.endError;
-      // Wait until enough is buffered without taking it, then copy once into the target.
-      await new Promise<void>((resolve, reject) => {
-        this.pending = { lengthBytes: target.length, resolve: () => resolve(), reject, peek: true };
-        this.updateFlow();
-      });
-    }
-    return this.take(target.length, target);
+    const have = Math.min(this.bufferedBytes, target.length);
+    this.copyOut(have, target);
+    if (have === target.length) return Promise.resolve(target);
+    if (this.endError !== undefined) return Promise.reject(this.endError);
+    return new Promise<Buffer>((resolve, reject) => {
+      this.pending = { lengthBytes: target.length, resolve, reject, target, filled: have };
+      this.updateFlow();
+    });
   }
 
   /** Whether a read could still be satisfied by more data (false after EOF with nothing pending). */
@@ -84,17 +89,47 @@ export class SocketReader {
     this.finish(new NbdConnectionClosed('reading stopped'));
   }
 
-  private onData(chunk: Buffer): void {
-    if (this.stopped) return;
-    this.chunks.push(chunk);
-    this.bufferedBytes += chunk.length;
+  // ------------------------------------------------------------ ReadSink
+
+  onStaged(bytes: Buffer): boolean {
+    if (this.stopped) return true;
+    let offset = 0;
     const pending = this.pending;
-    if (pending !== undefined && this.bufferedBytes >= pending.lengthBytes) {
-      this.pending = undefined;
-      pending.resolve(pending.peek === true ? EMPTY : this.take(pending.lengthBytes));
-      return;
+    if (pending?.target !== undefined) {
+      offset = Math.min(bytes.length, pending.lengthBytes - pending.filled);
+      bytes.copy(pending.target, pending.filled, 0, offset);
+      pending.filled += offset;
+      if (pending.filled === pending.lengthBytes) this.settle();
+    }
+    if (offset < bytes.length) {
+      this.chunks.push(Buffer.from(bytes.subarray(offset))); // a copy: the staging buffer is reused
+      this.bufferedBytes += bytes.length - offset;
+      const waiting = this.pending;
+      if (waiting !== undefined && waiting.target === undefined && this.bufferedBytes >= waiting.lengthBytes) this.settle();
     }
     this.updateFlow();
+    return !this.paused;
+  }
+
+  directTarget(): Buffer | undefined {
+    const pending = this.pending;
+    if (pending?.target === undefined || this.stopped) return undefined;
+    return pending.lengthBytes - pending.filled >= DIRECT_READ_BYTES_MIN ? pending.target.subarray(pending.filled) : undefined;
+  }
+
+  onDirect(count: number): boolean {
+    const pending = this.pending!;
+    pending.filled += count;
+    if (pending.filled === pending.lengthBytes) this.settle();
+    return !this.paused;
+  }
+
+  // ------------------------------------------------------------ internals
+
+  private settle(): void {
+    const pending = this.pending!;
+    this.pending = undefined;
+    pending.resolve(pending.target ?? this.take(pending.lengthBytes));
   }
 
   private finish(error: Error): void {
@@ -106,45 +141,51 @@ export class SocketReader {
     }
   }
 
-  private take(lengthBytes: number, target?: Buffer): Buffer {
+  private take(lengthBytes: number): Buffer {
     assert.ok(lengthBytes <= this.bufferedBytes);
-    let result: Buffer;
     const first = this.chunks[0];
-    if (lengthBytes === 0) {
-      result = Buffer.alloc(0);
-    } else if (target === undefined && first !== undefined && first.length >= lengthBytes) {
+    if (lengthBytes === 0) return Buffer.alloc(0);
+    if (first !== undefined && first.length >= lengthBytes) {
       // The common case: the whole frame is inside one chunk, so hand out a view, not a copy.
-      result = first.subarray(0, lengthBytes);
+      const result = first.subarray(0, lengthBytes);
       if (first.length === lengthBytes) this.chunks.shift();
       else this.chunks[0] = first.subarray(lengthBytes);
-    } else {
-      result = target ?? Buffer.allocUnsafe(lengthBytes);
-      let filled = 0;
-      while (filled < lengthBytes) {
-        const chunk = this.chunks[0]!;
-        const used = Math.min(chunk.length, lengthBytes - filled);
-        chunk.copy(result, filled, 0, used);
-        filled += used;
-        if (used === chunk.length) this.chunks.shift();
-        else this.chunks[0] = chunk.subarray(used);
-      }
+      this.bufferedBytes -= lengthBytes;
+      this.updateFlow();
+      return result;
+    }
+    const result = Buffer.allocUnsafe(lengthBytes);
+    this.copyOut(lengthBytes, result);
+    return result;
+  }
+
+  /** Moves the first `lengthBytes` buffered bytes into `target`. */
+  private copyOut(lengthBytes: number, target: Buffer): void {
+    let filled = 0;
+    while (filled < lengthBytes) {
+      const chunk = this.chunks[0]!;
+      const used = Math.min(chunk.length, lengthBytes - filled);
+      chunk.copy(target, filled, 0, used);
+      filled += used;
+      if (used === chunk.length) this.chunks.shift();
+      else this.chunks[0] = chunk.subarray(used);
     }
     this.bufferedBytes -= lengthBytes;
     this.updateFlow();
-    return result;
   }
 
   /** Pause when enough is buffered for the waiting read and past the high-water mark; resume otherwise. */
   private updateFlow(): void {
-    if (this.socket.destroyed) return;
-    const neededBytes = this.pending?.lengthBytes ?? 0;
+    const socket = this.socket;
+    if (socket === undefined || socket.destroyed) return;
+    const neededBytes = this.pending?.target === undefined ? (this.pending?.lengthBytes ?? 0) : 0;
     const shouldPause = !this.stopped && this.bufferedBytes >= this.bufferedBytesHigh && this.bufferedBytes >= neededBytes;
     if (shouldPause && !this.paused) {
       this.paused = true;
-      this.socket.pause();
+      socket.pause();
     } else if (!shouldPause && this.paused) {
       this.paused = false;
-      this.socket.resume();
+      socket.resume();
     }
   }
 }

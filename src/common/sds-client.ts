@@ -5,8 +5,8 @@
  */
 import { connect, type Socket } from 'node:net';
 import { SocketBatcher } from './socket-batcher.js';
+import { DIRECT_READ_BYTES_MIN, onreadFor, type ReadSink } from './direct-reads.js';
 import {
-  ByteQueue,
   decodeReplyHeader,
   encodeRequestHeader,
   REPLY_HEADER_BYTES,
@@ -43,13 +43,17 @@ const DEADLINE_CHECK_MS_MAX = 250;
 
 export type RequestFields = Omit<RequestHeader, 'mac' | 'requestId' | 'payloadBytes'>;
 
-export class SdsDataClient {
+export class SdsDataClient implements ReadSink {
   private socket: Socket | undefined;
   private batcher: SocketBatcher | undefined;
   private connecting: Promise<void> | undefined;
   private readonly pending = new Map<bigint, Pending>();
-  private readonly queue = new ByteQueue();
+  // The reply being read: its header, then its payload straight into the buffer handed to the caller.
+  private readonly headerBytes = Buffer.allocUnsafe(REPLY_HEADER_BYTES);
+  private headerFill = 0;
   private replyHeader: ReplyHeader | undefined;
+  private payload: Buffer | undefined;
+  private payloadFill = 0;
   private nextRequestId = 1n;
   private closedError: Error | undefined;
   private deadlineTimer: NodeJS.Timeout | undefined;
@@ -74,7 +78,8 @@ export class SdsDataClient {
     if (this.socket !== undefined) return Promise.resolve();
     if (this.connecting !== undefined) return this.connecting;
     this.connecting = new Promise<void>((resolve, reject) => {
-      const socket = this.socketPath !== undefined ? connect({ path: this.socketPath }) : connect({ host: this.host, port: this.port, noDelay: true });
+      const onread = onreadFor(this);
+      const socket = this.socketPath !== undefined ? connect({ path: this.socketPath, onread }) : connect({ host: this.host, port: this.port, noDelay: true, onread });
       const timer = setTimeout(() => socket.destroy(new SdsConnectionError(`connect to ${this.host}:${this.port} timed out`)), CONNECT_TIMEOUT_MS);
       socket.once('connect', () => {
         clearTimeout(timer);
@@ -85,7 +90,6 @@ export class SdsDataClient {
         this.deadlineTimer.unref();
         resolve();
       });
-      socket.on('data', (chunk: Buffer) => this.onData(chunk));
       socket.on('error', (error) => {
         clearTimeout(timer);
         this.failAll(new SdsConnectionError(`${this.host}:${this.port}: ${error.message}`));
@@ -137,35 +141,75 @@ export class SdsDataClient {
     this.failAll(new SdsConnectionError('client closed'));
   }
 
-  private onData(chunk: Buffer): void {
-    this.queue.push(chunk);
-    for (;;) {
+  // ------------------------------------------------------------ ReadSink
+
+  onStaged(bytes: Buffer): boolean {
+    let offset = 0;
+    while (offset < bytes.length && this.socket !== undefined) {
       if (this.replyHeader === undefined) {
-        if (this.queue.length < REPLY_HEADER_BYTES) return;
-        try {
-          this.replyHeader = decodeReplyHeader(this.queue.take(REPLY_HEADER_BYTES));
-        } catch (error) {
-          this.socket?.destroy();
-          this.failAll(new SdsConnectionError(`${this.host}:${this.port}: ${(error as Error).message}`));
-          return;
-        }
+        const step = Math.min(REPLY_HEADER_BYTES - this.headerFill, bytes.length - offset);
+        bytes.copy(this.headerBytes, this.headerFill, offset, offset + step);
+        this.headerFill += step;
+        offset += step;
+        if (this.headerFill < REPLY_HEADER_BYTES) break;
+        if (!this.startReply()) break;
+        continue;
       }
-      const header = this.replyHeader;
-      if (this.queue.length < header.payloadBytes) return;
-      this.replyHeader = undefined;
-      const payload = header.payloadBytes > 0 ? this.queue.take(header.payloadBytes) : undefined;
-      const pending = this.pending.get(header.requestId);
-      if (pending === undefined) continue; // timed out already
-      this.pending.delete(header.requestId);
-      pending.resolve({ status: header.status, aux: header.aux, payload });
+      const payload = this.payload!;
+      const step = Math.min(payload.length - this.payloadFill, bytes.length - offset);
+      bytes.copy(payload, this.payloadFill, offset, offset + step);
+      this.payloadFill += step;
+      offset += step;
+      if (this.payloadFill === payload.length) this.finishReply();
     }
+    return true;
+  }
+
+  directTarget(): Buffer | undefined {
+    const payload = this.payload;
+    if (payload === undefined) return undefined;
+    return payload.length - this.payloadFill >= DIRECT_READ_BYTES_MIN ? payload.subarray(this.payloadFill) : undefined;
+  }
+
+  onDirect(count: number): boolean {
+    this.payloadFill += count;
+    if (this.payloadFill === this.payload!.length) this.finishReply();
+    return true;
+  }
+
+  /** A whole reply header is in. False when it is malformed (the connection is dropped). */
+  private startReply(): boolean {
+    try {
+      this.replyHeader = decodeReplyHeader(this.headerBytes);
+    } catch (error) {
+      this.socket?.destroy();
+      this.failAll(new SdsConnectionError(`${this.host}:${this.port}: ${(error as Error).message}`));
+      return false;
+    }
+    this.headerFill = 0;
+    this.payloadFill = 0;
+    if (this.replyHeader.payloadBytes === 0) this.finishReply();
+    else this.payload = Buffer.allocUnsafe(this.replyHeader.payloadBytes);
+    return true;
+  }
+
+  private finishReply(): void {
+    const header = this.replyHeader!;
+    const payload = this.payload;
+    this.replyHeader = undefined;
+    this.payload = undefined;
+    const pending = this.pending.get(header.requestId);
+    if (pending === undefined) return; // timed out already
+    this.pending.delete(header.requestId);
+    pending.resolve({ status: header.status, aux: header.aux, payload });
   }
 
   private failAll(error: Error): void {
     this.closedError = error;
     this.socket = undefined;
-    this.queue.clear();
+    this.headerFill = 0;
     this.replyHeader = undefined;
+    this.payload = undefined;
     if (this.deadlineTimer !== undefined) clearInterval(this.deadlineTimer);
     this.deadlineTimer = undefined;
     for (const [id, pending] of this.pending) {

@@ -28,6 +28,7 @@ import {
 } from '../common/sds-protocol.js';
 import { ChunkStore, ChunkStoreError } from './chunk-store.js';
 import { SocketBatcher } from '../common/socket-batcher.js';
+import { adoptForDirectReads, DIRECT_READ_BYTES_MIN, type ReadSink } from '../common/direct-reads.js';
 import type { TokenChecker } from './token-checker.js';
 import type { IoStats, IoKind } from './io-stats.js';
 import type { TxAckBatcher } from './tx-acks.js';
@@ -152,32 +153,158 @@ export async function executeRequest(
   return result;
 }
 
-class DataConnection {
+class DataConnection implements ReadSink {
+  private readonly socket: Socket;
+  /** JSON frames not yet parsed (copies: the staging buffer is reused). */
   private readonly queue = new ByteQueue();
+  /** Binary bytes read while paused, parsed first on resume (copies). */
+  private saved: Buffer[] = [];
   private mode: 'unknown' | 'binary' | 'json' = 'unknown';
   private inFlight = 0;
   private closed = false;
   private readingPaused = false;
   private readonly batcher: SocketBatcher;
+  // The binary frame being read: its header, then its payload straight into the buffer it is used from.
+  private headerBytes = Buffer.allocUnsafe(REQUEST_HEADER_BYTES);
+  private headerFill = 0;
+  private header: RequestHeader | undefined;
+  private payload: Buffer | undefined;
+  private payloadFill = 0;
+  private alignedBuffer: Buffer | undefined;
 
   constructor(
-    private readonly socket: Socket,
+    accepted: Socket,
     private readonly deps: DataServerDeps,
+    onClose: (socket: Socket) => void,
   ) {
+    const socket = adoptForDirectReads(accepted, this);
+    this.socket = socket;
     this.batcher = new SocketBatcher(socket);
     socket.setNoDelay(true);
     socket.setTimeout(DATA_IDLE_TIMEOUT_MS, () => socket.destroy());
-    socket.on('data', (chunk: Buffer) => {
-      this.queue.push(chunk);
-      this.pump();
-    });
     socket.on('drain', () => this.resumeIfPossible());
     socket.on('error', () => undefined);
     socket.on('close', () => {
       this.closed = true;
       this.queue.clear();
+      this.saved = [];
+      this.releasePayload();
+      onClose(socket);
     });
   }
+
+  get socketOf(): Socket {
+    return this.socket;
+  }
+
+  // ------------------------------------------------------------ ReadSink
+
+  onStaged(bytes: Buffer): boolean {
+    if (this.closed) return false;
+    if (this.mode === 'unknown') {
+      const first = bytes[0]!;
+      if (first === 0x7b /* { */) this.mode = 'json';
+      else if (first === 0x50 /* P */) this.mode = 'binary';
+      else {
+        this.fail(`first byte 0x${first.toString(16)} is neither "{" nor a binary frame`);
+        return false;
+      }
+    }
+    if (this.mode === 'json') {
+      this.queue.push(Buffer.from(bytes));
+      this.pumpJson();
+    } else if (this.saved.length > 0 || this.readingPaused) {
+      this.saved.push(Buffer.from(bytes));
+    } else {
+      const used = this.consumeBinary(bytes);
+      if (used < bytes.length) this.saved.push(Buffer.from(bytes.subarray(used)));
+    }
+    this.pauseIfBusy();
+    return !this.readingPaused;
+  }
+
+  directTarget(): Buffer | undefined {
+    const payload = this.payload;
+    if (payload === undefined || this.saved.length > 0 || this.closed) return undefined;
+    return payload.length - this.payloadFill >= DIRECT_READ_BYTES_MIN ? payload.subarray(this.payloadFill) : undefined;
+  }
+
+  onDirect(count: number): boolean {
+    this.payloadFill += count;
+    if (this.payloadFill === this.payload!.length) this.finishFrame();
+    this.pauseIfBusy();
+    return !this.readingPaused;
+  }
+
+  // ------------------------------------------------------------ binary frames
+
+  /** Parses frames out of `bytes`; returns how many bytes it used (it stops at the in-flight limit). */
+  private consumeBinary(bytes: Buffer): number {
+    let offset = 0;
+    while (offset < bytes.length && !this.closed) {
+      if (this.header === undefined) {
+        if (this.headerFill === 0 && this.inFlight >= REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX) break;
+        const step = Math.min(REQUEST_HEADER_BYTES - this.headerFill, bytes.length - offset);
+        bytes.copy(this.headerBytes, this.headerFill, offset, offset + step);
+        this.headerFill += step;
+        offset += step;
+        if (this.headerFill < REQUEST_HEADER_BYTES) break;
+        if (!this.startFrame()) break;
+        continue;
+      }
+      const payload = this.payload!;
+      const step = Math.min(payload.length - this.payloadFill, bytes.length - offset);
+      bytes.copy(payload, this.payloadFill, offset, offset + step);
+      this.payloadFill += step;
+      offset += step;
+      if (this.payloadFill === payload.length) this.finishFrame();
+    }
+    return offset;
+  }
+
+  /** A whole header is in: decode it and make room for its payload. False when the connection failed. */
+  private startFrame(): boolean {
+    let header: RequestHeader;
+    try {
+      header = decodeRequestHeader(this.headerBytes);
+    } catch (error) {
+      this.fail((error as Error).message);
+      return false;
+    }
+    this.header = header;
+    this.payloadFill = 0;
+    if (header.payloadBytes === 0) {
+      this.finishFrame();
+    } else if (header.opcode === Opcode.WRITE) {
+      // Page-aligned memory: the O_DIRECT write needs no other copy.
+      this.alignedBuffer = this.deps.store.acquireAligned(header.payloadBytes);
+      this.payload = this.alignedBuffer.subarray(0, header.payloadBytes);
+    } else {
+      this.payload = Buffer.allocUnsafe(header.payloadBytes);
+    }
+    return true;
+  }
+
+  private finishFrame(): void {
+    const header = this.header!;
+    const headerBytes = this.headerBytes;
+    const payload = this.payload;
+    const alignedBuffer = this.alignedBuffer;
+    this.headerBytes = Buffer.allocUnsafe(REQUEST_HEADER_BYTES); // the request keeps the old one
+    this.headerFill = 0;
+    this.header = undefined;
+    this.payload = undefined;
+    this.alignedBuffer = undefined;
+    this.dispatchBinary(header, headerBytes, payload, alignedBuffer);
+  }
+
+  private releasePayload(): void {
+    if (this.alignedBuffer !== undefined) this.deps.store.releaseAligned(this.alignedBuffer);
+    this.alignedBuffer = undefined;
+    this.payload = undefined;
+  }
+
+  // ------------------------------------------------------------ flow control
 
   private fail(reason: string): void {
     this.deps.log.warn({ remote: this.socket.remoteAddress, reason }, 'closing data connection: malformed input');
@@ -185,18 +312,7 @@ class DataConnection {
     this.socket.destroy();
   }
 
-  private pump(): void {
-    while (!this.closed && this.inFlight < REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX) {
-      if (this.mode === 'unknown') {
-        const first = this.queue.peekByte();
-        if (first === undefined) return;
-        if (first === 0x7b /* { */) this.mode = 'json';
-        else if (first === 0x50 /* P */) this.mode = 'binary';
-        else return this.fail(`first byte 0x${first.toString(16)} is neither "{" nor a binary frame`);
-      }
-      const progressed = this.mode === 'binary' ? this.nextBinary() : this.nextJson();
-      if (!progressed) break;
-    }
+  private pauseIfBusy(): void {
     if ((this.inFlight >= REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX || this.socket.writableLength >= REPLY_BYTES_BUFFERED_HIGH) && !this.readingPaused) {
       this.readingPaused = true;
       this.socket.pause();
@@ -206,42 +322,25 @@ class DataConnection {
   private resumeIfPossible(): void {
     // Resume once below the in-flight limit and the socket is not backed up: waiting for an empty
     // queue would wait for a 'drain' that never comes when the socket was never full.
-    if (this.readingPaused && this.inFlight < REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX && this.socket.writableLength < REPLY_BYTES_BUFFERED_HIGH) {
-      this.readingPaused = false;
-      this.socket.resume();
-      this.pump();
-    }
-  }
-
-  /** A header already taken off the queue, waiting for the rest of its payload. */
-  private pendingHeader: { header: RequestHeader; headerBytes: Buffer } | undefined;
-
-  private nextBinary(): boolean {
-    if (this.pendingHeader === undefined) {
-      if (this.queue.length < REQUEST_HEADER_BYTES) return false;
-      const headerBytes = Buffer.allocUnsafe(REQUEST_HEADER_BYTES);
-      this.queue.takeInto(REQUEST_HEADER_BYTES, headerBytes);
-      try {
-        this.pendingHeader = { header: decodeRequestHeader(headerBytes), headerBytes };
-      } catch (error) {
-        this.fail((error as Error).message);
-        return false;
+    if (!this.readingPaused || this.closed) return;
+    if (this.inFlight >= REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX || this.socket.writableLength >= REPLY_BYTES_BUFFERED_HIGH) return;
+    this.readingPaused = false;
+    if (this.mode === 'json') this.pumpJson();
+    else {
+      // What arrived while paused goes first; reading resumes only once it is all parsed.
+      while (this.saved.length > 0 && !this.closed) {
+        const chunk = this.saved[0]!;
+        const used = this.consumeBinary(chunk);
+        if (used < chunk.length) {
+          this.saved[0] = chunk.subarray(used);
+          break;
+        }
+        this.saved.shift();
       }
     }
-    const { header, headerBytes } = this.pendingHeader;
-    if (this.queue.length < header.payloadBytes) return false;
-    this.pendingHeader = undefined;
-    if (header.opcode === Opcode.WRITE && header.payloadBytes > 0) {
-      // Straight from the socket into page-aligned memory: the O_DIRECT write needs no other copy.
-      const aligned = this.deps.store.acquireAligned(header.payloadBytes);
-      this.queue.takeInto(header.payloadBytes, aligned);
-      this.dispatchBinary(header, headerBytes, aligned.subarray(0, header.payloadBytes), aligned);
-      return true;
-    }
-    // A view into the socket's buffers (TOKEN payloads): Node never reuses them.
-    const payload = header.payloadBytes > 0 ? this.queue.take(header.payloadBytes) : undefined;
-    this.dispatchBinary(header, headerBytes, payload, undefined);
-    return true;
+    this.pauseIfBusy();
+    if (!this.readingPaused && this.saved.length === 0) this.socket.resume();
+    else this.readingPaused = true;
   }
 
   private dispatchBinary(header: RequestHeader, headerBytes: Buffer, payload: Buffer | undefined, alignedBuffer: Buffer | undefined): void {
@@ -260,8 +359,15 @@ class DataConnection {
           this.batcher.write(replyHeader, result.payload);
         }
         this.resumeIfPossible();
-        if (!this.readingPaused) this.pump();
       });
+  }
+
+  // ------------------------------------------------------------ JSON frames
+
+  private pumpJson(): void {
+    while (!this.closed && this.inFlight < REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX && this.nextJson()) {
+      // each turn parses one frame
+    }
   }
 
   private nextJson(): boolean {
@@ -285,8 +391,8 @@ class DataConnection {
       .then((reply) => {
         this.inFlight -= 1;
         if (!this.closed) this.writeJson(reply);
-        this.resumeIfPossible();
-        if (!this.readingPaused) this.pump();
+        if (this.readingPaused) this.resumeIfPossible();
+        else this.pumpJson();
       });
     return true;
   }
@@ -390,10 +496,15 @@ export interface DataServer {
 
 export async function startDataServer(deps: DataServerDeps, host: string, port: number, socketPath?: string): Promise<DataServer> {
   const sockets = new Set<Socket>();
-  const onConnection = (socket: Socket): void => {
-    sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
-    new DataConnection(socket, deps);
+  const onConnection = (accepted: Socket): void => {
+    // Counted here: an adopted socket leaves the server's own count (see adoptForDirectReads).
+    if (sockets.size >= DATA_CONNECTIONS_MAX) {
+      deps.log.warn({ connectionsMax: DATA_CONNECTIONS_MAX }, 'data connection refused: too many connections');
+      accepted.destroy();
+      return;
+    }
+    const connection = new DataConnection(accepted, deps, (socket) => sockets.delete(socket));
+    sockets.add(connection.socketOf);
   };
   const listenOn = (server: Server, address: { port: number; host: string } | { path: string }): Promise<void> =>
     new Promise<void>((resolve, reject) => {
@@ -405,15 +516,14 @@ export async function startDataServer(deps: DataServerDeps, host: string, port: 
       if ('path' in address) server.listen(address.path, done);
       else server.listen(address.port, address.host, done);
     });
-  const server = createServer({ noDelay: true }, onConnection);
-  server.maxConnections = DATA_CONNECTIONS_MAX;
+  // Paused: the accepted socket's handle moves to a socket that reads into our buffers.
+  const server = createServer({ noDelay: true, pauseOnConnect: true }, onConnection);
   await listenOn(server, { port, host });
   // The same protocol on a Unix socket: SDCs on this host skip the TCP stack (DESIGN §10).
   let local: Server | undefined;
   if (socketPath !== undefined) {
     rmSync(socketPath, { force: true });
-    local = createServer(onConnection);
-    local.maxConnections = DATA_CONNECTIONS_MAX;
+    local = createServer({ pauseOnConnect: true }, onConnection);
     await listenOn(local, { path: socketPath });
   }
   const address = server.address();
