@@ -8,7 +8,8 @@ import { SocketBatcher } from './socket-batcher.js';
 import { DIRECT_READ_BYTES_MIN, onreadFor, type ReadSink } from './direct-reads.js';
 import {
   decodeReplyHeader,
-  encodeRequestHeader,
+  encodeRequestHeaderInto,
+  REQUEST_HEADER_BYTES,
   REPLY_HEADER_BYTES,
   signRequestHeader,
   type MacKey,
@@ -112,7 +113,7 @@ export class SdsDataClient implements ReadSink {
     const batcher = this.batcher!;
     const requestId = this.nextRequestId;
     this.nextRequestId += 1n;
-    const header = encodeRequestHeader({ ...fields, requestId, payloadBytes: payload?.length ?? 0 });
+    const header = encodeRequestHeaderInto(Buffer.allocUnsafe(REQUEST_HEADER_BYTES), fields, requestId, payload?.length ?? 0);
     if (macKey !== undefined) signRequestHeader(macKey, header);
     return new Promise<SdsReply>((resolve, reject) => {
       this.pending.set(requestId, { resolve, reject, deadlineMs: Date.now() + this.requestTimeoutMs });

@@ -108,19 +108,24 @@ const ZERO_TOKEN_ID = Buffer.alloc(16);
 
 /** Writes a request header (without the MAC) into `target` at 0. */
 export function encodeRequestHeader(header: Omit<RequestHeader, 'mac'>, target: Buffer = Buffer.allocUnsafe(REQUEST_HEADER_BYTES)): Buffer {
+  return encodeRequestHeaderInto(target, header, header.requestId, header.payloadBytes);
+}
+
+/** The same, with the request id and payload size apart from the fields (no object built per request). */
+export function encodeRequestHeaderInto(target: Buffer, fields: Omit<RequestHeader, 'mac' | 'requestId' | 'payloadBytes'>, requestId: bigint, payloadBytes: number): Buffer {
   target.writeUInt32BE(REQUEST_MAGIC, 0);
-  target.writeUInt8(header.opcode, 4);
-  target.writeUInt8(header.flags, 5);
+  target.writeUInt8(fields.opcode, 4);
+  target.writeUInt8(fields.flags, 5);
   target.writeUInt16BE(0, 6);
-  target.writeBigUInt64BE(header.requestId, 8);
-  (header.tokenId.length === 16 ? header.tokenId : ZERO_TOKEN_ID).copy(target, 16);
-  target.writeBigUInt64BE(header.seq, 32);
-  target.writeUInt32BE(header.volumeId, 40);
-  target.writeUInt32BE(header.chunkIndex, 44);
-  target.writeUInt32BE(header.epoch, 48);
-  target.writeUInt32BE(header.offsetBytes, 52);
-  target.writeUInt32BE(header.lengthBytes, 56);
-  target.writeUInt32BE(header.payloadBytes, 60);
+  target.writeBigUInt64BE(requestId, 8);
+  (fields.tokenId.length === 16 ? fields.tokenId : ZERO_TOKEN_ID).copy(target, 16);
+  target.writeBigUInt64BE(fields.seq, 32);
+  target.writeUInt32BE(fields.volumeId, 40);
+  target.writeUInt32BE(fields.chunkIndex, 44);
+  target.writeUInt32BE(fields.epoch, 48);
+  target.writeUInt32BE(fields.offsetBytes, 52);
+  target.writeUInt32BE(fields.lengthBytes, 56);
+  target.writeUInt32BE(payloadBytes, 60);
   target.fill(0, REQUEST_MAC_OFFSET, REQUEST_HEADER_BYTES);
   return target;
 }

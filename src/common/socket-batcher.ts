@@ -11,18 +11,27 @@ export const BATCH_BYTES_MAX = 1024 * 1024;
 
 export class SocketBatcher {
   private pending: Buffer[] = [];
+  /** Called once the buffer at the same index has been written (or the socket failed): lent memory goes back. */
+  private releases: ((() => void) | undefined)[] = [];
   private pendingBytes = 0;
   private scheduled = false;
 
   constructor(private readonly socket: Socket) {}
 
-  /** Queues one frame (header, optional payload); it leaves with the rest of this turn's frames. */
-  write(header: Buffer, payload?: Buffer): void {
+  /**
+   * Queues one frame (header, optional payload); it leaves with the rest of this turn's frames.
+   * `release` is called once the payload has been handed to the kernel (or could not be).
+   */
+  write(header: Buffer, payload?: Buffer, release?: () => void): void {
     this.pending.push(header);
+    this.releases.push(undefined);
     this.pendingBytes += header.length;
     if (payload !== undefined && payload.length > 0) {
       this.pending.push(payload);
+      this.releases.push(release);
       this.pendingBytes += payload.length;
+    } else {
+      release?.();
     }
     if (this.pendingBytes >= BATCH_BYTES_MAX) {
       this.flush();
@@ -40,11 +49,21 @@ export class SocketBatcher {
   flush(): void {
     this.scheduled = false;
     const buffers = this.pending;
+    const releases = this.releases;
     this.pending = [];
+    this.releases = [];
     this.pendingBytes = 0;
-    if (buffers.length === 0 || this.socket.destroyed) return;
+    if (buffers.length === 0) return;
+    if (this.socket.destroyed) {
+      for (const release of releases) release?.();
+      return;
+    }
     this.socket.cork();
-    for (const buffer of buffers) this.socket.write(buffer);
+    for (let i = 0; i < buffers.length; i += 1) {
+      const release = releases[i];
+      if (release === undefined) this.socket.write(buffers[i]!);
+      else this.socket.write(buffers[i]!, () => release());
+    }
     this.socket.uncork();
   }
 }

@@ -38,8 +38,11 @@ export class SdsEndpoint {
     return best;
   }
 
-  /** Sends a request under a lease, installing the lease's token first when this SDS lacks it. */
-  send(lease: Lease, fields: Omit<RequestFields, 'tokenId' | 'seq'>, payload: Buffer | undefined): Promise<SdsReply> {
+  /**
+   * Sends a request under a lease, installing the lease's token first when this SDS lacks it.
+   * The lease's token id and next sequence number are stamped onto `fields` (one object per request).
+   */
+  send(lease: Lease, fields: RequestFields, payload: Buffer | undefined): Promise<SdsReply> {
     // Fast path (every request but a token's first): no extra await, one promise.
     if (this.installed.has(lease.tokenIdHex)) {
       return this.sendOnce(lease, fields, payload).then((reply) => (reply.status === Status.TOKEN_UNKNOWN ? this.sendInstalling(lease, fields, payload) : reply));
@@ -47,14 +50,15 @@ export class SdsEndpoint {
     return this.sendInstalling(lease, fields, payload);
   }
 
-  private sendOnce(lease: Lease, fields: Omit<RequestFields, 'tokenId' | 'seq'>, payload: Buffer | undefined): Promise<SdsReply> {
-    const seq = lease.nextSeq;
+  private sendOnce(lease: Lease, fields: RequestFields, payload: Buffer | undefined): Promise<SdsReply> {
+    fields.tokenId = lease.tokenId;
+    fields.seq = lease.nextSeq;
     lease.nextSeq += 1n;
-    return this.pick().request({ ...fields, tokenId: lease.tokenId, seq }, payload, lease.sessionKey);
+    return this.pick().request(fields, payload, lease.sessionKey);
   }
 
   /** The SDS lacks the token (first use, or it restarted): install, then send; once more if needed. */
-  private async sendInstalling(lease: Lease, fields: Omit<RequestFields, 'tokenId' | 'seq'>, payload: Buffer | undefined): Promise<SdsReply> {
+  private async sendInstalling(lease: Lease, fields: RequestFields, payload: Buffer | undefined): Promise<SdsReply> {
     for (let attempt = 0; attempt < 2; attempt += 1) {
       if (attempt > 0 || this.installed.has(lease.tokenIdHex)) this.installed.delete(lease.tokenIdHex);
       await this.ensureToken(lease);
@@ -108,25 +112,30 @@ export class TokenRefusedError extends Error {
 }
 
 export class SdsPool {
-  private readonly endpoints = new Map<string, SdsEndpoint>();
+  /** By port, then host: no key string built per request. */
+  private readonly endpoints = new Map<number, Map<string, SdsEndpoint>>();
 
   /**
    * The connection to an SDS. An SDS on this host (a loopback address) that also listens on a Unix
    * socket is reached there: same protocol, no TCP stack, less CPU per request.
    */
   endpoint(host: string, port: number, socketPath?: string): SdsEndpoint {
-    const key = `${host}:${port}`;
-    let endpoint = this.endpoints.get(key);
+    let byHost = this.endpoints.get(port);
+    if (byHost === undefined) {
+      byHost = new Map();
+      this.endpoints.set(port, byHost);
+    }
+    let endpoint = byHost.get(host);
     if (endpoint === undefined) {
       const local = socketPath !== undefined && LOOPBACK_HOSTS.has(host) && existsSync(socketPath) ? socketPath : undefined;
       endpoint = new SdsEndpoint(host, port, local);
-      this.endpoints.set(key, endpoint);
+      byHost.set(host, endpoint);
     }
     return endpoint;
   }
 
   close(): void {
-    for (const endpoint of this.endpoints.values()) endpoint.close();
+    for (const byHost of this.endpoints.values()) for (const endpoint of byHost.values()) endpoint.close();
     this.endpoints.clear();
   }
 }

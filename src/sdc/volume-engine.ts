@@ -151,7 +151,7 @@ export class VolumeEngine {
           try {
             const reply = await this.pool
               .endpoint(replica.host, replica.data_port, replica.data_socket_path)
-              .send(route.lease, { opcode: Opcode.FLUSH, flags: 0, volumeId: this.volume.id, chunkIndex: route.chunk.index, epoch: route.chunk.epoch, offsetBytes: 0, lengthBytes: 0 }, undefined);
+              .send(route.lease, { opcode: Opcode.FLUSH, flags: 0, tokenId: route.lease.tokenId, seq: 0n, volumeId: this.volume.id, chunkIndex: route.chunk.index, epoch: route.chunk.epoch, offsetBytes: 0, lengthBytes: 0 }, undefined);
             if (reply.status !== Status.OK) failed.push({ key, sdsId: replica.sds_id, problem: statusName(reply.status), unreachable: false });
           } catch (error) {
             if (!(error instanceof SdsConnectionError) && !(error instanceof TokenRefusedError)) throw error;
@@ -242,7 +242,7 @@ export class VolumeEngine {
         try {
           const reply = await this.pool.endpoint(replica.host, replica.data_port, replica.data_socket_path).send(
             route.lease,
-            { opcode: Opcode.READ, flags: 0, volumeId: this.volume.id, chunkIndex: piece.chunkIndex, epoch: route.chunk.epoch, offsetBytes: piece.offsetInChunk, lengthBytes: piece.lengthBytes },
+            { opcode: Opcode.READ, flags: 0, tokenId: route.lease.tokenId, seq: 0n, volumeId: this.volume.id, chunkIndex: piece.chunkIndex, epoch: route.chunk.epoch, offsetBytes: piece.offsetInChunk, lengthBytes: piece.lengthBytes },
             undefined,
           );
           if (reply.status === Status.OK && reply.payload !== undefined && reply.payload.length === piece.lengthBytes) {
@@ -313,6 +313,8 @@ export class VolumeEngine {
               {
                 opcode: request.opcode,
                 flags: request.flags,
+                tokenId: route.lease.tokenId,
+                seq: 0n, // stamped by send()
                 volumeId: this.volume.id,
                 chunkIndex: piece.chunkIndex,
                 epoch: route.chunk.epoch,

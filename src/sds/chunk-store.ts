@@ -96,6 +96,8 @@ export class ChunkStoreError extends Error {
   }
 }
 
+function noop(): void {}
+
 export function chunkKey(volumeId: number, chunkIndex: number): string {
   return `${volumeId}:${chunkIndex}`;
 }
@@ -461,8 +463,19 @@ export class ChunkStore {
 
   /** Reads [offset, offset+length) of a chunk; a chunk never written here reads as zeros. */
   async read(volumeId: number, chunkIndex: number, offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+    const lent = await this.readLent(volumeId, chunkIndex, offsetBytes, lengthBytes);
+    const bytes = Buffer.from(lent.bytes); // the caller owns its copy; the pooled buffer goes back now
+    lent.release();
+    return bytes;
+  }
+
+  /**
+   * The bytes as a view of a pooled aligned buffer, no copy: call release() once they are no
+   * longer used (after the reply left). A copy per read was a fresh ArrayBuffer per IO for V8 to collect.
+   */
+  async readLent(volumeId: number, chunkIndex: number, offsetBytes: number, lengthBytes: number): Promise<{ bytes: Buffer; release: () => void }> {
     const entry = this.chunks.get(chunkKey(volumeId, chunkIndex));
-    if (entry === undefined || entry.slotIndex === null || entry.deviceId === null) return Buffer.alloc(lengthBytes);
+    if (entry === undefined || entry.slotIndex === null || entry.deviceId === null) return { bytes: Buffer.alloc(lengthBytes), release: noop };
     const device = this.devices.get(entry.deviceId)!;
     const base = entry.slotIndex * device.spec.slotBytes;
     const start = alignDown(offsetBytes);
@@ -470,11 +483,11 @@ export class ChunkStore {
     const buffer = this.buffers.acquire(end - start);
     try {
       await this.preadFully(device, buffer.subarray(0, end - start), base + start);
-      // The reply owns its bytes: the aligned buffer goes back to the pool now.
-      return Buffer.from(buffer.subarray(offsetBytes - start, offsetBytes - start + lengthBytes));
-    } finally {
+    } catch (error) {
       this.buffers.release(buffer);
+      throw error;
     }
+    return { bytes: buffer.subarray(offsetBytes - start, offsetBytes - start + lengthBytes), release: () => this.buffers.release(buffer) };
   }
 
   /**

@@ -52,6 +52,8 @@ export interface Outcome {
   status: StatusValue;
   aux: number;
   payload?: Buffer;
+  /** The payload is lent pooled memory: call once it is no longer used. */
+  release?: () => void;
 }
 
 const OK: Outcome = { status: Status.OK, aux: 0 };
@@ -116,7 +118,7 @@ export async function executeRequest(
     if (header.opcode === Opcode.READ && header.lengthBytes > FRAME_PAYLOAD_BYTES_MAX) return outcome(Status.BAD_REQUEST);
     if (header.opcode === Opcode.WRITE && payload?.length !== header.lengthBytes) return outcome(Status.BAD_REQUEST);
   }
-  const startedAt = process.hrtime.bigint();
+  const startedAtMs = performance.now();
   const fua = (header.flags & 0x01) !== 0;
   let result: Outcome = OK;
   try {
@@ -126,7 +128,10 @@ export async function executeRequest(
           result = outcome(Status.BUSY); // a write target only until its copy completes
           break;
         }
-        result = { ...OK, payload: await deps.store.read(header.volumeId, header.chunkIndex, header.offsetBytes, header.lengthBytes) };
+        {
+          const lent = await deps.store.readLent(header.volumeId, header.chunkIndex, header.offsetBytes, header.lengthBytes);
+          result = { status: Status.OK, aux: 0, payload: lent.bytes, release: lent.release };
+        }
         break;
       case Opcode.WRITE:
         await deps.store.write(header.volumeId, header.chunkIndex, fields.poolId, check.epoch, header.offsetBytes, payload!, fua, payloadAligned);
@@ -144,11 +149,11 @@ export async function executeRequest(
     result = error.kind === 'IO' ? outcome(Status.IO_ERROR, error.errno) : outcome(Status.NO_SPACE);
   }
   const kind = KIND_OF[header.opcode]!;
-  const latencyUs = Number(process.hrtime.bigint() - startedAt) / 1000;
+  const latencyUs = (performance.now() - startedAtMs) * 1000;
   const bytes = isFlush ? 0 : header.lengthBytes;
   deps.stats.record(header.volumeId, kind, bytes, latencyUs, result.status === Status.OK);
   if (result.status === Status.OK && kind !== 'flush') {
-    deps.acks.record(header.tokenId.toString('hex'), header.volumeId, header.chunkIndex, kind, bytes);
+    deps.acks.record(check.token.idHex, header.volumeId, header.chunkIndex, kind, bytes);
   }
   return result;
 }
@@ -356,7 +361,9 @@ class DataConnection implements ReadSink {
         if (!this.closed) {
           const payloadBytes = result.payload?.length ?? 0;
           const replyHeader = encodeReplyHeader({ status: result.status, requestId: header.requestId, payloadBytes, aux: result.aux }, Buffer.allocUnsafe(REPLY_HEADER_BYTES));
-          this.batcher.write(replyHeader, result.payload);
+          this.batcher.write(replyHeader, result.payload, result.release);
+        } else {
+          result.release?.();
         }
         this.resumeIfPossible();
       });
@@ -471,20 +478,34 @@ async function handleJsonFrame(deps: DataServerDeps, line: string): Promise<Reco
     if (typeof frame.mac === 'string' && /^[0-9a-f]{32}$/.test(frame.mac)) Buffer.from(frame.mac, 'hex').copy(headerBytes, REQUEST_MAC_OFFSET);
     const header = decodeRequestHeader(headerBytes);
     const result = await executeRequest(deps, header, headerBytes, payload);
-    if (result.status !== Status.OK) {
-      return fail(statusName(result.status), `request refused: ${statusName(result.status)}`, result.status === Status.STALE_EPOCH ? { epoch: result.aux } : {});
+    try {
+      return jsonReply(result, opcode, id, lengthBytes, fail);
+    } finally {
+      result.release?.();
     }
-    const reply: Record<string, unknown> = { ok: true, id };
-    if (opcode === Opcode.READ) {
-      reply.bytes_read = result.payload!.length;
-      reply.data_b64 = result.payload!.toString('base64');
-    }
-    if (opcode === Opcode.WRITE) reply.bytes_written = lengthBytes;
-    return reply;
   } catch (error) {
     if (error instanceof FrameError) return fail('BAD_FRAME', error.message);
     throw error;
   }
+}
+
+function jsonReply(
+  result: Outcome,
+  opcode: number,
+  id: string | number | null,
+  lengthBytes: number,
+  fail: (code: string, message: string, extra?: Record<string, unknown>) => Record<string, unknown>,
+): Record<string, unknown> {
+  if (result.status !== Status.OK) {
+    return fail(statusName(result.status), `request refused: ${statusName(result.status)}`, result.status === Status.STALE_EPOCH ? { epoch: result.aux } : {});
+  }
+  const reply: Record<string, unknown> = { ok: true, id };
+  if (opcode === Opcode.READ) {
+    reply.bytes_read = result.payload!.length;
+    reply.data_b64 = result.payload!.toString('base64');
+  }
+  if (opcode === Opcode.WRITE) reply.bytes_written = lengthBytes;
+  return reply;
 }
 
 export interface DataServer {

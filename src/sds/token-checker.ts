@@ -53,6 +53,8 @@ class ReplayWindow {
 }
 
 export interface CachedToken {
+  /** The token id in hex, the cache key (computed once, not per request). */
+  readonly idHex: string;
   readonly fields: TokenFields;
   readonly sessionKey: KeyObject;
   readonly replay: ReplayWindow;
@@ -95,6 +97,7 @@ export class TokenChecker {
       if (this.tokens.size >= TOKENS_CACHED_MAX) this.sweep();
       if (this.tokens.size >= TOKENS_CACHED_MAX) return this.refuse(Status.BUSY as StatusValue);
       this.tokens.set(id, {
+        idHex: id,
         fields: decoded.fields,
         sessionKey: macKeyOf(deriveSessionKey(this.signingKey, decoded.fields.tokenId)),
         replay: new ReplayWindow(),

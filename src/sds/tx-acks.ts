@@ -20,8 +20,14 @@ interface Aggregate {
   bytes: number;
 }
 
+const OPERATION_INDEX: Record<AckOperation, number> = { read: 0, write: 1, trim: 2, write_zeroes: 3 };
+
+/** Aggregates by token id, then by chunk and operation (a number: no string built per IO). */
+type Batch = Map<string, Map<number, Aggregate>>;
+
 export class TxAckBatcher {
-  private pending = new Map<string, Aggregate>();
+  private pending: Batch = new Map();
+  private pendingCount = 0;
   private timer: NodeJS.Timeout | undefined;
   private sending = false;
   dropped = 0;
@@ -33,19 +39,21 @@ export class TxAckBatcher {
   ) {}
 
   record(tokenIdHex: string, volumeId: number, chunkIndex: number, operation: AckOperation, bytes: number): void {
-    const key = `${tokenIdHex}|${volumeId}|${chunkIndex}|${operation}`;
-    const existing = this.pending.get(key);
+    let byChunk = this.pending.get(tokenIdHex);
+    const key = chunkIndex * 4 + OPERATION_INDEX[operation];
+    const existing = byChunk?.get(key);
     if (existing !== undefined) {
       existing.requests += 1;
       existing.bytes += bytes;
       return;
     }
-    if (this.pending.size >= TX_ACK_PENDING_MAX) {
-      const oldest = this.pending.keys().next().value as string;
-      this.pending.delete(oldest);
-      this.dropped += 1;
+    if (this.pendingCount >= TX_ACK_PENDING_MAX) this.dropOldest();
+    if (byChunk === undefined) {
+      byChunk = new Map();
+      this.pending.set(tokenIdHex, byChunk);
     }
-    this.pending.set(key, { token_id: tokenIdHex, volume_id: volumeId, chunk_index: chunkIndex, operation, requests: 1, bytes });
+    byChunk.set(key, { token_id: tokenIdHex, volume_id: volumeId, chunk_index: chunkIndex, operation, requests: 1, bytes });
+    this.pendingCount += 1;
   }
 
   start(): void {
@@ -58,23 +66,43 @@ export class TxAckBatcher {
     await this.send();
   }
 
+  private dropOldest(): void {
+    const [tokenIdHex, byChunk] = this.pending.entries().next().value as [string, Map<number, Aggregate>];
+    byChunk.delete(byChunk.keys().next().value as number);
+    if (byChunk.size === 0) this.pending.delete(tokenIdHex);
+    this.pendingCount -= 1;
+    this.dropped += 1;
+  }
+
   private async send(): Promise<void> {
     const client = this.mdm();
-    if (this.sending || this.pending.size === 0 || client === undefined) return;
+    if (this.sending || this.pendingCount === 0 || client === undefined) return;
     this.sending = true;
     const batch = this.pending;
+    const batchCount = this.pendingCount;
     this.pending = new Map();
+    this.pendingCount = 0;
+    const acks: Aggregate[] = [];
+    for (const byChunk of batch.values()) for (const aggregate of byChunk.values()) acks.push(aggregate);
     try {
-      await client.post('/io/tx/ack', { acks: [...batch.values()] });
-      this.sent += batch.size;
+      await client.post('/io/tx/ack', { acks });
+      this.sent += batchCount;
     } catch (error) {
-      // Put them back (newest last) within the bound; the next tick retries.
-      for (const [key, aggregate] of batch) {
-        if (this.pending.size >= TX_ACK_PENDING_MAX) {
+      // Put them back within the bound, merged with what arrived meanwhile; the next tick retries.
+      for (const aggregate of acks) {
+        const key = aggregate.chunk_index * 4 + OPERATION_INDEX[aggregate.operation];
+        const byChunk = this.pending.get(aggregate.token_id);
+        const newer = byChunk?.get(key);
+        if (newer !== undefined) {
+          newer.requests += aggregate.requests;
+          newer.bytes += aggregate.bytes;
+        } else if (this.pendingCount >= TX_ACK_PENDING_MAX) {
           this.dropped += 1;
-          continue;
+        } else {
+          if (byChunk === undefined) this.pending.set(aggregate.token_id, new Map([[key, aggregate]]));
+          else byChunk.set(key, aggregate);
+          this.pendingCount += 1;
         }
-        if (!this.pending.has(key)) this.pending.set(key, aggregate);
       }
       this.log.debug({ err: error }, 'tx ack batch not delivered; will retry');
     } finally {
