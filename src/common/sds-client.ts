@@ -108,7 +108,7 @@ export class SdsDataClient implements ReadSink {
   }
 
   /** Sends one request; `macKey` signs the header (session key, or the peer key for PEER_READ). */
-  async request(fields: RequestFields, payload: Buffer | undefined, macKey: MacKey | undefined): Promise<SdsReply> {
+  async request(fields: RequestFields, payload: Buffer | undefined, macKey: MacKey | Buffer | undefined): Promise<SdsReply> {
     if (this.socket === undefined) await this.connect();
     const batcher = this.batcher!;
     const requestId = this.nextRequestId;

@@ -6,14 +6,15 @@
  * The same port also speaks newline-delimited JSON for debugging; a connection's first byte
  * decides (`{` for JSON, `P` for binary). Shared by the SDS (server) and the SDC (client).
  */
-import { createHmac, createSecretKey, timingSafeEqual, type KeyObject } from 'node:crypto';
+import { createHmac } from 'node:crypto';
 import { MiB } from './units.js';
 
 export const REQUEST_MAGIC = 0x50465251; // "PFRQ"
 export const REPLY_MAGIC = 0x50465250; // "PFRP"
 export const REQUEST_HEADER_BYTES = 80;
-export const REQUEST_MAC_OFFSET = 64;
-export const REQUEST_MAC_BYTES = 16;
+export { REQUEST_MAC_BYTES, REQUEST_MAC_OFFSET } from './request-mac.js';
+export { computeRequestMac, macKeyOf, requestMacValid, signRequestHeader, type MacKey } from './request-mac.js';
+import { REQUEST_MAC_OFFSET } from './request-mac.js';
 export const REPLY_HEADER_BYTES = 24;
 /** Largest payload of one request or reply. The SDC splits larger IO. */
 export const FRAME_PAYLOAD_BYTES_MAX = 8 * MiB;
@@ -128,27 +129,6 @@ export function encodeRequestHeaderInto(target: Buffer, fields: Omit<RequestHead
   target.writeUInt32BE(payloadBytes, 60);
   target.fill(0, REQUEST_MAC_OFFSET, REQUEST_HEADER_BYTES);
   return target;
-}
-
-/** A MAC key in either form; a KeyObject (see macKeyOf) skips re-importing the key per request. */
-export type MacKey = Buffer | KeyObject;
-
-/** Imports a key once for the hot path. */
-export function macKeyOf(key: Buffer): KeyObject {
-  return createSecretKey(key);
-}
-
-/** The request MAC: the first 16 bytes of HMAC-SHA256(key, header bytes 0..63). */
-export function computeRequestMac(key: MacKey, header: Buffer): Buffer {
-  return createHmac('sha256', key).update(header.subarray(0, REQUEST_MAC_OFFSET)).digest().subarray(0, REQUEST_MAC_BYTES);
-}
-
-export function signRequestHeader(key: MacKey, header: Buffer): void {
-  computeRequestMac(key, header).copy(header, REQUEST_MAC_OFFSET);
-}
-
-export function requestMacValid(key: MacKey, header: Buffer): boolean {
-  return timingSafeEqual(computeRequestMac(key, header), header.subarray(REQUEST_MAC_OFFSET, REQUEST_HEADER_BYTES));
 }
 
 /** Parses and bounds-checks a request header. Throws FrameError: the connection is then closed. */

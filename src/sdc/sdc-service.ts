@@ -7,6 +7,7 @@
 import { chmodSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from '../common/logger.js';
+import { nativeMacAvailable } from '../common/request-mac.js';
 import { HttpClient, HttpClientError } from '../common/http-client.js';
 import { listenOn, readNodeFile, registerWithMdm, REGISTER_RETRY_MS, writeNodeFile } from '../common/node-link.js';
 import { openSdcDatabase, loadMappings, saveMappings, type MappingRow, type SdcDb } from './sdc-database.js';
@@ -93,6 +94,7 @@ export async function startSdc(options: SdcOptions): Promise<RunningSdc> {
   );
   const mgmtPort = await listenOn(mgmt, options.listenHost, options.mgmtPort);
   log.info({ nbdPort: nbd.port, devicePort: device.port, controlPort, mgmtPort }, 'SDC listening');
+  if (!nativeMacAvailable) log.warn('pflex_mac addon not built: request MACs use node:crypto (slower); run npm install');
 
   const register = async (): Promise<void> => {
     const body = {

@@ -5,9 +5,8 @@
  * Every chunk index maps to the newest route (lease + plan) that covers it.
  */
 import type { Logger } from '../common/logger.js';
-import type { KeyObject } from 'node:crypto';
 import { TOKEN_CHUNKS_MAX } from '../common/io-token.js';
-import { macKeyOf } from '../common/sds-protocol.js';
+import { macKeyOf, type MacKey } from '../common/sds-protocol.js';
 import type { PlanChunk, PlanReplica } from '../common/io-plan.js';
 
 export type { PlanChunk, PlanReplica };
@@ -35,7 +34,7 @@ export interface Lease {
   readonly token: Buffer;
   readonly tokenId: Buffer;
   readonly tokenIdHex: string;
-  readonly sessionKey: KeyObject;
+  readonly sessionKey: MacKey;
   readonly issuedAtMs: number;
   readonly expiresAtMs: number;
   nextSeq: bigint;

@@ -24,10 +24,7 @@
  *
  * Nothing here logs: a caller that gets `direct: false` from {@link open} logs the buffered fallback.
  */
-import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { addonCandidates, findAddon, loadAddon } from '../common/native-addons.js';
 
 /** Flags for {@link open}; every one defaults to false. */
 export interface OpenFlags {
@@ -117,19 +114,12 @@ interface NativeIoQueue {
   readonly backend: IoQueueBackend;
 }
 
-const ADDON_RELATIVE_PATH = join('build', 'Release', 'pflex_io.node');
-
-/**
- * Finds build/Release/pflex_io.node at the repository root: three levels up from the compiled
- * dist/src/sds/, two levels up when this file runs from src/sds/ directly.
- */
+/** Finds build/Release/pflex_io.node at the repository root. */
 function findAddonPath(): string {
-  const here = dirname(fileURLToPath(import.meta.url));
-  const candidates = [join(here, '..', '..', '..', ADDON_RELATIVE_PATH), join(here, '..', '..', ADDON_RELATIVE_PATH)];
-  const found = candidates.find((candidate) => existsSync(candidate));
+  const found = findAddon('pflex_io');
   if (found === undefined) {
     throw new Error(
-      `pflex_io native addon not found (looked at ${candidates.join(', ')}); ` +
+      `pflex_io native addon not found (looked at ${addonCandidates('pflex_io').join(', ')}); ` +
         'build it with `npm install` or `npx node-gyp rebuild` in the repository root',
     );
   }
@@ -139,7 +129,7 @@ function findAddonPath(): string {
 /** Where the addon was loaded from. */
 export const nativeAddonPath: string = findAddonPath();
 
-const native = createRequire(import.meta.url)(nativeAddonPath) as NativeIo;
+const native = loadAddon<NativeIo>(nativeAddonPath);
 
 export const O_RDONLY: number = native.O_RDONLY;
 export const O_WRONLY: number = native.O_WRONLY;

@@ -7,6 +7,7 @@
 import { chmodSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from '../common/logger.js';
+import { nativeMacAvailable } from '../common/request-mac.js';
 import { HttpClient, HttpClientError } from '../common/http-client.js';
 import { listenOn, readNodeFile, registerWithMdm, REGISTER_RETRY_MS, writeNodeFile } from '../common/node-link.js';
 import { derivePeerKey } from '../common/sds-protocol.js';
@@ -139,6 +140,7 @@ export async function startSds(options: SdsOptions): Promise<RunningSds> {
   });
   const mgmtPort = await listenOn(mgmt, options.listenHost, options.mgmtPort);
   log.info({ dataPort: data.port, controlPort, mgmtPort }, 'SDS listening');
+  if (!nativeMacAvailable) log.warn('pflex_mac addon not built: request MACs use node:crypto (slower); run npm install');
 
   const register = async (): Promise<void> => {
     const body: Record<string, unknown> = {

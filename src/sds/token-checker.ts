@@ -5,8 +5,7 @@
  * Every refusal has a reason code, is counted, and touches nothing.
  */
 import { deriveSessionKey, decodeToken, TokenFormatError, TokenOp, verifyTokenSignature, type TokenFields } from '../common/io-token.js';
-import type { KeyObject } from 'node:crypto';
-import { macKeyOf, Opcode, requestMacValid, Status, type RequestHeader, type StatusValue } from '../common/sds-protocol.js';
+import { macKeyOf, Opcode, requestMacValid, Status, type MacKey, type RequestHeader, type StatusValue } from '../common/sds-protocol.js';
 
 export const TOKENS_CACHED_MAX = 65_536;
 /** Sequence numbers older than the highest seen minus this are refused as replays. */
@@ -56,7 +55,7 @@ export interface CachedToken {
   /** The token id in hex, the cache key (computed once, not per request). */
   readonly idHex: string;
   readonly fields: TokenFields;
-  readonly sessionKey: KeyObject;
+  readonly sessionKey: MacKey;
   readonly replay: ReplayWindow;
 }
 
