@@ -30,6 +30,11 @@ export class SocketReader implements ReadSink {
   private endError: Error | undefined;
   private stopped = false;
   private paused = false;
+  /**
+   * After a large payload the next staging read is small: a full one would also take up to 64 KiB
+   * of the next payload, copied into fresh memory and again into the payload buffer.
+   */
+  private afterLargePayload = false;
 
   constructor(private readonly bufferedBytesHigh: number) {}
 
@@ -92,6 +97,7 @@ export class SocketReader implements ReadSink {
   // ------------------------------------------------------------ ReadSink
 
   onStaged(bytes: Buffer): boolean {
+    this.afterLargePayload = false;
     if (this.stopped) return true;
     let offset = 0;
     const pending = this.pending;
@@ -117,6 +123,10 @@ export class SocketReader implements ReadSink {
     return pending.lengthBytes - pending.filled >= DIRECT_READ_BYTES_MIN ? pending.target.subarray(pending.filled) : undefined;
   }
 
+  smallStagingRead(): boolean {
+    return this.afterLargePayload;
+  }
+
   onDirect(count: number): boolean {
     const pending = this.pending!;
     pending.filled += count;
@@ -129,6 +139,7 @@ export class SocketReader implements ReadSink {
   private settle(): void {
     const pending = this.pending!;
     this.pending = undefined;
+    if (pending.target !== undefined && pending.lengthBytes >= DIRECT_READ_BYTES_MIN) this.afterLargePayload = true;
     pending.resolve(pending.target ?? this.take(pending.lengthBytes));
   }
 

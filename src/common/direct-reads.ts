@@ -19,6 +19,11 @@ export interface ReadSink {
   directTarget(): Buffer | undefined;
   /** `count` bytes were read into the start of the last directTarget(). Return false to pause. */
   onDirect(count: number): boolean;
+  /**
+   * True to make the next staging read small: after a large payload, the next read then holds the
+   * next header and only a little of what follows, so little is copied before reads go in place.
+   */
+  smallStagingRead?(): boolean;
 }
 
 /** Payload remainders from this size up are read in place; smaller ones share reads with the frames after them. */
@@ -29,12 +34,14 @@ const STAGING_BYTES = 64 * 1024;
  * sink is done with it when its callback returns.
  */
 const staging = Buffer.allocUnsafe(STAGING_BYTES);
+/** The same memory, for a small staging read: what it leaves over fits Node's small-buffer pool. */
+const stagingSmall = staging.subarray(0, 4096);
 
 /** The `onread` option of a socket that feeds `sink`. */
 export function onreadFor(sink: ReadSink): { buffer: () => Buffer; callback: (count: number, buffer: Uint8Array) => boolean } {
   return {
-    buffer: () => sink.directTarget() ?? staging,
-    callback: (count, buffer) => (buffer === staging ? sink.onStaged(staging.subarray(0, count)) : sink.onDirect(count)),
+    buffer: () => sink.directTarget() ?? (sink.smallStagingRead?.() === true ? stagingSmall : staging),
+    callback: (count, buffer) => (buffer === staging || buffer === stagingSmall ? sink.onStaged(staging.subarray(0, count)) : sink.onDirect(count)),
   };
 }
 

@@ -176,6 +176,11 @@ class DataConnection implements ReadSink {
   private payload: Buffer | undefined;
   private payloadFill = 0;
   private alignedBuffer: Buffer | undefined;
+  /**
+   * After a large payload the next header is read on its own, exactly: then its payload is known
+   * before the next read and lands in place too, instead of sharing a staging read that is copied.
+   */
+  private exactHeader = false;
 
   constructor(
     accepted: Socket,
@@ -229,14 +234,25 @@ class DataConnection implements ReadSink {
   }
 
   directTarget(): Buffer | undefined {
+    if (this.saved.length > 0 || this.closed || this.mode !== 'binary') return undefined;
     const payload = this.payload;
-    if (payload === undefined || this.saved.length > 0 || this.closed) return undefined;
+    if (payload === undefined) {
+      return this.header === undefined && this.exactHeader ? this.headerBytes.subarray(this.headerFill) : undefined;
+    }
     return payload.length - this.payloadFill >= DIRECT_READ_BYTES_MIN ? payload.subarray(this.payloadFill) : undefined;
   }
 
   onDirect(count: number): boolean {
-    this.payloadFill += count;
-    if (this.payloadFill === this.payload!.length) this.finishFrame();
+    if (this.payload === undefined) {
+      this.headerFill += count;
+      if (this.headerFill === REQUEST_HEADER_BYTES) {
+        this.exactHeader = false;
+        this.startFrame();
+      }
+    } else {
+      this.payloadFill += count;
+      if (this.payloadFill === this.payload.length) this.finishFrame();
+    }
     this.pauseIfBusy();
     return !this.readingPaused;
   }
@@ -295,6 +311,7 @@ class DataConnection implements ReadSink {
     const headerBytes = this.headerBytes;
     const payload = this.payload;
     const alignedBuffer = this.alignedBuffer;
+    this.exactHeader = payload !== undefined && payload.length >= DIRECT_READ_BYTES_MIN;
     this.headerBytes = Buffer.allocUnsafe(REQUEST_HEADER_BYTES); // the request keeps the old one
     this.headerFill = 0;
     this.header = undefined;
