@@ -5,7 +5,8 @@
  */
 import { connect, type Socket } from 'node:net';
 import { SocketBatcher } from './socket-batcher.js';
-import { DIRECT_READ_BYTES_MIN, onreadFor, type ReadSink } from './direct-reads.js';
+import { onreadFor, type ReadSink } from './direct-reads.js';
+import { FrameAssembler } from './frame-assembler.js';
 import {
   decodeReplyHeader,
   encodeRequestHeaderInto,
@@ -49,12 +50,12 @@ export class SdsDataClient implements ReadSink {
   private batcher: SocketBatcher | undefined;
   private connecting: Promise<void> | undefined;
   private readonly pending = new Map<bigint, Pending>();
-  // The reply being read: its header, then its payload straight into the buffer handed to the caller.
-  private readonly headerBytes = Buffer.allocUnsafe(REPLY_HEADER_BYTES);
-  private headerFill = 0;
+  /** Replies: the header, then the payload straight into the buffer handed to the caller. */
+  private readonly replies = new FrameAssembler(REPLY_HEADER_BYTES, {
+    onHeader: (headerBytes) => this.startReply(headerBytes),
+    onFrame: (_headerBytes, payload) => this.finishReply(payload),
+  });
   private replyHeader: ReplyHeader | undefined;
-  private payload: Buffer | undefined;
-  private payloadFill = 0;
   private nextRequestId = 1n;
   private closedError: Error | undefined;
   private deadlineTimer: NodeJS.Timeout | undefined;
@@ -145,60 +146,34 @@ export class SdsDataClient implements ReadSink {
   // ------------------------------------------------------------ ReadSink
 
   onStaged(bytes: Buffer): boolean {
-    let offset = 0;
-    while (offset < bytes.length && this.socket !== undefined) {
-      if (this.replyHeader === undefined) {
-        const step = Math.min(REPLY_HEADER_BYTES - this.headerFill, bytes.length - offset);
-        bytes.copy(this.headerBytes, this.headerFill, offset, offset + step);
-        this.headerFill += step;
-        offset += step;
-        if (this.headerFill < REPLY_HEADER_BYTES) break;
-        if (!this.startReply()) break;
-        continue;
-      }
-      const payload = this.payload!;
-      const step = Math.min(payload.length - this.payloadFill, bytes.length - offset);
-      bytes.copy(payload, this.payloadFill, offset, offset + step);
-      this.payloadFill += step;
-      offset += step;
-      if (this.payloadFill === payload.length) this.finishReply();
-    }
+    if (this.socket !== undefined) this.replies.consume(bytes);
     return true;
   }
 
   directTarget(): Buffer | undefined {
-    const payload = this.payload;
-    if (payload === undefined) return undefined;
-    return payload.length - this.payloadFill >= DIRECT_READ_BYTES_MIN ? payload.subarray(this.payloadFill) : undefined;
+    return this.replies.directTarget();
   }
 
   onDirect(count: number): boolean {
-    this.payloadFill += count;
-    if (this.payloadFill === this.payload!.length) this.finishReply();
+    this.replies.onDirect(count);
     return true;
   }
 
-  /** A whole reply header is in. False when it is malformed (the connection is dropped). */
-  private startReply(): boolean {
+  /** A whole reply header is in: the buffer for its payload (null: malformed, the connection is dropped). */
+  private startReply(headerBytes: Buffer): Buffer | undefined | null {
     try {
-      this.replyHeader = decodeReplyHeader(this.headerBytes);
+      this.replyHeader = decodeReplyHeader(headerBytes);
     } catch (error) {
       this.socket?.destroy();
       this.failAll(new SdsConnectionError(`${this.host}:${this.port}: ${(error as Error).message}`));
-      return false;
+      return null;
     }
-    this.headerFill = 0;
-    this.payloadFill = 0;
-    if (this.replyHeader.payloadBytes === 0) this.finishReply();
-    else this.payload = Buffer.allocUnsafe(this.replyHeader.payloadBytes);
-    return true;
+    return this.replyHeader.payloadBytes === 0 ? undefined : Buffer.allocUnsafe(this.replyHeader.payloadBytes);
   }
 
-  private finishReply(): void {
+  private finishReply(payload: Buffer | undefined): void {
     const header = this.replyHeader!;
-    const payload = this.payload;
     this.replyHeader = undefined;
-    this.payload = undefined;
     const pending = this.pending.get(header.requestId);
     if (pending === undefined) return; // timed out already
     this.pending.delete(header.requestId);
@@ -208,9 +183,8 @@ export class SdsDataClient implements ReadSink {
   private failAll(error: Error): void {
     this.closedError = error;
     this.socket = undefined;
-    this.headerFill = 0;
+    this.replies.reset();
     this.replyHeader = undefined;
-    this.payload = undefined;
     if (this.deadlineTimer !== undefined) clearInterval(this.deadlineTimer);
     this.deadlineTimer = undefined;
     for (const [id, pending] of this.pending) {

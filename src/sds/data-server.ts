@@ -28,7 +28,8 @@ import {
 } from '../common/sds-protocol.js';
 import { ChunkStore, ChunkStoreError } from './chunk-store.js';
 import { SocketBatcher } from '../common/socket-batcher.js';
-import { adoptForDirectReads, DIRECT_READ_BYTES_MIN, type ReadSink } from '../common/direct-reads.js';
+import { adoptForDirectReads, type ReadSink } from '../common/direct-reads.js';
+import { FrameAssembler } from '../common/frame-assembler.js';
 import type { TokenChecker } from './token-checker.js';
 import type { IoStats, IoKind } from './io-stats.js';
 import type { TxAckBatcher } from './tx-acks.js';
@@ -169,24 +170,26 @@ class DataConnection implements ReadSink {
   private closed = false;
   private readingPaused = false;
   private readonly batcher: SocketBatcher;
-  // The binary frame being read: its header, then its payload straight into the buffer it is used from.
-  private headerBytes = Buffer.allocUnsafe(REQUEST_HEADER_BYTES);
-  private headerFill = 0;
+  /** Binary frames: the header, then the payload straight into the buffer it is used from. */
+  private readonly frames: FrameAssembler;
+  /** The frame whose payload is being read: its decoded header and, for a WRITE, its aligned buffer. */
   private header: RequestHeader | undefined;
-  private payload: Buffer | undefined;
-  private payloadFill = 0;
   private alignedBuffer: Buffer | undefined;
-  /**
-   * After a large payload the next header is read on its own, exactly: then its payload is known
-   * before the next read and lands in place too, instead of sharing a staging read that is copied.
-   */
-  private exactHeader = false;
 
   constructor(
     accepted: Socket,
     private readonly deps: DataServerDeps,
     onClose: (socket: Socket) => void,
   ) {
+    this.frames = new FrameAssembler(
+      REQUEST_HEADER_BYTES,
+      {
+        onHeader: (headerBytes) => this.startFrame(headerBytes),
+        onFrame: (headerBytes, payload) => this.finishFrame(headerBytes, payload),
+        mayStartFrame: () => this.inFlight < REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX,
+      },
+      true,
+    );
     const socket = adoptForDirectReads(accepted, this);
     this.socket = socket;
     this.batcher = new SocketBatcher(socket);
@@ -235,24 +238,11 @@ class DataConnection implements ReadSink {
 
   directTarget(): Buffer | undefined {
     if (this.saved.length > 0 || this.closed || this.mode !== 'binary') return undefined;
-    const payload = this.payload;
-    if (payload === undefined) {
-      return this.header === undefined && this.exactHeader ? this.headerBytes.subarray(this.headerFill) : undefined;
-    }
-    return payload.length - this.payloadFill >= DIRECT_READ_BYTES_MIN ? payload.subarray(this.payloadFill) : undefined;
+    return this.frames.directTarget();
   }
 
   onDirect(count: number): boolean {
-    if (this.payload === undefined) {
-      this.headerFill += count;
-      if (this.headerFill === REQUEST_HEADER_BYTES) {
-        this.exactHeader = false;
-        this.startFrame();
-      }
-    } else {
-      this.payloadFill += count;
-      if (this.payloadFill === this.payload.length) this.finishFrame();
-    }
+    this.frames.onDirect(count);
     this.pauseIfBusy();
     return !this.readingPaused;
   }
@@ -261,69 +251,41 @@ class DataConnection implements ReadSink {
 
   /** Parses frames out of `bytes`; returns how many bytes it used (it stops at the in-flight limit). */
   private consumeBinary(bytes: Buffer): number {
-    let offset = 0;
-    while (offset < bytes.length && !this.closed) {
-      if (this.header === undefined) {
-        if (this.headerFill === 0 && this.inFlight >= REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX) break;
-        const step = Math.min(REQUEST_HEADER_BYTES - this.headerFill, bytes.length - offset);
-        bytes.copy(this.headerBytes, this.headerFill, offset, offset + step);
-        this.headerFill += step;
-        offset += step;
-        if (this.headerFill < REQUEST_HEADER_BYTES) break;
-        if (!this.startFrame()) break;
-        continue;
-      }
-      const payload = this.payload!;
-      const step = Math.min(payload.length - this.payloadFill, bytes.length - offset);
-      bytes.copy(payload, this.payloadFill, offset, offset + step);
-      this.payloadFill += step;
-      offset += step;
-      if (this.payloadFill === payload.length) this.finishFrame();
-    }
-    return offset;
+    return this.closed ? 0 : this.frames.consume(bytes);
   }
 
-  /** A whole header is in: decode it and make room for its payload. False when the connection failed. */
-  private startFrame(): boolean {
+  /** A whole header is in: decode it and make room for its payload (null: malformed, the connection is closed). */
+  private startFrame(headerBytes: Buffer): Buffer | undefined | null {
     let header: RequestHeader;
     try {
-      header = decodeRequestHeader(this.headerBytes);
+      header = decodeRequestHeader(headerBytes);
     } catch (error) {
       this.fail((error as Error).message);
-      return false;
+      return null;
     }
     this.header = header;
-    this.payloadFill = 0;
-    if (header.payloadBytes === 0) {
-      this.finishFrame();
-    } else if (header.opcode === Opcode.WRITE) {
+    if (header.payloadBytes === 0) return undefined;
+    if (header.opcode === Opcode.WRITE) {
       // Page-aligned memory: the O_DIRECT write needs no other copy.
       this.alignedBuffer = this.deps.store.acquireAligned(header.payloadBytes);
-      this.payload = this.alignedBuffer.subarray(0, header.payloadBytes);
-    } else {
-      this.payload = Buffer.allocUnsafe(header.payloadBytes);
+      return this.alignedBuffer.subarray(0, header.payloadBytes);
     }
-    return true;
+    return Buffer.allocUnsafe(header.payloadBytes);
   }
 
-  private finishFrame(): void {
+  private finishFrame(headerBytes: Buffer, payload: Buffer | undefined): void {
     const header = this.header!;
-    const headerBytes = this.headerBytes;
-    const payload = this.payload;
     const alignedBuffer = this.alignedBuffer;
-    this.exactHeader = payload !== undefined && payload.length >= DIRECT_READ_BYTES_MIN;
-    this.headerBytes = Buffer.allocUnsafe(REQUEST_HEADER_BYTES); // the request keeps the old one
-    this.headerFill = 0;
     this.header = undefined;
-    this.payload = undefined;
     this.alignedBuffer = undefined;
     this.dispatchBinary(header, headerBytes, payload, alignedBuffer);
   }
 
   private releasePayload(): void {
+    this.frames.reset();
     if (this.alignedBuffer !== undefined) this.deps.store.releaseAligned(this.alignedBuffer);
     this.alignedBuffer = undefined;
-    this.payload = undefined;
+    this.header = undefined;
   }
 
   // ------------------------------------------------------------ flow control

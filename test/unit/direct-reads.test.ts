@@ -1,5 +1,6 @@
 /**
- * Direct socket reads (src/common/direct-reads.ts) on real loopback sockets: an accepted socket is
+ * Direct socket reads (src/common/direct-reads.ts), with frames assembled by FrameAssembler (as the
+ * SDS data port and the SDS client do), on real loopback sockets: an accepted socket is
  * adopted (its handle moves to a socket that reads into our memory), frames of every size arrive
  * intact, large payloads are read in place, pausing from the sink stops reads without losing a
  * byte, and a socket whose handle cannot move still feeds the sink from 'data' events.
@@ -7,24 +8,36 @@
 import t from 'tap';
 import { randomBytes } from 'node:crypto';
 import { connect, createServer, Socket, type Server } from 'node:net';
-import { adoptForDirectReads, DIRECT_READ_BYTES_MIN, type ReadSink } from '../../src/common/direct-reads.js';
+import { adoptForDirectReads, type ReadSink } from '../../src/common/direct-reads.js';
+import { FrameAssembler } from '../../src/common/frame-assembler.js';
 
 const HEADER_BYTES = 8;
 const MAGIC = 0x46524d31;
 
-/** A sink for frames of [magic u32][payload length u32][payload], parsed like the SDS's. */
+/** A sink for frames of [magic u32][payload length u32][payload], assembled like the SDS's. */
 class FrameSink implements ReadSink {
   readonly frames: Buffer[] = [];
   stagedBytes = 0;
   directBytes = 0;
   pauseAfterFrames = Infinity;
   paused = false;
-  private saved: Buffer[] = [];
-  private header = Buffer.alloc(HEADER_BYTES);
-  private headerFill = 0;
-  private payload: Buffer | undefined;
-  private payloadFill = 0;
   error: string | undefined;
+  private saved: Buffer[] = [];
+  private readonly assembler = new FrameAssembler(HEADER_BYTES, {
+    onHeader: (header) => {
+      if (header.readUInt32BE(0) !== MAGIC) {
+        this.error = 'bad magic';
+        return null;
+      }
+      const length = header.readUInt32BE(4);
+      return length === 0 ? undefined : Buffer.alloc(length);
+    },
+    onFrame: (_header, payload) => {
+      this.frames.push(payload ?? Buffer.alloc(0));
+      if (this.frames.length >= this.pauseAfterFrames) this.paused = true;
+    },
+    mayStartFrame: () => !this.paused,
+  });
 
   onStaged(bytes: Buffer): boolean {
     this.stagedBytes += bytes.length;
@@ -32,21 +45,18 @@ class FrameSink implements ReadSink {
       this.saved.push(Buffer.from(bytes));
       return !this.paused;
     }
-    const used = this.consume(bytes);
-    if (used < bytes.length) this.saved.push(Buffer.from(bytes.subarray(used)));
+    const used = this.assembler.consume(bytes);
+    if (used < bytes.length && this.error === undefined) this.saved.push(Buffer.from(bytes.subarray(used)));
     return !this.paused;
   }
 
   directTarget(): Buffer | undefined {
-    if (this.payload === undefined || this.saved.length > 0) return undefined;
-    const left = this.payload.length - this.payloadFill;
-    return left >= DIRECT_READ_BYTES_MIN ? this.payload.subarray(this.payloadFill) : undefined;
+    return this.saved.length > 0 ? undefined : this.assembler.directTarget();
   }
 
   onDirect(count: number): boolean {
     this.directBytes += count;
-    this.payloadFill += count;
-    if (this.payloadFill === this.payload!.length) this.finish();
+    this.assembler.onDirect(count);
     return !this.paused;
   }
 
@@ -54,7 +64,7 @@ class FrameSink implements ReadSink {
   drainSaved(): boolean {
     while (this.saved.length > 0 && !this.paused) {
       const chunk = this.saved[0]!;
-      const used = this.consume(chunk);
+      const used = this.assembler.consume(chunk);
       if (used < chunk.length) {
         this.saved[0] = chunk.subarray(used);
         return false;
@@ -62,40 +72,6 @@ class FrameSink implements ReadSink {
       this.saved.shift();
     }
     return this.saved.length === 0;
-  }
-
-  private consume(bytes: Buffer): number {
-    let offset = 0;
-    while (offset < bytes.length && !this.paused) {
-      if (this.payload === undefined) {
-        const step = Math.min(HEADER_BYTES - this.headerFill, bytes.length - offset);
-        bytes.copy(this.header, this.headerFill, offset, offset + step);
-        this.headerFill += step;
-        offset += step;
-        if (this.headerFill < HEADER_BYTES) break;
-        if (this.header.readUInt32BE(0) !== MAGIC) {
-          this.error = 'bad magic';
-          return bytes.length;
-        }
-        this.payload = Buffer.alloc(this.header.readUInt32BE(4));
-        this.payloadFill = 0;
-        if (this.payload.length === 0) this.finish();
-        continue;
-      }
-      const step = Math.min(this.payload.length - this.payloadFill, bytes.length - offset);
-      bytes.copy(this.payload, this.payloadFill, offset, offset + step);
-      this.payloadFill += step;
-      offset += step;
-      if (this.payloadFill === this.payload.length) this.finish();
-    }
-    return offset;
-  }
-
-  private finish(): void {
-    this.frames.push(this.payload!);
-    this.payload = undefined;
-    this.headerFill = 0;
-    if (this.frames.length >= this.pauseAfterFrames) this.paused = true;
   }
 }
 
