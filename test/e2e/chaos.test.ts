@@ -31,10 +31,8 @@ interface Status {
   rebuild: { pool: string; state: string; last: { chunks: number; bytes: number; seconds: number; rate_bytes_per_s: number } | null }[];
 }
 
-async function status(): Promise<Status> {
-  const answer = await e2e.pflex('--json', 'cluster', 'status');
-  if (answer.code !== 0) throw new Error(`pflex cluster status failed: ${answer.stderr}`);
-  return JSON.parse(answer.stdout) as Status;
+function status(): Promise<Status> {
+  return e2e.pflexJson<Status>('cluster', 'status');
 }
 
 /**
@@ -116,7 +114,7 @@ t.test('repeated kill -9 and restart of random SDS under verified writes', async
     const result = await run('fio', fioArgs(region, true), { timeoutMs: 120_000 });
     t.equal(result.code, 0, `region ${region} verifies again after the chaos: ${result.stderr.slice(0, 300)}`);
   }
-  const events = JSON.parse((await e2e.pflex('--json', 'event', 'list', '--limit', '1000')).stdout) as { type: string; message: string }[];
+  const events = await e2e.pflexJson<{ type: string; message: string }[]>('event', 'list', '--limit', '1000');
   for (const event of events) if (/^(REBUILD_COMPLETED|RESYNC_WITHOUT_COPY|REBALANCE_STARTED)$/.test(event.type)) t.comment(`${event.type}: ${event.message}`);
   t.ok(events.some((event) => event.type === 'SDS_FENCED'), 'SDS were fenced');
   t.ok(events.some((event) => event.type === 'REBUILD_COMPLETED'), 'rebuilds completed');

@@ -6,6 +6,7 @@
  */
 import t from 'tap';
 import { run, startE2eCluster, type E2eCluster } from '../helpers/e2e-cluster.js';
+import { waitFor as poll } from '../helpers/api.js';
 import { freePort } from '../../src/launcher/free-port.js';
 
 const MiB = 1024 * 1024;
@@ -30,8 +31,8 @@ interface Replica {
   state: string;
 }
 
-async function status(): Promise<Status> {
-  return JSON.parse((await e2e.pflex('--json', 'cluster', 'status')).stdout) as Status;
+function status(): Promise<Status> {
+  return e2e.pflexJson<Status>('cluster', 'status');
 }
 
 /** Replicas per SDS name, from the MDM's chunk map of vol1. */
@@ -43,11 +44,7 @@ async function replicasBySds(): Promise<Map<string, number>> {
 }
 
 async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 90_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 250));
-  }
+  if ((await poll(async () => ((await check()) ? true : undefined), timeoutMs, 250)) === undefined) throw new Error(`timed out waiting for ${what}`);
 }
 
 function fio(verifyOnly = false) {
@@ -76,7 +73,7 @@ t.test('a new SDS gets replicas by rebalancing; a removed SDS is drained first',
   t.comment(`replicas per SDS before ${JSON.stringify([...before])}, after ${JSON.stringify([...after])}`);
   const counts = [...after.values()];
   t.ok(Math.max(...counts) - Math.min(...counts) <= Math.ceil(Math.max(...counts) * 0.2) + 2, 'replicas are spread evenly over the four SDS');
-  const events = JSON.parse((await e2e.pflex('--json', 'event', 'list', '--limit', '1000')).stdout) as { type: string; message: string }[];
+  const events = await e2e.pflexJson<{ type: string; message: string }[]>('event', 'list', '--limit', '1000');
   t.ok(events.some((event) => event.type === 'REBALANCE_STARTED'), 'a REBALANCE_STARTED event');
 
   const drainedFio = fio();
@@ -90,7 +87,7 @@ t.test('a new SDS gets replicas by rebalancing; a removed SDS is drained first',
   t.equal((await replicasBySds()).get('sds-1'), undefined, 'no replica is left on sds-1');
   t.equal(final.pools[0]?.health, 'OK', 'the pool is OK');
   t.equal(final.replicas.available, final.replicas.expected, 'every chunk has its two replicas');
-  const allEvents = JSON.parse((await e2e.pflex('--json', 'event', 'list', '--limit', '1000')).stdout) as { type: string; message: string }[];
+  const allEvents = await e2e.pflexJson<{ type: string; message: string }[]>('event', 'list', '--limit', '1000');
   t.ok(allEvents.some((event) => event.type === 'SDS_DRAIN_STARTED'), 'an SDS_DRAIN_STARTED event');
   t.ok(allEvents.some((event) => event.type === 'SDS_REMOVED' && event.message.includes('sds-1')), 'an SDS_REMOVED event');
   const verify = await e2e.pflex('--json', 'vol', 'verify', 'vol1');

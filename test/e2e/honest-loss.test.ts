@@ -23,8 +23,8 @@ interface Status {
   volumes: { name: string; health: string }[];
 }
 
-async function status(): Promise<Status> {
-  return JSON.parse((await e2e.pflex('--json', 'cluster', 'status')).stdout) as Status;
+function status(): Promise<Status> {
+  return e2e.pflexJson<Status>('cluster', 'status');
 }
 
 async function waitFor(check: (s: Status) => boolean, what: string, timeoutMs = 20_000): Promise<Status> {

@@ -110,14 +110,8 @@ function main(artifacts: GuestArtifacts): void {
     return existsSync(file) ? readFileSync(file, 'utf8').split('\n').slice(-lines).join('\n') : `(no ${name}.log)`;
   }
 
-  async function pflexJson<T>(...args: string[]): Promise<T> {
-    const result = await e2e.pflex('--json', ...args);
-    if (result.code !== 0) throw new Error(`pflex ${args.join(' ')} exited ${result.code}: ${result.stderr}`);
-    return JSON.parse(result.stdout) as T;
-  }
-
   async function sdsState(name: string): Promise<string | undefined> {
-    return (await pflexJson<SdsView[]>('sds', 'list')).find((sds) => sds.name === name)?.state;
+    return (await e2e.pflexJson<SdsView[]>('sds', 'list')).find((sds) => sds.name === name)?.state;
   }
 
   /** Polls the MDM until `name` is in `state`; the ms it took, or undefined past the timeout. */
@@ -197,7 +191,7 @@ function main(artifacts: GuestArtifacts): void {
         return;
       }
 
-      const chunks = (await pflexJson<{ chunks: ChunkView[] }>('vol', 'chunks', VOLUME)).chunks;
+      const chunks = (await e2e.pflexJson<{ chunks: ChunkView[] }>('vol', 'chunks', VOLUME)).chunks;
       const replicasBySds = new Map<string, number>();
       for (const chunk of chunks) {
         for (const replica of chunk.replicas) if (replica.state === 'CURRENT') replicasBySds.set(replica.sds, (replicasBySds.get(replica.sds) ?? 0) + 1);
@@ -262,7 +256,7 @@ function main(artifacts: GuestArtifacts): void {
     // The counter covers reads and writes; a failed FLUSH shows up as an IO error in the guest's dmesg.
     t.equal(stats?.errors, 0, 'the SDC failed no read or write');
 
-    const events = await pflexJson<{ at: string; type: string; message: string }[]>('event', 'list', '--limit', '1000');
+    const events = await e2e.pflexJson<{ at: string; type: string; message: string }[]>('event', 'list', '--limit', '1000');
     const fenced = events.find((event) => event.type === 'SDS_FENCED' && event.message.includes(victim!));
     t.ok(fenced !== undefined, `${victim} was fenced ${fenced === undefined ? '' : `${Date.parse(fenced.at) - killHostMs} ms after the kill`}`);
     const verify = await e2e.pflex('--json', 'vol', 'verify', VOLUME);

@@ -6,6 +6,7 @@
  */
 import t from 'tap';
 import { qemuIo, startE2eCluster, type E2eCluster } from '../helpers/e2e-cluster.js';
+import { waitFor } from '../helpers/api.js';
 
 const MiB = 1024 * 1024;
 let e2e: E2eCluster;
@@ -19,12 +20,6 @@ t.teardown(async () => {
 
 const vol1 = (...commands: string[]) => qemuIo(e2e, 'vol1', commands);
 
-async function json<T>(...args: string[]): Promise<T> {
-  const answer = await e2e.pflex('--json', ...args);
-  if (answer.code !== 0) throw new Error(`pflex ${args.join(' ')}: ${answer.stderr}`);
-  return JSON.parse(answer.stdout) as T;
-}
-
 t.test('a returning SDS: unchanged chunks without a copy, changed ones copied', async (t) => {
   const first = await vol1('write -P 0x71 0 64M', 'flush');
   t.equal(first.code, 0, first.stderr);
@@ -32,11 +27,11 @@ t.test('a returning SDS: unchanged chunks without a copy, changed ones copied', 
   t.equal((await e2e.pflex('pool', 'modify', 'pool1', '--rebuild-rate-mbps', '1')).code, 0);
 
   await e2e.cluster.stopProcess('sds-3'); // SIGTERM: a clean stop, no write intents left
-  const deadline = Date.now() + 20_000;
-  while ((await json<{ sds: { name: string; state: string }[] }>('cluster', 'status')).sds.find((sds) => sds.name === 'sds-3')?.state !== 'DOWN') {
-    if (Date.now() > deadline) throw new Error('sds-3 never went DOWN');
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
+  const down = await waitFor(async () => {
+    const status = await e2e.pflexJson<{ sds: { name: string; state: string }[] }>('cluster', 'status');
+    return status.sds.find((sds) => sds.name === 'sds-3')?.state === 'DOWN' ? true : undefined;
+  }, 20_000, 200);
+  if (down === undefined) throw new Error('sds-3 never went DOWN');
   // Written while sds-3 is away: chunks 0 and 1 only.
   const second = await vol1('write -P 0x72 0 8M', 'flush');
   t.equal(second.code, 0, second.stderr);
@@ -44,13 +39,13 @@ t.test('a returning SDS: unchanged chunks without a copy, changed ones copied', 
   t.equal((await e2e.pflex('pool', 'modify', 'pool1', '--rebuild-rate-mbps', '100')).code, 0);
 
   const settleBy = Date.now() + 60_000;
-  let status = await json<{ pools: { health: string }[]; rebuild: { state: string }[] }>('cluster', 'status');
+  let status = await e2e.pflexJson<{ pools: { health: string }[]; rebuild: { state: string }[] }>('cluster', 'status');
   while (!(status.pools[0]?.health === 'OK' && status.rebuild[0]?.state === 'idle')) {
     if (Date.now() > settleBy) throw new Error(`not settled: ${JSON.stringify(status.rebuild)}`);
     await new Promise((resolve) => setTimeout(resolve, 250));
-    status = await json('cluster', 'status');
+    status = await e2e.pflexJson('cluster', 'status');
   }
-  const events = await json<{ type: string; message: string }[]>('event', 'list', '--limit', '1000');
+  const events = await e2e.pflexJson<{ type: string; message: string }[]>('event', 'list', '--limit', '1000');
   const clean = events.filter((event) => event.type === 'RESYNC_WITHOUT_COPY');
   t.ok(clean.length > 0, `stale replicas of unwritten chunks came back without a copy: ${clean.map((event) => event.message).join(' | ')}`);
   const returned = clean.reduce((sum, event) => sum + Number(/^(\d+) chunk/.exec(event.message)?.[1] ?? 0), 0);
@@ -59,6 +54,6 @@ t.test('a returning SDS: unchanged chunks without a copy, changed ones copied', 
   const read = await vol1('read -P 0x72 0 8M', 'read -P 0x71 8M 56M');
   t.equal(read.code, 0, read.stderr);
   t.notMatch(read.stdout, /failed|error/i, 'what was written before and while sds-3 was away reads back');
-  const verify = await json<{ clean: boolean }>('vol', 'verify', 'vol1');
+  const verify = await e2e.pflexJson<{ clean: boolean }>('vol', 'verify', 'vol1');
   t.equal(verify.clean, true, 'pflex vol verify: the returned replicas agree with their peers');
 });

@@ -44,7 +44,7 @@ t.test('kill -9 of the SDC in the middle of writes: the chunks it was writing ar
   let resynced = false;
   let idle = false;
   while (Date.now() < deadline && !(resynced && idle)) {
-    const events = JSON.parse((await e2e.pflex('--json', 'event', 'list', '--type', 'RESYNC_AFTER_SDC')).stdout) as { message: string }[];
+    const events = await e2e.pflexJson<{ message: string }[]>('event', 'list', '--type', 'RESYNC_AFTER_SDC');
     resynced = events.length > 0;
     const rebuild = JSON.parse((await e2e.pflex('--json', 'rebuild', 'status')).stdout) as { pools: { state: string }[] };
     idle = rebuild.pools.every((pool) => pool.state === 'idle');

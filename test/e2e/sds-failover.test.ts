@@ -7,6 +7,7 @@
 import t from 'tap';
 import { run, startE2eCluster, type E2eCluster } from '../helpers/e2e-cluster.js';
 import { CMD, RawNbdClient } from '../helpers/nbd-raw-client.js';
+import { waitFor } from '../helpers/api.js';
 
 const MiB = 1024 * 1024;
 let e2e: E2eCluster;
@@ -44,7 +45,7 @@ t.test('kill -9 of an SDS during verified writes: no client error, data intact, 
   // The rebuild puts a second replica of every chunk sds-2 held on the remaining SDS.
   const healthy = await waitForPoolOk(60_000);
   t.ok(healthy, 'the pool is OK again after the rebuild');
-  const events = JSON.parse((await e2e.pflex('--json', 'event', 'list', '--limit', '1000')).stdout) as { type: string; message: string }[];
+  const events = await e2e.pflexJson<{ type: string; message: string }[]>('event', 'list', '--limit', '1000');
   t.ok(events.some((event) => event.type === 'SDS_FENCED' && event.message.includes('sds-2')), 'sds-2 was fenced');
   t.ok(events.some((event) => event.type === 'REBUILD_STARTED'), 'a REBUILD_STARTED event');
   t.ok(events.some((event) => event.type === 'REBUILD_COMPLETED'), 'a REBUILD_COMPLETED event');
@@ -88,11 +89,9 @@ t.test('a FLUSH that is the first request after an SDS dies succeeds on the surv
 });
 
 async function waitForPoolOk(timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const status = JSON.parse((await e2e.pflex('--json', 'cluster', 'status')).stdout) as { pools: { health: string }[]; rebuild: { state: string }[] };
-    if (status.pools[0]?.health === 'OK' && status.rebuild.every((pool) => pool.state === 'idle')) return true;
-    await new Promise((resolve) => setTimeout(resolve, 500));
-  }
-  return false;
+  const ok = await waitFor(async () => {
+    const status = await e2e.pflexJson<{ pools: { health: string }[]; rebuild: { state: string }[] }>('cluster', 'status');
+    return status.pools[0]?.health === 'OK' && status.rebuild.every((pool) => pool.state === 'idle') ? true : undefined;
+  }, timeoutMs, 500);
+  return ok === true;
 }

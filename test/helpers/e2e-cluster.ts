@@ -18,6 +18,8 @@ export interface E2eCluster {
   uri(volume: string): string;
   /** Runs the real `pflex` CLI as this cluster's admin. */
   pflex(...args: string[]): Promise<RunOutput>;
+  /** `pflex --json …`, parsed; throws with pflex's stderr when it exits non-zero. */
+  pflexJson<T>(...args: string[]): Promise<T>;
   stop(): Promise<void>;
 }
 
@@ -55,12 +57,18 @@ export async function startE2eCluster(volumes: readonly VolumeSpec[], options: {
     logLevel: process.env.PFLEX_TEST_LOG_LEVEL ?? 'info',
     ...(options.heartbeatIntervalMs !== undefined ? { heartbeatIntervalMs: options.heartbeatIntervalMs } : {}),
   });
+  const pflex = (...args: string[]): Promise<RunOutput> =>
+    run(process.execPath, [PFLEX_BIN, '--mdm', cluster.mdmUrl, '--token-file', cluster.adminTokenFile, ...args], { env: cleanEnv() });
   return {
     cluster,
     dataDir,
     uri: (volume) => `${cluster.nbdUri}/${volume}`,
-    pflex: (...args) =>
-      run(process.execPath, [PFLEX_BIN, '--mdm', cluster.mdmUrl, '--token-file', cluster.adminTokenFile, ...args], { env: cleanEnv() }),
+    pflex,
+    async pflexJson<T>(...args: string[]): Promise<T> {
+      const result = await pflex('--json', ...args);
+      if (result.code !== 0) throw new Error(`pflex ${args.join(' ')} exited ${result.code}: ${result.stderr}`);
+      return JSON.parse(result.stdout) as T;
+    },
     async stop() {
       await cluster.stop();
       if (process.env.PFLEX_KEEP_TEST_DATA === undefined) rmSync(dataDir, { recursive: true, force: true });
