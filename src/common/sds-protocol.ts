@@ -198,11 +198,6 @@ export class ByteQueue {
     this.length += chunk.length;
   }
 
-  /** The first byte, without consuming it. */
-  peekByte(): number | undefined {
-    return this.length === 0 ? undefined : this.chunks[0]![this.headOffset];
-  }
-
   /** Copies the next `count` bytes into `target` at `targetOffset` and consumes them. */
   takeInto(count: number, target: Buffer, targetOffset = 0): void {
     if (count > this.length) throw new RangeError('not enough bytes queued');
