@@ -23,6 +23,7 @@ export const ERRORS = {
   NOT_MAPPED: { code: 'PFLEX_ERR_NOT_MAPPED', httpStatus: 409 },
   ALREADY_MAPPED: { code: 'PFLEX_ERR_ALREADY_MAPPED', httpStatus: 409 },
   MULTI_MAP_NOT_ALLOWED: { code: 'PFLEX_ERR_MULTI_MAP_NOT_ALLOWED', httpStatus: 409 },
+  MULTI_WRITER: { code: 'PFLEX_ERR_MULTI_WRITER', httpStatus: 409 },
   CONFLICT: { code: 'PFLEX_ERR_CONFLICT', httpStatus: 409 },
   PAYLOAD_TOO_LARGE: { code: 'PFLEX_ERR_PAYLOAD_TOO_LARGE', httpStatus: 413 },
   UNSUPPORTED_MEDIA_TYPE: { code: 'PFLEX_ERR_UNSUPPORTED_MEDIA_TYPE', httpStatus: 415 },

@@ -7,9 +7,14 @@ import { connect, type Socket } from 'node:net';
 import { SocketBatcher } from './socket-batcher.js';
 import { onreadFor, type ReadSink } from './direct-reads.js';
 import { FrameAssembler } from './frame-assembler.js';
+import { randomBytes } from 'node:crypto';
 import {
   decodeReplyHeader,
   encodeRequestHeaderInto,
+  HELLO_PAYLOAD_BYTES,
+  Opcode,
+  Status,
+  statusName,
   REQUEST_HEADER_BYTES,
   REPLY_HEADER_BYTES,
   signRequestHeader,
@@ -59,6 +64,11 @@ export class SdsDataClient implements ReadSink {
   private nextRequestId = 1n;
   private closedError: Error | undefined;
   private deadlineTimer: NodeJS.Timeout | undefined;
+  /** With `hello`: this client's id, and how many connections it has made (each a new incarnation). */
+  private readonly clientId: Buffer | undefined;
+  private incarnation = 0n;
+  /** The socket being connected now (before it becomes `socket`). */
+  private connectingSocket: Socket | undefined;
 
   constructor(
     readonly host: string,
@@ -66,7 +76,15 @@ export class SdsDataClient implements ReadSink {
     private readonly requestTimeoutMs = REQUEST_TIMEOUT_MS_DEFAULT,
     /** Connect to this Unix socket instead of host:port (an SDS on the same host). */
     readonly socketPath?: string,
-  ) {}
+    /**
+     * Start every connection with HELLO (PROTOCOL.md §5.4): the SDS then drops this client's
+     * older connections, and what they still held, before the new one serves. Every client that
+     * retries mutating requests on a new connection needs it (the SDC does).
+     */
+    hello = false,
+  ) {
+    this.clientId = hello ? randomBytes(16) : undefined;
+  }
 
   get inFlight(): number {
     return this.pending.size;
@@ -77,29 +95,48 @@ export class SdsDataClient implements ReadSink {
   }
 
   connect(): Promise<void> {
-    if (this.socket !== undefined) return Promise.resolve();
     if (this.connecting !== undefined) return this.connecting;
+    if (this.socket !== undefined) return Promise.resolve();
     this.connecting = new Promise<void>((resolve, reject) => {
       const onread = onreadFor(this);
       const socket = this.socketPath !== undefined ? connect({ path: this.socketPath, onread }) : connect({ host: this.host, port: this.port, noDelay: true, onread });
       const timer = setTimeout(() => socket.destroy(new SdsConnectionError(`connect to ${this.host}:${this.port} timed out`)), CONNECT_TIMEOUT_MS);
       socket.once('connect', () => {
-        clearTimeout(timer);
+        clearTimeout(timer); // a HELLO's answer is bounded by the request timeout, like any request
         this.socket = socket;
         this.batcher = new SocketBatcher(socket);
         this.closedError = undefined;
         this.deadlineTimer ??= setInterval(() => this.checkDeadlines(), Math.min(DEADLINE_CHECK_MS_MAX, this.requestTimeoutMs));
         this.deadlineTimer.unref();
-        resolve();
+        if (this.clientId === undefined) {
+          resolve();
+          return;
+        }
+        // HELLO first; nothing else is sent on this connection before the SDS answers it.
+        this.incarnation += 1n;
+        const payload = Buffer.allocUnsafe(HELLO_PAYLOAD_BYTES);
+        this.clientId.copy(payload, 0);
+        payload.writeBigUInt64BE(this.incarnation, 16);
+        this.send({ opcode: Opcode.HELLO, flags: 0, tokenId: Buffer.alloc(16), seq: 0n, volumeId: 0, chunkIndex: 0, epoch: 0, offsetBytes: 0, lengthBytes: 0 }, payload, undefined).then(
+          (reply) => {
+            if (reply.status === Status.OK) resolve();
+            else socket.destroy(new SdsConnectionError(`${this.host}:${this.port}: HELLO refused (${statusName(reply.status)})`));
+          },
+          () => undefined, // the connection failed: its 'error' or 'close' rejects
+        );
       });
+      // Events of a socket this client already gave up on (timed out, replaced by a newer
+      // connection) must not touch the newer one: its requests and its reply parser.
+      const current = (): boolean => this.socket === socket || (this.socket === undefined && this.connectingSocket === socket);
+      this.connectingSocket = socket;
       socket.on('error', (error) => {
         clearTimeout(timer);
-        this.failAll(new SdsConnectionError(`${this.host}:${this.port}: ${error.message}`));
+        if (current()) this.failAll(new SdsConnectionError(`${this.host}:${this.port}: ${error.message}`));
         reject(new SdsConnectionError(`${this.host}:${this.port}: ${error.message}`));
       });
       socket.on('close', () => {
         clearTimeout(timer);
-        this.failAll(new SdsConnectionError(`${this.host}:${this.port}: connection closed`));
+        if (current()) this.failAll(new SdsConnectionError(`${this.host}:${this.port}: connection closed`));
         reject(new SdsConnectionError(`${this.host}:${this.port}: connection closed`));
       });
     }).finally(() => {
@@ -110,7 +147,11 @@ export class SdsDataClient implements ReadSink {
 
   /** Sends one request; `macKey` signs the header (session key, or the peer key for PEER_READ). */
   async request(fields: RequestFields, payload: Buffer | undefined, macKey: MacKey | Buffer | undefined): Promise<SdsReply> {
-    if (this.socket === undefined) await this.connect();
+    if (this.socket === undefined || this.connecting !== undefined) await this.connect();
+    return this.send(fields, payload, macKey);
+  }
+
+  private send(fields: RequestFields, payload: Buffer | undefined, macKey: MacKey | Buffer | undefined): Promise<SdsReply> {
     const batcher = this.batcher!;
     const requestId = this.nextRequestId;
     this.nextRequestId += 1n;

@@ -33,7 +33,15 @@ export const Opcode = {
   PEER_READ: 0x20,
   /** No authentication, no effect: liveness and latency. */
   PING: 0x30,
+  /**
+   * The first frame of a client connection. Payload: a 16-byte client id and a u64 incarnation
+   * that grows with each connection of that client. The SDS drops the client's older connections
+   * (with whatever they still held unread) and answers once their running requests are done: a
+   * request the client gave up on can never apply after its retry (PROTOCOL.md §5.4).
+   */
+  HELLO: 0x31,
 } as const;
+export const HELLO_PAYLOAD_BYTES = 24;
 export type OpcodeValue = (typeof Opcode)[keyof typeof Opcode];
 const OPCODE_VALUES = new Set<number>(Object.values(Opcode));
 

@@ -30,11 +30,11 @@ const PLACEABLE_STATES = `('NEW','UP')`;
  * SDS that may take a replica of the pool, with the capacity they offer: without the spare for
  * new data, with it for rebuilds (the spare exists so a failed SDS's replicas have somewhere to go).
  */
-export function placementCandidates(db: Db, pool: PoolRow, options: { useSpare?: boolean } = {}): PlacementCandidate[] {
+export function placementCandidates(db: Db, pool: PoolRow, options: { useSpare?: boolean; nowMs?: number } = {}): PlacementCandidate[] {
   const rows = db
     .prepare(
-      `SELECT s.id AS sds_id, s.fault_set_id AS fault_set_id,
-              (SELECT COALESCE(SUM(d.capacity_bytes),0) FROM sds_devices d WHERE d.sds_id = s.id AND d.pool_id = ?) AS capacity_bytes,
+      `SELECT s.id AS sds_id, s.fault_set_id AS fault_set_id, s.avoid_until_ms,
+              (SELECT COALESCE(SUM(d.capacity_bytes),0) FROM sds_devices d WHERE d.sds_id = s.id AND d.pool_id = ? AND d.state = 'OK') AS capacity_bytes,
               (SELECT COUNT(*) FROM replicas r WHERE r.sds_id = s.id AND r.pool_id = ?) AS replica_count
        FROM sds s
        WHERE s.state IN ${PLACEABLE_STATES} AND s.pd_id = ?
@@ -43,11 +43,15 @@ export function placementCandidates(db: Db, pool: PoolRow, options: { useSpare?:
     .all(pool.id, pool.id, pool.pd_id) as {
     sds_id: number;
     fault_set_id: number | null;
+    avoid_until_ms: number;
     capacity_bytes: number;
     replica_count: number;
   }[];
-  return rows
-    .filter((row) => row.capacity_bytes > 0)
+  // SDS that SDCs could not reach lately take no new replica, unless the pool has too few others.
+  const nowMs = options.nowMs ?? Date.now();
+  const withRoom = rows.filter((row) => row.capacity_bytes > 0);
+  const reachable = withRoom.filter((row) => row.avoid_until_ms <= nowMs);
+  return (reachable.length >= copiesOf(pool.protection_policy) ? reachable : withRoom)
     .map((row) => ({
       sdsId: row.sds_id,
       faultSetId: row.fault_set_id,
@@ -62,7 +66,7 @@ export function poolCapacity(db: Db, pool: PoolRow): PoolCapacity {
     db
       .prepare(
         `SELECT COALESCE(SUM(d.capacity_bytes),0) AS bytes FROM sds_devices d JOIN sds s ON s.id = d.sds_id
-         WHERE d.pool_id = ? AND s.state != 'REMOVING'`,
+         WHERE d.pool_id = ? AND s.state != 'REMOVING' AND d.state = 'OK'`,
       )
       .get(pool.id) as { bytes: number }
   ).bytes;

@@ -178,10 +178,36 @@ const MIGRATIONS: readonly string[] = [
   ALTER TABLE storage_pools ADD COLUMN rebuild_enabled INTEGER NOT NULL DEFAULT 1 CHECK (rebuild_enabled IN (0, 1));
   ALTER TABLE storage_pools ADD COLUMN rebalance_enabled INTEGER NOT NULL DEFAULT 1 CHECK (rebalance_enabled IN (0, 1));
   `,
+  /* v5: trust (issue 10). An SDS's incarnation (a new one: its state was lost); why a replica was
+     fenced alone (a failed IO, a lost device: never resynced in place first); a device's reported
+     state; and the SDS orders still owed (epoch installs, chunk deletions), retried until done. */ `
+  ALTER TABLE sds ADD COLUMN incarnation TEXT;
+  -- An SDS an SDC could not reach (timeouts): no new replicas go there until then (ms since epoch).
+  ALTER TABLE sds ADD COLUMN avoid_until_ms INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE replicas ADD COLUMN failed_reason TEXT;
+  ALTER TABLE sds_devices ADD COLUMN state_reason TEXT;
+  CREATE TABLE sds_orders (
+    sds_id INTEGER NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('epoch','delete')),
+    volume_id INTEGER NOT NULL,
+    chunk_index INTEGER NOT NULL,
+    pool_id INTEGER NOT NULL DEFAULT 0,
+    -- epoch: the epoch to install; delete: the chunk's epoch now (kept as a tombstone), NULL: forget it whole.
+    epoch INTEGER,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (sds_id, kind, volume_id, chunk_index)
+  );
+  CREATE INDEX replicas_by_chunk_state ON replicas(chunk_id, state);
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
 
+/**
+ * synchronous=FULL: an epoch bump is on disk before any SDS is told of it, so a power cut can
+ * never make the MDM hand out an epoch number again (epochs only grow, DESIGN §6).
+ */
 export function openDatabase(path: string): Db {
-  return openSqlite(path, { synchronous: 'NORMAL', foreignKeys: true, migrations: MIGRATIONS });
+  return openSqlite(path, { synchronous: 'FULL', foreignKeys: true, migrations: MIGRATIONS });
 }

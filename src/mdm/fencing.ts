@@ -9,35 +9,21 @@
  */
 import type { MdmContext } from './context.js';
 import { recordEvent } from './events.js';
-import { SdsDataClient } from '../common/sds-client.js';
-import { deriveControlCredential, Opcode, Status } from '../common/sds-protocol.js';
+import { probe, type SdsControl } from './sds-control.js';
+import { pushTo } from '../common/maps.js';
+import type { ChunkDeletion, EpochOrder, SdsOrders } from './sds-orders.js';
 
-const PROBE_TIMEOUT_MS = 1500;
-const INSTALL_TIMEOUT_MS = 5000;
-const EPOCHS_PER_CALL_MAX = 10_000;
-
-/**
- * A chunk an SDS must forget (unless it holds it at `epoch` or newer: it is a replica again),
- * keeping only a record at `epoch` so requests of older epochs are refused, never answered with zeros.
- */
-export interface ChunkDeletion {
-  volume_id: number;
-  chunk_index: number;
-  epoch: number;
-}
-
-export interface EpochOrder {
-  volume_id: number;
-  chunk_index: number;
-  pool_id: number;
-  epoch: number;
-}
+export type { ChunkDeletion, EpochOrder } from './sds-orders.js';
 
 export class Fencing {
   /** Fences in progress: authorize waits for them, so tokens never carry an uninstalled epoch. */
   private inProgress: Promise<void> = Promise.resolve();
 
-  constructor(private readonly context: MdmContext) {}
+  constructor(
+    private readonly context: MdmContext,
+    private readonly sdsControl: SdsControl,
+    readonly orders: SdsOrders,
+  ) {}
 
   /** Resolves when every fence started so far has installed its epochs. */
   settled(): Promise<void> {
@@ -85,9 +71,9 @@ export class Fencing {
       .prepare(
         `SELECT c.id AS chunk_id, c.volume_id, c.chunk_index, c.epoch, r.sds_id, r.pool_id, r.stale_epoch
          FROM chunks c JOIN replicas r ON r.chunk_id = c.id JOIN sds s ON s.id = r.sds_id
-         WHERE r.state = 'STALE' AND s.state = 'UP'
+         WHERE r.state = 'STALE' AND s.state = 'UP' AND r.failed_reason IS NULL
            AND NOT EXISTS (SELECT 1 FROM replicas x WHERE x.chunk_id = c.id AND x.state = 'CURRENT')
-           AND r.stale_epoch = (SELECT MAX(y.stale_epoch) FROM replicas y WHERE y.chunk_id = c.id)
+           AND r.stale_epoch = (SELECT MAX(y.stale_epoch) FROM replicas y WHERE y.chunk_id = c.id AND y.failed_reason IS NULL)
          ORDER BY c.id, r.sds_id`,
       )
       .all() as { chunk_id: number; volume_id: number; chunk_index: number; epoch: number; sds_id: number; pool_id: number; stale_epoch: number }[];
@@ -143,6 +129,9 @@ export class Fencing {
     const name = (db.prepare('SELECT name FROM sds WHERE id = ?').get(sdsId) as { name: string } | undefined)?.name ?? `#${sdsId}`;
     // One transaction: stale replicas, cancelled rebuilds and new epochs together.
     const orders = db.transaction(() => {
+      // Replicas an SDC fenced because this SDS did not answer were not failures of their own:
+      // the whole SDS is down, and they come back like its other stale replicas (resync in place).
+      db.prepare(`UPDATE replicas SET failed_reason = NULL WHERE sds_id = ? AND state = 'STALE' AND (failed_reason LIKE '% UNREACHABLE%' OR failed_reason LIKE '% TIMEOUT%')`).run(sdsId);
       const chunks = db
         .prepare(
           `SELECT c.id, c.volume_id, c.chunk_index, c.epoch, r.pool_id, r.state FROM replicas r JOIN chunks c ON c.id = r.chunk_id
@@ -197,90 +186,33 @@ export class Fencing {
   }
 
   /**
-   * Tells SDS to forget chunks (cancelled rebuilds, moved or stale replicas); best effort. Each
-   * deletion names the chunk's new epoch: an SDS holding the chunk at that epoch or a newer one
-   * (a replica again meanwhile) keeps it; otherwise its data goes and a record at that epoch stays.
+   * Tells SDS to forget chunks (cancelled rebuilds, moved or stale replicas). Each deletion names
+   * the chunk's new epoch: an SDS holding the chunk at that epoch or a newer one (a replica again
+   * meanwhile) keeps it; otherwise its data goes and a record at that epoch stays. What does not
+   * get through now is retried (sds-orders.ts).
    */
-  async deleteChunks(bySds: Map<number, ChunkDeletion[]>): Promise<void> {
-    await Promise.all(
-      [...bySds.entries()].map(async ([sdsId, chunks]) => {
-        try {
-          await this.control(sdsId, '/chunks/delete', { chunks });
-        } catch (error) {
-          this.context.log.warn({ sdsId, err: (error as Error).message }, 'could not delete chunks on an SDS; they are garbage there until it is cleaned');
-        }
-      }),
-    );
+  deleteChunks(bySds: Map<number, ChunkDeletion[]>): Promise<void> {
+    return this.orders.deleteChunks(bySds);
   }
 
   /** The chunks an SDS knows (GET /chunks on its control plane). */
   listChunks(sdsId: number): Promise<unknown> {
-    return this.control(sdsId, '/chunks', undefined, INSTALL_TIMEOUT_MS, 'GET');
+    return this.sdsControl.listChunks(sdsId);
   }
 
   /** Sends an order to an SDS's control plane (POST with a JSON body, unless `method` says GET). */
-  async control(sdsId: number, path: string, body: unknown, timeoutMs = INSTALL_TIMEOUT_MS, method: 'GET' | 'POST' = 'POST'): Promise<unknown> {
-    const target = this.context.db.prepare('SELECT name, host, control_port FROM sds WHERE id = ?').get(sdsId) as
-      | { name: string; host: string; control_port: number }
-      | undefined;
-    if (target === undefined) throw new Error(`SDS #${sdsId} is unknown`);
-    const host = target.host.includes(':') ? `[${target.host}]` : target.host;
-    const response = await fetch(`http://${host}:${target.control_port}${path}`, {
-      method,
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${deriveControlCredential(this.context.signingKey)}` },
-      ...(method === 'GET' ? {} : { body: JSON.stringify(body) }),
-      signal: AbortSignal.timeout(timeoutMs),
-    });
-    const text = await response.text();
-    if (!response.ok) throw new Error(`${target.name} ${path}: HTTP ${response.status} ${text.slice(0, 200)}`);
-    return text.length > 0 ? JSON.parse(text) : undefined;
+  control(sdsId: number, path: string, body: unknown, timeoutMs?: number, method: 'GET' | 'POST' = 'POST'): Promise<unknown> {
+    return this.sdsControl.call(sdsId, path, body, timeoutMs, method);
   }
 
   /**
    * Installs epochs on SDS through their control planes, each SDS waiting for writes of older
-   * epochs to drain. Returns the SDS where that failed (loudly logged): they refuse the new
-   * epoch's tokens until fenced or installed again.
+   * epochs to drain. Returns the SDS where that failed now: they refuse the new epoch's tokens
+   * until it reaches them, and the order is retried until it does (or they are fenced).
    */
-  async installEpochs(bySds: Map<number, EpochOrder[]>): Promise<Set<number>> {
-    const failed = new Set<number>();
-    await Promise.all(
-      [...bySds.entries()].map(async ([sdsId, list]) => {
-        for (let start = 0; start < list.length; start += EPOCHS_PER_CALL_MAX) {
-          try {
-            await this.control(sdsId, '/chunks/epoch', { chunks: list.slice(start, start + EPOCHS_PER_CALL_MAX) });
-          } catch (error) {
-            failed.add(sdsId);
-            this.context.log.error({ sdsId, err: (error as Error).message }, 'could not install new epochs on an SDS');
-          }
-        }
-      }),
-    );
-    return failed;
+  installEpochs(bySds: Map<number, EpochOrder[]>): Promise<Set<number>> {
+    return this.orders.installEpochs(bySds);
   }
 }
 
-export function pushTo<K, V>(map: Map<K, V[]>, key: K, value: V): void {
-  let list = map.get(key);
-  if (list === undefined) {
-    list = [];
-    map.set(key, list);
-  }
-  list.push(value);
-}
-
-/** True when the SDS's data port answers a PING in time. */
-async function probe(host: string, port: number): Promise<boolean> {
-  const client = new SdsDataClient(host, port, PROBE_TIMEOUT_MS);
-  try {
-    const reply = await client.request(
-      { opcode: Opcode.PING, flags: 0, tokenId: Buffer.alloc(16), seq: 0n, volumeId: 0, chunkIndex: 0, epoch: 0, offsetBytes: 0, lengthBytes: 0 },
-      undefined,
-      undefined,
-    );
-    return reply.status === Status.OK;
-  } catch {
-    return false;
-  } finally {
-    client.close();
-  }
-}
+export { pushTo } from '../common/maps.js';

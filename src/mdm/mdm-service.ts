@@ -15,6 +15,9 @@ import { registerClusterRoutes } from './routes/cluster-routes.js';
 import { registerMetrics } from './metrics.js';
 import { startHealthMonitor } from './membership.js';
 import { Fencing } from './fencing.js';
+import { SdsControl } from './sds-control.js';
+import { SdsOrders } from './sds-orders.js';
+import { ReplicaFaults } from './replica-faults.js';
 import { Rebuilder } from './rebuild.js';
 import { pruneEvents, recordEvent } from './events.js';
 import { newSigningKey } from '../common/secrets.js';
@@ -63,11 +66,14 @@ export async function startMdm(options: MdmOptions): Promise<RunningMdm> {
 
   const startedAtMs = Date.now();
   const app: FastifyInstance = buildHttpServer(options.log, db, admin);
-  const fencing = new Fencing(context);
+  const sdsControl = new SdsControl(context);
+  const orders = new SdsOrders(context, sdsControl);
+  const fencing = new Fencing(context, sdsControl, orders);
+  const replicaFaults = new ReplicaFaults(context, fencing);
   const rebuilder = new Rebuilder(context, fencing);
-  registerClusterRoutes(app, context, startedAtMs, fencing, rebuilder);
+  registerClusterRoutes(app, context, startedAtMs, fencing, rebuilder, replicaFaults);
   registerTopologyRoutes(app, context, () => rebuilder.kick());
-  registerVolumeRoutes(app, context);
+  registerVolumeRoutes(app, context, orders);
   registerMetrics(app, context);
 
   await app.listen({ host: options.host, port: options.port });
@@ -83,6 +89,7 @@ export async function startMdm(options: MdmOptions): Promise<RunningMdm> {
     (sdcName) => rebuilder.resyncAfterSdcLoss(sdcName),
   );
   rebuilder.start();
+  orders.start();
   const pruneTimer = setInterval(() => pruneEvents(db), 60_000);
   pruneTimer.unref();
   recordEvent(db, 'info', 'MDM_STARTED', `MDM started on ${options.host}:${port}`);
@@ -98,6 +105,7 @@ export async function startMdm(options: MdmOptions): Promise<RunningMdm> {
       if (closed) return;
       closed = true;
       stopHealthMonitor();
+      orders.stop();
       clearInterval(pruneTimer);
       await rebuilder.stop();
       await app.close();

@@ -91,7 +91,34 @@ export const registerSchema = z.strictObject({
   fault_set: refSchema.optional(),
   devices: z.array(deviceSchema).max(64).optional(),
   capabilities: z.array(z.string().max(64)).max(32).default([]),
+  /** An SDS's incarnation: made with its sds_local.db; a new one means its state was lost. */
+  incarnation: z.string().regex(/^[0-9a-f]{32}$/).optional(),
+  /** An SDS's devices as it found them. */
+  device_states: z.array(deviceStateSchema()).max(64).optional(),
 });
+
+function deviceStateSchema() {
+  return z.strictObject({
+    mdm_device_id: z.number().int().positive().max(0xffffffff),
+    state: z.enum(['ok', 'missing', 'foreign', 'unreadable']),
+    reason: z.string().max(500).optional(),
+  });
+}
+
+/**
+ * Records the device states an SDS reported (OK, MISSING, FOREIGN, UNREADABLE): placement uses
+ * only OK devices. Devices of other SDS are ignored.
+ */
+export function recordDeviceStates(db: Db, sdsId: number, states: readonly { mdm_device_id: number; state: string; reason?: string | undefined }[]): void {
+  const update = db.prepare('UPDATE sds_devices SET state = ?, state_reason = ? WHERE id = ? AND sds_id = ? AND (state != ? OR state_reason IS NOT ?)');
+  for (const device of states) {
+    const state = device.state.toUpperCase();
+    const reason = state === 'OK' ? null : (device.reason ?? null);
+    if (update.run(state, reason, device.mdm_device_id, sdsId, state, reason).changes > 0 && state !== 'OK') {
+      recordEvent(db, 'error', 'DEVICE_FAILED', `device #${device.mdm_device_id} of SDS #${sdsId} is ${state}: ${reason ?? ''}`.slice(0, 500), { sdsId });
+    }
+  }
+}
 
 export interface Registration {
   node_id: string;
@@ -129,11 +156,17 @@ export function sdsDeviceAssignments(db: Db, sdsId: number): SdsDeviceAssignment
     .all(sdsId) as SdsDeviceAssignment[];
 }
 
+export interface RegistrationHooks {
+  /** In the registration's transaction: an SDS came back with a new incarnation. */
+  readonly sdsStateLost?: (sdsId: number) => void;
+}
+
 export function registerNode(
   context: MdmContext,
   input: z.infer<typeof registerSchema>,
   caller: Caller | undefined,
   nowMs = Date.now(),
+  hooks: RegistrationHooks = {},
 ): Registration {
   const { db } = context;
   const roles = [...new Set(input.roles)].sort();
@@ -186,15 +219,17 @@ export function registerNode(
       heartbeat_interval_ms: context.settings.heartbeatIntervalMs,
     };
     if (roles.includes('sds')) {
-      registration.sds_id = bindSds(db, input, nowMs).id;
+      const sds = bindSds(db, input, nowMs);
+      registration.sds_id = sds.id;
+      const known = (db.prepare('SELECT incarnation FROM sds WHERE id = ?').get(sds.id) as { incarnation: string | null }).incarnation;
+      if (input.incarnation !== undefined && input.incarnation !== known) {
+        if (known !== null) hooks.sdsStateLost?.(sds.id);
+        db.prepare('UPDATE sds SET incarnation = ? WHERE id = ?').run(input.incarnation, sds.id);
+      }
+      if (input.device_states !== undefined) recordDeviceStates(db, sds.id, input.device_states);
       registration.signing_key = context.signingKey.toString('base64');
       registration.devices = sdsDeviceAssignments(db, registration.sds_id);
-      registration.stale_epochs = db
-        .prepare(
-          `SELECT c.volume_id, c.chunk_index, r.pool_id, c.epoch FROM replicas r JOIN chunks c ON c.id = r.chunk_id
-           WHERE r.sds_id = ? AND r.state = 'STALE' ORDER BY c.volume_id, c.chunk_index`,
-        )
-        .all(registration.sds_id) as NonNullable<Registration['stale_epochs']>;
+      registration.stale_epochs = staleEpochsOf(db, sds.id);
     }
     if (roles.includes('sdc')) registration.sdc_id = bindSdc(db, input, nowMs).id;
     recordEvent(db, 'info', 'NODE_REGISTERED', `node ${input.node_id} (${roles.join(',')}) registered from ${input.host}`, {
@@ -204,6 +239,16 @@ export function registerNode(
     context.log.info({ nodeId: input.node_id, roles, host: input.host }, 'node registered');
     return registration;
   })();
+}
+
+/** The epochs now of an SDS's stale replicas: it installs them before anything else. */
+export function staleEpochsOf(db: Db, sdsId: number): NonNullable<Registration['stale_epochs']> {
+  return db
+    .prepare(
+      `SELECT c.volume_id, c.chunk_index, r.pool_id, c.epoch FROM replicas r JOIN chunks c ON c.id = r.chunk_id
+       WHERE r.sds_id = ? AND r.state = 'STALE' ORDER BY c.volume_id, c.chunk_index`,
+    )
+    .all(sdsId) as NonNullable<Registration['stale_epochs']>;
 }
 
 function bindSds(db: Db, input: z.infer<typeof registerSchema>, nowMs: number): SdsRow {
@@ -286,7 +331,11 @@ export function heartbeat(context: MdmContext, nodeId: string, report: Record<st
     if (roles.includes('sds')) {
       markUp(db, 'sds', nodeId, nowMs);
       const sds = findRow<SdsRow>(db, 'sds', nodeId);
-      if (sds !== undefined) answer.devices = sdsDeviceAssignments(db, sds.id);
+      if (sds !== undefined) {
+        const states = z.array(z.object({ mdm_device_id: z.number().int().positive(), state: z.enum(['ok', 'missing', 'foreign', 'unreadable']), reason: z.string().max(500).optional() })).max(64).safeParse(report.devices);
+        if (states.success) recordDeviceStates(db, sds.id, states.data);
+        answer.devices = sdsDeviceAssignments(db, sds.id);
+      }
     }
     if (roles.includes('sdc')) markUp(db, 'sdc', nodeId, nowMs);
     return answer;
@@ -322,10 +371,16 @@ export function deregister(context: MdmContext, nodeId: string): { ok: true } {
 /**
  * One pass of the health monitor: every node silent for more than heartbeatMissesMax intervals
  * goes DOWN, and so do its SDS and SDC records. Returns the node ids it marked down.
+ *
+ * `heardUntilMs`: the MDM itself could not hear anyone before this time (it was stalled: a long
+ * synchronous pass, a paused process). Nobody is judged until a whole miss window has passed
+ * since then, so the MDM never fences for a delay it caused itself.
  */
-export function markSilentNodesDown(context: MdmContext, nowMs = Date.now()): string[] {
+export function markSilentNodesDown(context: MdmContext, nowMs = Date.now(), heardUntilMs = 0): string[] {
   const { db, settings } = context;
-  const deadlineMs = nowMs - settings.heartbeatIntervalMs * settings.heartbeatMissesMax;
+  const windowMs = settings.heartbeatIntervalMs * settings.heartbeatMissesMax;
+  const deadlineMs = nowMs - windowMs;
+  if (heardUntilMs > deadlineMs) return [];
   return db.transaction(() => {
     const silent = db
       .prepare(`SELECT node_id, roles FROM cluster_nodes WHERE status = 'UP' AND last_heartbeat_at_ms < ?`)
@@ -354,16 +409,32 @@ export function markSilentNodesDown(context: MdmContext, nowMs = Date.now()): st
   })();
 }
 
+/**
+ * The health monitor: a pass every half heartbeat interval. A pass that runs late by more than
+ * its own interval means the MDM was stalled (its event loop blocked, the process paused):
+ * heartbeats could not be heard meanwhile, so the stall's end counts as everyone's last word.
+ */
 export function startHealthMonitor(
   context: MdmContext,
   onSdsDown: (sdsId: number) => void,
   onPass: () => void = () => undefined,
   onSdcDown: (nodeId: string) => void = () => undefined,
 ): () => void {
+  const passMs = Math.max(100, Math.floor(context.settings.heartbeatIntervalMs / 2));
+  let lastPassMs = Date.now();
+  let heardUntilMs = 0;
   const timer = setInterval(() => {
+    const nowMs = Date.now();
+    const lateMs = nowMs - lastPassMs - passMs;
+    lastPassMs = nowMs;
+    if (lateMs > passMs) {
+      heardUntilMs = nowMs;
+      context.log.warn({ stalledMs: lateMs + passMs }, 'the MDM was stalled: no node is judged by its heartbeats until a full window has passed');
+      recordEvent(context.db, 'warning', 'MDM_STALLED', `the MDM could not run for ${lateMs + passMs} ms; heartbeat deadlines restart from now`);
+    }
     try {
       onPass();
-      for (const nodeId of markSilentNodesDown(context)) {
+      for (const nodeId of markSilentNodesDown(context, nowMs, heardUntilMs)) {
         const sds = context.db.prepare(`SELECT id FROM sds WHERE name = ? AND state = 'DOWN'`).get(nodeId) as { id: number } | undefined;
         if (sds !== undefined) onSdsDown(sds.id);
         const sdc = context.db.prepare(`SELECT id FROM sdc WHERE name = ? AND state = 'DOWN'`).get(nodeId) as { id: number } | undefined;
@@ -372,7 +443,7 @@ export function startHealthMonitor(
     } catch (error) {
       context.log.error({ err: error }, 'health monitor pass failed');
     }
-  }, Math.max(100, Math.floor(context.settings.heartbeatIntervalMs / 2)));
+  }, passMs);
   timer.unref();
   return () => clearInterval(timer);
 }

@@ -25,6 +25,7 @@ import { placementCandidates } from './capacity.js';
 import { copiesOf, type PoolRow } from './rows.js';
 import { removeSds } from './topology.js';
 import type { PoolRebuildStatus } from '../common/rebuild-status.js';
+import type { ChunkListing } from '../common/chunk-listing.js';
 
 const TICK_MS = 500;
 /** Passes asked for by kicks (a job finished, an SDS is draining) come at most this often. */
@@ -81,6 +82,8 @@ interface ReplicaRow {
   sds_id: number;
   state: string;
   stale_epoch: number | null;
+  /** Why the replica was fenced alone (an IO failure, a lost device): never resynced in place first. */
+  failed_reason: string | null;
   sds_state: string;
   fault_set_id: number | null;
 }
@@ -93,16 +96,7 @@ interface ChunkNeed {
   pool_id: number;
 }
 
-interface SdsChunk {
-  volume_id: number;
-  chunk_index: number;
-  epoch: number;
-  written_epoch: number;
-  rebuilding: boolean;
-  /** A write intent: written recently, or in flight at a crash. */
-  dirty: boolean;
-  needs_resync: boolean;
-}
+type SdsChunk = ChunkListing;
 
 export class Rebuilder {
   private timer: NodeJS.Timeout | undefined;
@@ -282,7 +276,7 @@ export class Rebuilder {
     // Replica counts of every chunk of the pool, by where the replicas are.
     const rows = db
       .prepare(
-        `SELECT c.id AS chunk_id, c.volume_id, c.chunk_index, c.epoch, r.sds_id, r.state, r.stale_epoch,
+        `SELECT c.id AS chunk_id, c.volume_id, c.chunk_index, c.epoch, r.sds_id, r.state, r.stale_epoch, r.failed_reason,
                 s.state AS sds_state, s.fault_set_id
          FROM chunks c JOIN volumes v ON v.id = c.volume_id JOIN replicas r ON r.chunk_id = c.id JOIN sds s ON s.id = r.sds_id
          WHERE v.pool_id = ? ORDER BY c.id`,
@@ -345,8 +339,10 @@ export class Rebuilder {
       pendingCount += 1;
       if (!room()) continue;
       const source = this.leastBusySource(current.map((row) => row.sds_id));
-      // A returning SDS's stale replica first: maybe nothing changed and no copy is needed.
-      const back = staleBack.find((row) => targetFree(row.sds_id));
+      // A returning SDS's stale replica first: maybe nothing changed and no copy is needed. Not
+      // one fenced for a failure of its own (device error, no space, lost device): the chunk
+      // goes to another SDS first, and back in place only where no other SDS can take it.
+      const back = staleBack.find((row) => row.failed_reason === null && targetFree(row.sds_id));
       if (back !== undefined) {
         const clean = await this.unchangedSinceFence(back.sds_id, back.stale_epoch, current.map((row) => row.sds_id), need);
         if (clean) cleanReturns.push({ need, sdsId: back.sds_id });
@@ -358,7 +354,11 @@ export class Rebuilder {
         .map((row) => ({ sdsId: row.sds_id, faultSetId: row.fault_set_id }));
       const placeable = candidates.filter((candidate) => targetFree(candidate.sdsId));
       const placed = placeChunk(placeable, 1, pool.chunk_size_bytes, existing);
-      if (!placed.ok) continue; // no room anywhere: stays degraded, retried next pass
+      if (!placed.ok) {
+        const failedBack = staleBack.find((row) => targetFree(row.sds_id));
+        if (failedBack !== undefined) take(this.job('resync', need, pool, failedBack.sds_id, source, undefined));
+        continue; // else no room anywhere: stays degraded, retried next pass
+      }
       const target = placed.sdsIds[0]!;
       candidateById.get(target)!.usedBytes += pool.chunk_size_bytes;
       const leaving = current.find((row) => row.sds_state === 'REMOVING');
@@ -477,6 +477,8 @@ export class Rebuilder {
     for (const sourceId of sourceIds) {
       const theirs = (await this.listing(sourceId))?.get(key);
       if (theirs === undefined || theirs.written_epoch > staleEpoch) return false;
+      // The sources hold data the returning replica does not: it never got (or lost) it.
+      if (theirs.stored && !mine.stored) return false;
     }
     return true;
   }
@@ -661,7 +663,7 @@ export class Rebuilder {
       if (mine === undefined) {
         db.prepare(`INSERT INTO replicas (chunk_id, sds_id, pool_id, state) VALUES (?, ?, ?, 'REBUILDING')`).run(job.chunkId, job.targetSdsId, job.poolId);
       } else {
-        db.prepare(`UPDATE replicas SET state = 'REBUILDING', stale_epoch = NULL WHERE chunk_id = ? AND sds_id = ?`).run(job.chunkId, job.targetSdsId);
+        db.prepare(`UPDATE replicas SET state = 'REBUILDING', stale_epoch = NULL, failed_reason = NULL WHERE chunk_id = ? AND sds_id = ?`).run(job.chunkId, job.targetSdsId);
       }
       db.prepare('UPDATE chunks SET epoch = epoch + 1 WHERE id = ?').run(job.chunkId);
       job.epoch = chunk.epoch + 1;

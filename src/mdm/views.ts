@@ -173,7 +173,7 @@ export function volumeView(db: Db, volume: VolumeRow) {
 export function volumeChunksView(db: Db, volume: VolumeRow) {
   const rows = db
     .prepare(
-      `SELECT c.chunk_index, c.epoch, c.generation, c.bytes_written, r.sds_id, s.name AS sds, r.state, s.state AS sds_state, r.generation AS replica_generation
+      `SELECT c.chunk_index, c.epoch, c.generation, c.bytes_written, r.sds_id, s.name AS sds, r.state, r.failed_reason, s.state AS sds_state, r.generation AS replica_generation
        FROM chunks c JOIN replicas r ON r.chunk_id = c.id JOIN sds s ON s.id = r.sds_id
        WHERE c.volume_id = ? ORDER BY c.chunk_index, r.sds_id`,
     )
@@ -185,20 +185,21 @@ export function volumeChunksView(db: Db, volume: VolumeRow) {
     sds_id: number;
     sds: string;
     state: string;
+    failed_reason: string | null;
     sds_state: string;
     replica_generation: number;
   }[];
-  const chunks = new Map<
-    number,
-    { index: number; epoch: number; generation: number; bytes_written: number; replicas: { sds_id: number; sds: string; state: string; sds_state: string; generation: number }[] }
-  >();
+  type ReplicaView = { sds_id: number; sds: string; state: string; sds_state: string; generation: number; failed_reason?: string };
+  const chunks = new Map<number, { index: number; epoch: number; generation: number; bytes_written: number; replicas: ReplicaView[] }>();
   for (const row of rows) {
     let chunk = chunks.get(row.chunk_index);
     if (chunk === undefined) {
       chunk = { index: row.chunk_index, epoch: row.epoch, generation: row.generation, bytes_written: row.bytes_written, replicas: [] };
       chunks.set(row.chunk_index, chunk);
     }
-    chunk.replicas.push({ sds_id: row.sds_id, sds: row.sds, state: row.state, sds_state: row.sds_state, generation: row.replica_generation });
+    const replica: ReplicaView = { sds_id: row.sds_id, sds: row.sds, state: row.state, sds_state: row.sds_state, generation: row.replica_generation };
+    if (row.failed_reason !== null) replica.failed_reason = row.failed_reason;
+    chunk.replicas.push(replica);
   }
   return [...chunks.values()];
 }

@@ -12,6 +12,9 @@ import type { PoolRow, VolumeRow } from './rows.js';
 
 const PIECE_BYTES = 1024 * 1024;
 const CHUNKS_IN_PARALLEL = 4;
+/** A chunk whose epoch or replicas changed under the verify (a rebuild step, a fence) is read again. */
+const CHUNK_ATTEMPTS_MAX = 5;
+const RETRY_DELAY_MS = 200;
 
 export interface ReplicaDigest {
   sds: string;
@@ -46,21 +49,26 @@ export async function verifyVolume(context: MdmContext, volumeRef: string | numb
   const startedAt = Date.now();
   const volume = getRow<VolumeRow>(context.db, 'volume', volumeRef);
   const pool = getRow<PoolRow>(context.db, 'pool', volume.pool_id);
-  const rows = context.db
-    .prepare(
-      `SELECT c.chunk_index, c.epoch, s.name AS sds, s.host, s.data_port FROM chunks c JOIN replicas r ON r.chunk_id = c.id
-       JOIN sds s ON s.id = r.sds_id WHERE c.volume_id = ? AND r.state = 'CURRENT' ORDER BY c.chunk_index, s.id`,
-    )
-    .all(volume.id) as { chunk_index: number; epoch: number; sds: string; host: string; data_port: number }[];
-  const chunks = new Map<number, { epoch: number; replicas: ReplicaTarget[] }>();
-  for (const row of rows) {
-    let chunk = chunks.get(row.chunk_index);
-    if (chunk === undefined) {
-      chunk = { epoch: row.epoch, replicas: [] };
-      chunks.set(row.chunk_index, chunk);
+  /** The current replicas and epoch of the volume's chunks (of one chunk, with `only`). */
+  const planOf = (only?: number): Map<number, { epoch: number; replicas: ReplicaTarget[] }> => {
+    const rows = context.db
+      .prepare(
+        `SELECT c.chunk_index, c.epoch, s.name AS sds, s.host, s.data_port FROM chunks c JOIN replicas r ON r.chunk_id = c.id
+         JOIN sds s ON s.id = r.sds_id WHERE c.volume_id = ? AND (? IS NULL OR c.chunk_index = ?) AND r.state = 'CURRENT' ORDER BY c.chunk_index, s.id`,
+      )
+      .all(volume.id, only ?? null, only ?? null) as { chunk_index: number; epoch: number; sds: string; host: string; data_port: number }[];
+    const plan = new Map<number, { epoch: number; replicas: ReplicaTarget[] }>();
+    for (const row of rows) {
+      let chunk = plan.get(row.chunk_index);
+      if (chunk === undefined) {
+        chunk = { epoch: row.epoch, replicas: [] };
+        plan.set(row.chunk_index, chunk);
+      }
+      chunk.replicas.push({ sds: row.sds, host: row.host, dataPort: row.data_port });
     }
-    chunk.replicas.push({ sds: row.sds, host: row.host, dataPort: row.data_port });
-  }
+    return plan;
+  };
+  const chunks = planOf();
   const peerKey = derivePeerKey(context.signingKey);
   const clients = new Map<string, SdsDataClient>();
   const clientOf = (target: ReplicaTarget): SdsDataClient => {
@@ -78,8 +86,10 @@ export async function verifyVolume(context: MdmContext, volumeRef: string | numb
   const chunkBytes = pool.chunk_size_bytes;
   const chunkSize = (index: number): number => Math.min(chunkBytes, volume.size_bytes - index * chunkBytes);
 
-  const verifyChunk = async (index: number, chunk: { epoch: number; replicas: ReplicaTarget[] }): Promise<void> => {
+  /** One pass over a chunk; 'again' when a replica answered for another epoch (the chunk changed meanwhile). */
+  const verifyOnce = async (index: number, chunk: { epoch: number; replicas: ReplicaTarget[] }, last: boolean): Promise<'done' | 'again'> => {
     const hashes = chunk.replicas.map(() => createHash('sha256'));
+    let changed = false;
     const notes = chunk.replicas.map(() => 'ok');
     const failed = chunk.replicas.map(() => false);
     let firstDifference: number | null = null;
@@ -100,6 +110,7 @@ export async function verifyVolume(context: MdmContext, volumeRef: string | numb
               notes[i] = 'never written';
               return Buffer.alloc(length);
             }
+            if (reply.status === Status.STALE_EPOCH || reply.status === Status.BUSY) changed = true;
             notes[i] = `refused: ${statusName(reply.status)}`;
           } catch (error) {
             notes[i] = `unreachable: ${(error as Error).message}`;
@@ -124,8 +135,19 @@ export async function verifyVolume(context: MdmContext, volumeRef: string | numb
       bytesCompared += readable.length > 1 ? length : 0;
     }
     const replicas = chunk.replicas.map((target, i) => ({ sds: target.sds, sha256: failed[i] ? null : hashes[i]!.digest('hex'), note: notes[i]! }));
+    if (changed && !last) return 'again';
     if (failed.some(Boolean)) unreadable.push({ chunk_index: index, first_difference_offset_bytes: firstDifference, replicas });
     else if (firstDifference !== null) mismatches.push({ chunk_index: index, first_difference_offset_bytes: firstDifference, replicas });
+    return 'done';
+  };
+
+  const verifyChunk = async (index: number, first: { epoch: number; replicas: ReplicaTarget[] }): Promise<void> => {
+    let chunk: { epoch: number; replicas: ReplicaTarget[] } | undefined = first;
+    for (let attempt = 1; chunk !== undefined; attempt += 1) {
+      if ((await verifyOnce(index, chunk, attempt >= CHUNK_ATTEMPTS_MAX)) === 'done') return;
+      await new Promise((resolve) => setTimeout(resolve, RETRY_DELAY_MS));
+      chunk = planOf(index).get(index);
+    }
   };
 
   try {

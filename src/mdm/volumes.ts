@@ -12,6 +12,7 @@ import { assertNameFree, getRow } from './lookup.js';
 import { recordEvent } from './events.js';
 import { placeChunks } from './placement.js';
 import { placementCandidates, poolCapacity } from './capacity.js';
+import { pushTo } from '../common/maps.js';
 import { copiesOf, type AccessMode, type ChunkRow, type MappingRow, type PoolRow, type SdcRow, type VolumeRow } from './rows.js';
 
 /** Sizes round up to whole MiB, the way PowerFlex rounds to its allocation unit. */
@@ -193,7 +194,16 @@ export function renameVolume(db: Db, input: z.infer<typeof renameVolumeSchema>):
   })();
 }
 
-export function deleteVolume(db: Db, ref: string | number): VolumeRow {
+/**
+ * Deletes an unmapped volume and its chunks. `freeReplicas` is told, in the same transaction, of
+ * every replica's SDS and chunk (with a tombstone epoch above the chunk's), so the SDS orders
+ * that free their slots are recorded as durably as the deletion itself.
+ */
+export function deleteVolume(
+  db: Db,
+  ref: string | number,
+  freeReplicas: (sdsId: number, chunks: { volume_id: number; chunk_index: number; epoch: number }[]) => void = () => undefined,
+): VolumeRow {
   return db.transaction(() => {
     const volume = getRow<VolumeRow>(db, 'volume', ref);
     const mappings = db
@@ -206,6 +216,12 @@ export function deleteVolume(db: Db, ref: string | number): VolumeRow {
         { sdc: mappings.map((m) => m.name) },
       );
     }
+    const replicas = db
+      .prepare('SELECT r.sds_id, c.chunk_index, c.epoch FROM chunks c JOIN replicas r ON r.chunk_id = c.id WHERE c.volume_id = ? ORDER BY r.sds_id, c.chunk_index')
+      .all(volume.id) as { sds_id: number; chunk_index: number; epoch: number }[];
+    const bySds = new Map<number, { volume_id: number; chunk_index: number; epoch: number }[]>();
+    for (const row of replicas) pushTo(bySds, row.sds_id, { volume_id: volume.id, chunk_index: row.chunk_index, epoch: row.epoch + 1 });
+    for (const [sdsId, chunks] of bySds) freeReplicas(sdsId, chunks);
     db.prepare('DELETE FROM chunks WHERE volume_id = ?').run(volume.id);
     db.prepare('DELETE FROM volumes WHERE id = ?').run(volume.id);
     recordEvent(db, 'info', 'VOLUME_DELETED', `volume ${volume.name} deleted`, { poolId: volume.pool_id });
@@ -234,6 +250,20 @@ export function mapVolume(db: Db, input: z.infer<typeof mapVolumeSchema>): Mappi
       throw pflexError(
         'MULTI_MAP_NOT_ALLOWED',
         `volume ${volume.name} is already mapped to another SDC; pass allow_multi_map (--allow-multi-map) to share it`,
+      );
+    }
+    // Overlapping writes are ordered inside one SDC only, and an SDC's cached plan does not see
+    // chunks another SDC placed: a volume written through one SDC is mapped to that SDC alone.
+    // Several SDCs may share a volume when every mapping is readOnly.
+    const writer = existing.find((mapping) => mapping.access_mode === 'readWrite');
+    if (existing.length > 0 && (input.access_mode === 'readWrite' || writer !== undefined)) {
+      const holder = writer ?? existing[0]!;
+      const holderName = (db.prepare('SELECT name FROM sdc WHERE id = ?').get(holder.sdc_id) as { name: string }).name;
+      throw pflexError(
+        'MULTI_WRITER',
+        `volume ${volume.name} is mapped ${holder.access_mode} to SDC ${holderName}: a volume mapped readWrite has exactly one SDC ` +
+          '(pflex orders overlapping writes within one SDC only); share it between SDCs only with every mapping readOnly',
+        { sdc: holderName, access_mode: holder.access_mode },
       );
     }
     if (existing.length >= MAPPINGS_PER_VOLUME_MAX) {

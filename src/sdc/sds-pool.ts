@@ -25,7 +25,9 @@ export class SdsEndpoint {
     readonly port: number,
     socketPath: string | undefined,
   ) {
-    for (let i = 0; i < CONNECTIONS_PER_SDS; i += 1) this.clients.push(new SdsDataClient(host, port, SDS_REQUEST_TIMEOUT_MS, socketPath));
+    // HELLO on every connection: a request given up on (timed out, its connection dropped) can
+    // then never apply after its retry on a new connection.
+    for (let i = 0; i < CONNECTIONS_PER_SDS; i += 1) this.clients.push(new SdsDataClient(host, port, SDS_REQUEST_TIMEOUT_MS, socketPath, true));
   }
 
   get inFlight(): number {

@@ -79,8 +79,8 @@ export class VolumeLeases {
   private closed = false;
 
   constructor(
-    private readonly chunkCount: number,
-    private readonly operations: readonly string[],
+    private chunkCount: number,
+    private operations: readonly string[],
     private readonly authorize: (request: AuthorizeRequest) => Promise<AuthorizeAnswer>,
     private readonly log: Logger,
   ) {}
@@ -133,6 +133,24 @@ export class VolumeLeases {
     const fetches: Promise<void>[] = [];
     for (let first = 0; first < this.chunkCount; first += TOKEN_CHUNKS_MAX) fetches.push(this.fetchWindow(this.windowOf(first), 0));
     await Promise.all(fetches);
+  }
+
+  /**
+   * The volume grew or its access mode changed: windows are planned for the new size and
+   * operations from now on (the last window is fetched again for its new chunks).
+   */
+  update(chunkCount: number, operations: readonly string[]): void {
+    const sameOperations = operations.length === this.operations.length && operations.every((op) => this.operations.includes(op));
+    if (chunkCount === this.chunkCount && sameOperations) return;
+    this.chunkCount = chunkCount;
+    this.operations = operations;
+    // Windows sized for the old count (or leases for the old operations) are dropped and refetched.
+    for (const [first, window] of this.windows) {
+      if (sameOperations && window.first + window.count <= chunkCount && window.count === Math.min(TOKEN_CHUNKS_MAX, chunkCount - first)) continue;
+      if (window.renewTimer !== undefined) clearTimeout(window.renewTimer);
+      this.windows.delete(first);
+      for (const [index, route] of this.routes) if (index >= first && index < first + TOKEN_CHUNKS_MAX && route.lease === window.lease) this.routes.delete(index);
+    }
   }
 
   close(): void {

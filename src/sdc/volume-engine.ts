@@ -3,8 +3,12 @@
  * reads go to one current replica (rotating) and fail over to the next; writes, trims and
  * zeroes go to every replica in parallel and succeed when all did. Overlapping writes are
  * serialized here, so every replica applies them in the same order. FLUSH and FUA reach every
- * replica before the reply. Stale-token answers re-plan and retry; the application sees an
- * error only when no replica can serve within the retry budget.
+ * replica before the reply. Stale-token answers re-plan and retry.
+ *
+ * A replica that cannot take a write (device error, no space, no answer) is reported to the MDM,
+ * which fences it alone at a new epoch; the write then completes on the survivors, so replicas
+ * never differ. The application sees an error only when no replica can take it (and then none
+ * did), or no replica can serve a read within the retry budget.
  */
 import type { Logger } from '../common/logger.js';
 import { RangeLock } from '../common/range-lock.js';
@@ -14,6 +18,40 @@ import type { SdsPool } from './sds-pool.js';
 import { TokenRefusedError } from './sds-pool.js';
 import type { ChunkRoute, VolumeLeases } from './token-leases.js';
 import type { PlanReplica } from '../common/io-plan.js';
+
+/** Why a replica failed, as the MDM's /replicas/report-failed takes it. */
+export type ReplicaFailureReason = 'IO_ERROR' | 'NO_SPACE' | 'TIMEOUT' | 'UNREACHABLE' | 'BUSY' | 'INTERNAL';
+
+export interface ReplicaFailure {
+  volume_id: number;
+  chunk_index: number;
+  sds_id: number;
+  epoch: number;
+  reason: ReplicaFailureReason;
+  op: 'read' | 'write';
+  detail: string;
+}
+
+export interface ReplicaFailureOutcome {
+  sds_id: number;
+  chunk_index: number;
+  fenced: boolean;
+  epoch: number;
+  why: string;
+}
+
+/** Reports failed replicas to the MDM; undefined when the MDM could not be asked (it is retried later). */
+export type ReplicaFailureReporter = (failures: ReplicaFailure[]) => Promise<ReplicaFailureOutcome[] | undefined>;
+
+/** Replica answers that mean "this replica cannot do it": reported, so the MDM fences it alone. */
+const HARD_STATUSES: ReadonlyMap<number, ReplicaFailureReason> = new Map<number, ReplicaFailureReason>([
+  [Status.IO_ERROR, 'IO_ERROR'],
+  [Status.NO_SPACE, 'NO_SPACE'],
+  [Status.INTERNAL, 'INTERNAL'],
+  [Status.BUSY, 'BUSY'],
+]);
+/** A status for "no answer": the connection failed or timed out. */
+const NO_ANSWER = -1;
 
 export type IoErrno = 'EIO' | 'ENOSPC' | 'EPERM' | 'EINVAL';
 
@@ -51,10 +89,11 @@ const REPLAN_STATUSES = new Set<number>([
 
 export interface VolumeInfo {
   readonly id: number;
-  readonly name: string;
-  readonly sizeBytes: number;
+  /** Name, size and access mode change in place (rename, extend, remap): one engine per volume. */
+  name: string;
+  sizeBytes: number;
   readonly chunkSizeBytes: number;
-  readonly readOnly: boolean;
+  readOnly: boolean;
 }
 
 interface Piece {
@@ -80,6 +119,8 @@ export class VolumeEngine {
   private readRotation = 0;
   readonly counters: EngineCounters = { reads: 0, writes: 0, bytesRead: 0, bytesWritten: 0, replans: 0, failovers: 0, errors: 0 };
 
+  private closed = false;
+
   constructor(
     readonly volume: VolumeInfo,
     private readonly leases: VolumeLeases,
@@ -87,6 +128,8 @@ export class VolumeEngine {
     private readonly log: Logger,
     /** Tells the MDM an SDS did not answer, so it probes and fences it without waiting for heartbeats. */
     private readonly reportUnreachable: (sdsId: number, problem: string) => void = () => undefined,
+    /** Tells the MDM replicas failed, so it fences them alone; undefined: the MDM could not be asked. */
+    private readonly reportFailures: ReplicaFailureReporter = async () => undefined,
   ) {}
 
   // ------------------------------------------------------------ the block device interface
@@ -144,7 +187,7 @@ export class VolumeEngine {
           if (known === undefined || known.lease.expiresAtMs < route.lease.expiresAtMs) bySds.set(key, route);
         }
       }
-      const failed: { key: string; sdsId: number; problem: string; unreachable: boolean }[] = [];
+      const failed: { key: string; sdsId: number; problem: string; unreachable: boolean; reason: ReplicaFailureReason | undefined }[] = [];
       await Promise.all(
         [...bySds.entries()].map(async ([key, route]) => {
           const replica = route.chunk.replicas.find((r) => `${r.host}:${r.data_port}` === key)!;
@@ -152,16 +195,31 @@ export class VolumeEngine {
             const reply = await this.pool
               .endpoint(replica.host, replica.data_port, replica.data_socket_path)
               .send(route.lease, { opcode: Opcode.FLUSH, flags: 0, tokenId: route.lease.tokenId, seq: 0n, volumeId: this.volume.id, chunkIndex: route.chunk.index, epoch: route.chunk.epoch, offsetBytes: 0, lengthBytes: 0 }, undefined);
-            if (reply.status !== Status.OK) failed.push({ key, sdsId: replica.sds_id, problem: statusName(reply.status), unreachable: false });
+            if (reply.status !== Status.OK) failed.push({ key, sdsId: replica.sds_id, problem: statusName(reply.status), unreachable: false, reason: HARD_STATUSES.get(reply.status) });
           } catch (error) {
             if (!(error instanceof SdsConnectionError) && !(error instanceof TokenRefusedError)) throw error;
-            failed.push({ key, sdsId: replica.sds_id, problem: (error as Error).message, unreachable: error instanceof SdsConnectionError });
+            const unreachable = error instanceof SdsConnectionError;
+            failed.push({ key, sdsId: replica.sds_id, problem: (error as Error).message, unreachable, reason: unreachable ? noAnswerReason(error) : undefined });
           }
         }),
       );
       if (failed.length === 0) return;
       lastProblem = failed.map((failure) => `${failure.key}: ${failure.problem}`).join('; ');
       for (const failure of failed) if (failure.unreachable) this.reportUnreachable(failure.sdsId, failure.problem);
+      // An SDS that cannot make this volume's writes durable holds no replica of it we can trust:
+      // each of its replicas of this volume is fenced alone (the others keep every write).
+      const hard = failed.filter((failure) => failure.reason !== undefined);
+      if (hard.length > 0) {
+        const failures: ReplicaFailure[] = [];
+        for (const route of this.leases.cachedRoutes()) {
+          if (!route.chunk.placed) continue;
+          for (const failure of hard) {
+            if (!route.chunk.replicas.some((replica) => replica.sds_id === failure.sdsId)) continue;
+            failures.push({ volume_id: this.volume.id, chunk_index: route.chunk.index, sds_id: failure.sdsId, epoch: route.chunk.epoch, reason: failure.reason!, op: 'write', detail: `flush: ${failure.problem}`.slice(0, 300) });
+          }
+        }
+        if (failures.length > 0) await this.reportFailures(failures);
+      }
       // Fresh plans for every chunk those SDS hold, then flush again.
       this.counters.replans += 1;
       const failedIds = new Set(failed.map((failure) => failure.sdsId));
@@ -193,7 +251,24 @@ export class VolumeEngine {
 
   // ------------------------------------------------------------ internals
 
+  /**
+   * The volume's mapping changed (renamed, extended, access mode): the same engine goes on, so
+   * connections opened before and after share one write order. Volumes never shrink.
+   */
+  update(info: { name: string; sizeBytes: number; readOnly: boolean }): void {
+    if (info.sizeBytes < this.volume.sizeBytes) throw new Error(`volume ${this.volume.name} cannot shrink`);
+    this.volume.name = info.name;
+    this.volume.sizeBytes = info.sizeBytes;
+    this.volume.readOnly = info.readOnly;
+  }
+
+  /** The volume is no longer mapped here: every later request fails (connections still open are told EIO). */
+  close(): void {
+    this.closed = true;
+  }
+
   private checkRange(offsetBytes: number, lengthBytes: number): void {
+    if (this.closed) throw new VolumeIoError('EIO', `volume ${this.volume.name} is no longer mapped to this SDC`);
     if (offsetBytes < 0 || lengthBytes < 0 || offsetBytes + lengthBytes > this.volume.sizeBytes) {
       throw new VolumeIoError('EINVAL', `range ${offsetBytes}+${lengthBytes} is beyond volume ${this.volume.name} (${this.volume.sizeBytes} bytes)`);
     }
@@ -252,12 +327,20 @@ export class VolumeEngine {
           }
           lastProblem = `${replica.sds_name}: ${statusName(reply.status)}`;
           if (REPLAN_STATUSES.has(reply.status)) replan = true;
-          else this.counters.failovers += 1;
+          else {
+            this.counters.failovers += 1;
+            // A replica that fails a read (not one merely busy being rebuilt) is fenced alone.
+            const reason = HARD_STATUSES.get(reply.status);
+            if (reason !== undefined && reason !== 'BUSY') void this.reportFailures([this.failure(piece.chunkIndex, route, replica, reason, 'read', lastProblem)]);
+          }
         } catch (error) {
           lastProblem = `${replica.sds_name}: ${(error as Error).message}`;
           if (error instanceof TokenRefusedError) replan = true;
           else if (!(error instanceof SdsConnectionError)) throw error;
-          else this.reportUnreachable(replica.sds_id, (error as Error).message);
+          else {
+            this.reportUnreachable(replica.sds_id, (error as Error).message);
+            void this.reportFailures([this.failure(piece.chunkIndex, route, replica, noAnswerReason(error), 'read', lastProblem)]);
+          }
           this.counters.failovers += 1;
         }
       }
@@ -281,7 +364,11 @@ export class VolumeEngine {
   ): Promise<void> {
     const release = await this.writeOrder.acquire('volume', offsetBytes, offsetBytes + lengthBytes);
     try {
-      await Promise.all(this.pieces(offsetBytes, lengthBytes).map((piece) => this.mutatePiece(piece, build(piece), allocate)));
+      // Every piece settles before the write does (or fails): the range stays held and the
+      // caller's payload buffer in use until no piece of this write can still be sent.
+      const settled = await Promise.allSettled(this.pieces(offsetBytes, lengthBytes).map((piece) => this.mutatePiece(piece, build(piece), allocate)));
+      const failure = settled.find((result): result is PromiseRejectedResult => result.status === 'rejected');
+      if (failure !== undefined) throw failure.reason;
     } finally {
       release();
     }
@@ -323,30 +410,54 @@ export class VolumeEngine {
               },
               request.payload,
             );
-            return { replica, status: reply.status, problem: statusName(reply.status) };
+            return { replica, status: reply.status, problem: statusName(reply.status), reason: HARD_STATUSES.get(reply.status) };
           } catch (error) {
             if (!(error instanceof SdsConnectionError) && !(error instanceof TokenRefusedError)) throw error;
-            if (error instanceof SdsConnectionError) this.reportUnreachable(replica.sds_id, error.message);
-            return { replica, status: error instanceof TokenRefusedError ? Status.TOKEN_EXPIRED : -1, problem: (error as Error).message };
+            if (error instanceof TokenRefusedError) return { replica, status: Status.TOKEN_EXPIRED, problem: error.message, reason: undefined };
+            this.reportUnreachable(replica.sds_id, error.message);
+            return { replica, status: NO_ANSWER, problem: error.message, reason: noAnswerReason(error) };
           }
         }),
       );
       const failed = results.filter((result) => result.status !== Status.OK);
       if (failed.length === 0) return;
       lastProblem = failed.map((result) => `${result.replica.sds_name}: ${result.problem}`).join('; ');
-      if (failed.some((result) => result.status === Status.NO_SPACE)) {
+      if (failed.some((result) => result.status === Status.BAD_REQUEST)) {
         this.counters.errors += 1;
-        throw new VolumeIoError('ENOSPC', `no space for chunk ${piece.chunkIndex}: ${lastProblem}`);
+        throw new VolumeIoError('EIO', `write to chunk ${piece.chunkIndex} of ${this.volume.name} refused as malformed: ${lastProblem}`);
+      }
+      this.counters.replans += 1;
+      const hard = failed.filter((result) => result.reason !== undefined);
+      if (hard.length > 0) {
+        // Replicas that cannot take the write: the MDM fences each one alone where a peer is
+        // current, and the write goes again to the replicas left (rewriting the same bytes on
+        // those that took it is harmless: the range is still held).
+        const outcomes = await this.reportFailures(
+          hard.map((result) => this.failure(piece.chunkIndex, route, result.replica, result.reason!, 'write', `${result.replica.sds_name}: ${result.problem}`)),
+        );
+        const kept = outcomes === undefined ? hard : hard.filter((result) => !outcomes.some((outcome) => outcome.sds_id === result.replica.sds_id && outcome.fenced));
+        if (kept.length > 0 && kept.every((result) => result.status === Status.NO_SPACE) && outcomes !== undefined) {
+          // No replica left that could take it, and none did: a clear ENOSPC, replicas alike.
+          this.counters.errors += 1;
+          throw new VolumeIoError('ENOSPC', `no space for chunk ${piece.chunkIndex} of ${this.volume.name}: ${lastProblem}`);
+        }
+        this.log.warn({ volume: this.volume.name, chunk: piece.chunkIndex, problem: lastProblem, fenced: hard.length - kept.length }, 'replica failed a write');
+        await this.leases.refresh(piece.chunkIndex, route).catch(() => undefined);
+        if (kept.length > 0) await delay(RETRY_DELAY_MS);
+        continue;
       }
       // Re-plan and send again to every replica: rewriting the same bytes is harmless, and the
       // range is still held, so no other write can slip in between.
-      this.counters.replans += 1;
       this.log.debug({ volume: this.volume.name, chunk: piece.chunkIndex, problem: lastProblem }, 'write refused; re-planning');
       await this.leases.refresh(piece.chunkIndex, route).catch(() => undefined);
       if (!failed.some((result) => REPLAN_STATUSES.has(result.status))) await delay(RETRY_DELAY_MS);
     }
     this.counters.errors += 1;
     throw new VolumeIoError('EIO', `write to chunk ${piece.chunkIndex} of ${this.volume.name} failed: ${lastProblem}`);
+  }
+
+  private failure(chunkIndex: number, route: ChunkRoute, replica: PlanReplica, reason: ReplicaFailureReason, op: 'read' | 'write', detail: string): ReplicaFailure {
+    return { volume_id: this.volume.id, chunk_index: chunkIndex, sds_id: replica.sds_id, epoch: route.chunk.epoch, reason, op, detail: detail.slice(0, 300) };
   }
 
   /**
@@ -378,6 +489,11 @@ export class VolumeEngine {
 function readableReplicas(replicas: PlanReplica[]): PlanReplica[] {
   for (const replica of replicas) if (replica.rebuilding === true) return replicas.filter((r) => r.rebuilding !== true);
   return replicas;
+}
+
+/** A request with no answer: timed out (the SDS is slow or stuck) or unreachable. */
+function noAnswerReason(error: Error): ReplicaFailureReason {
+  return /no reply within/.test(error.message) ? 'TIMEOUT' : 'UNREACHABLE';
 }
 
 function delay(ms: number): Promise<void> {

@@ -1,53 +1,37 @@
 /**
- * The chunk store: devices (files or raw block devices) carved into slots of the pool's chunk
- * size; which chunk lives in which slot is in sds_local.db. IO goes through the native addon
- * with O_DIRECT, page-aligned; unaligned IO becomes an aligned read-modify-write under a range
- * lock. A slot is zeroed when it is given to a chunk, so a reused slot never shows old bytes.
+ * The chunk store: which chunk lives in which slot of which device (sds_local.db), and the IO on
+ * them. IO goes through the native addon with O_DIRECT, page-aligned; unaligned IO becomes an
+ * aligned read-modify-write under a range lock. A slot is zeroed (durably) before it is given to
+ * a chunk, so a reused slot never shows old bytes, not even after a power cut.
  *
- * Write intents: before the first write to a chunk since it was last clean, a row goes into
- * write_intents (synchronously, durable). The cleaner clears rows of chunks that have been quiet
- * for a while, after an fdatasync. Rows found at start are chunks that may have had writes in
- * flight at a crash; the MDM resyncs them.
+ * The concerns around it each have their module: devices, superblocks and sync generations
+ * (device-set.ts), write intents and suspect chunks (write-intents.ts), rebuild sessions
+ * (rebuild-session.ts), the fault-injection layer (device-faults.ts).
  *
- * Rebuilds: a chunk being rebuilt here carries a RebuildSession (which blocks are final); client
- * writes mark blocks final, the copy from the source fills only the others (copyIn).
+ * A chunk whose device is missing or foreign is LOST here: it never serves, reads and writes fail
+ * with ENODEV, and the SDS reports it so the MDM rebuilds it from a peer.
  */
-import { existsSync, mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
 import type { Logger } from '../common/logger.js';
 import type { SdsDb } from './sds-database.js';
 import * as nativeIo from './native-io.js';
 import { AlignedBufferPool, ALIGNMENT_BYTES, alignDown, alignUp } from './aligned-buffers.js';
 import { RangeLock } from '../common/range-lock.js';
 import { RebuildSession, type BlockPuller } from './rebuild-session.js';
+import type { DeviceIo } from './device-io.js';
+import { DeviceSet, type Device, type DeviceSpec, type SdsIdentity } from './device-set.js';
+import { FaultyDeviceIo, type PowerCutReport } from './device-faults.js';
+import type { Faults } from './fault-config.js';
+import { ChunkStoreError, ERRNO_ENODEV, ERRNO_EIO } from './store-errors.js';
+import { chunkKey, INTENT_QUIET_MS, WriteIntents } from './write-intents.js';
+import type { ChunkListing } from '../common/chunk-listing.js';
 
-/** A chunk's write intent is cleared after this long without writes (and an fdatasync): long
- * enough that the MDM still finds it when it learns an SDC died (3 missed heartbeats). */
-export const INTENT_QUIET_MS = 15_000;
-export const DEVICES_MAX = 64;
+export { ChunkStoreError } from './store-errors.js';
+export { DEVICES_MAX, type DeviceSpec, type SdsIdentity } from './device-set.js';
+export { INTENT_QUIET_MS, chunkKey } from './write-intents.js';
+
 const REBUILD_DRAIN_TIMEOUT_MS = 4000;
 /** A stopping SDS waits this long for running writes before it closes its devices. */
 const CLOSE_DRAIN_MS = 5000;
-
-export interface DeviceSpec {
-  readonly mdmDeviceId: number;
-  readonly path: string;
-  readonly poolId: number;
-  readonly capacityBytes: number;
-  readonly slotBytes: number;
-}
-
-interface Device {
-  readonly id: number;
-  readonly spec: DeviceSpec;
-  readonly fd: number;
-  readonly direct: boolean;
-  readonly blockDevice: boolean;
-  readonly slotCount: number;
-  readonly freeSlots: number[];
-  /** Writes completed since the last fdatasync. */
-  dirty: boolean;
-}
 
 interface ChunkEntry {
   readonly volumeId: number;
@@ -66,6 +50,8 @@ interface ChunkEntry {
   allocating: Promise<void> | undefined;
   /** Set while this replica is being rebuilt: reads are refused, copies fill invalid blocks. */
   rebuild: RebuildSession | undefined;
+  /** Its device is missing or foreign: the replica here is gone and must never serve. */
+  lost: boolean;
 }
 
 function newEntry(volumeId: number, chunkIndex: number, poolId: number, epoch: number): ChunkEntry {
@@ -82,40 +68,29 @@ function newEntry(volumeId: number, chunkIndex: number, poolId: number, epoch: n
     writtenEpoch: 0,
     allocating: undefined,
     rebuild: undefined,
+    lost: false,
   };
-}
-
-export class ChunkStoreError extends Error {
-  constructor(
-    message: string,
-    readonly kind: 'NO_SPACE' | 'NO_DEVICE' | 'IO',
-    readonly errno = 0,
-  ) {
-    super(message);
-    this.name = 'ChunkStoreError';
-  }
 }
 
 function noop(): void {}
 
-export function chunkKey(volumeId: number, chunkIndex: number): string {
-  return `${volumeId}:${chunkIndex}`;
+export interface ChunkStoreOptions {
+  /** The fault-injection switchboard (tests): device IO then goes through FaultyDeviceIo. */
+  readonly faults?: Faults;
 }
 
+export type { ChunkListing } from '../common/chunk-listing.js';
+
 export class ChunkStore {
-  private readonly devices = new Map<number, Device>();
   private readonly chunks = new Map<string, ChunkEntry>();
-  private readonly intents = new Set<string>();
-  /** Intents (and written epochs) waiting for the next batched commit, and that commit. */
-  private pendingIntents = new Map<string, { entry: ChunkEntry; epoch: number }>();
-  private intentCommit: Promise<void> | undefined;
-  /** Intents found at start: kept until the MDM says the chunk was resynced. */
-  private readonly startupIntents = new Set<string>();
+  private readonly intents: WriteIntents;
+  private readonly devices: DeviceSet;
   private readonly buffers = new AlignedBufferPool();
   private readonly locks = new RangeLock();
   /** Data-plane IO (pread, pwrite, fdatasync, zeroRange): batched completions, io_uring or its own threads. */
-  private readonly io = new nativeIo.IoQueue({ threads: nativeIo.ioQueueThreadsFromEnv(), backend: nativeIo.ioQueueBackendFromEnv() });
-  private bufferedFallbackLogged = false;
+  private readonly io: DeviceIo;
+  private readonly faultyIo: FaultyDeviceIo | undefined;
+  private identity: SdsIdentity | undefined;
   private cleaner: NodeJS.Timeout | undefined;
   /** Waiters for mutations older than an epoch to finish, per chunk key. */
   private readonly drainWaiters = new Map<string, { epoch: number; resolve: () => void }[]>();
@@ -123,48 +98,35 @@ export class ChunkStore {
   constructor(
     private readonly db: SdsDb,
     private readonly log: Logger,
+    options: ChunkStoreOptions = {},
   ) {
+    const queue = new nativeIo.IoQueue({ threads: nativeIo.ioQueueThreadsFromEnv(), backend: nativeIo.ioQueueBackendFromEnv() });
+    this.faultyIo = options.faults === undefined ? undefined : new FaultyDeviceIo(queue, options.faults, log);
+    this.io = this.faultyIo ?? queue;
+    this.devices = new DeviceSet(db, this.io, log, (fd, mdmDeviceId) => this.faultyIo?.registerFd(fd, mdmDeviceId));
+    this.intents = new WriteIntents(db);
     this.log.info({ backend: this.io.backend, threads: this.io.threads }, 'device IO queue started');
   }
 
-  // ------------------------------------------------------------ devices
+  // ------------------------------------------------------------ identity and devices
 
-  /** Opens (creating a sparse file if needed) every device the MDM assigned; idempotent. */
+  /** Who this SDS is, for the superblocks it writes and checks (known after its first registration). */
+  setIdentity(identity: SdsIdentity): void {
+    this.identity = identity;
+  }
+
+  /**
+   * Attaches a device the MDM assigned (idempotent). A device this SDS formatted before but cannot
+   * use now is reported (deviceReport) and its chunks are lost here; a new device that belongs to
+   * someone else throws ChunkStoreError NO_DEVICE.
+   */
   attachDevice(spec: DeviceSpec): void {
-    if ([...this.devices.values()].some((device) => device.spec.mdmDeviceId === spec.mdmDeviceId)) return;
-    if (this.devices.size >= DEVICES_MAX) throw new ChunkStoreError(`at most ${DEVICES_MAX} devices`, 'NO_DEVICE');
-    const slotCount = Math.floor(spec.capacityBytes / spec.slotBytes);
-    if (slotCount < 1) throw new ChunkStoreError(`device ${spec.path} is smaller than one chunk`, 'NO_DEVICE');
-    if (!existsSync(spec.path)) mkdirSync(dirname(spec.path), { recursive: true, mode: 0o700 });
-    const { fd, direct } = nativeIo.open(spec.path, { create: true, direct: true });
-    const blockDevice = nativeIo.isBlockDevice(fd);
-    if (blockDevice) {
-      const size = nativeIo.sizeBytes(fd);
-      if (size < spec.capacityBytes) {
-        nativeIo.close(fd);
-        throw new ChunkStoreError(`block device ${spec.path} has ${size} bytes, less than the ${spec.capacityBytes} assigned`, 'NO_DEVICE');
-      }
-    } else if (nativeIo.sizeBytes(fd) < spec.capacityBytes) {
-      nativeIo.truncate(fd, spec.capacityBytes); // sparse: space is used as chunks are written
-    }
-    if (!direct && !this.bufferedFallbackLogged) {
-      this.bufferedFallbackLogged = true;
-      this.log.warn({ path: spec.path }, 'the file system refuses O_DIRECT (tmpfs?): using buffered IO with fdatasync');
-    }
-    let row = this.db.prepare('SELECT id FROM devices WHERE mdm_device_id = ?').get(spec.mdmDeviceId) as { id: number } | undefined;
-    if (row === undefined) {
-      const result = this.db
-        .prepare('INSERT INTO devices (mdm_device_id, path, pool_id, capacity_bytes, slot_bytes, slot_count) VALUES (?, ?, ?, ?, ?, ?)')
-        .run(spec.mdmDeviceId, spec.path, spec.poolId, spec.capacityBytes, spec.slotBytes, slotCount);
-      row = { id: Number(result.lastInsertRowid) };
-    }
-    const used = new Set(
-      (this.db.prepare('SELECT slot_index FROM chunks WHERE device_id = ?').all(row.id) as { slot_index: number }[]).map((r) => r.slot_index),
-    );
-    const freeSlots: number[] = [];
-    for (let slot = slotCount - 1; slot >= 0; slot -= 1) if (!used.has(slot)) freeSlots.push(slot);
-    this.devices.set(row.id, { id: row.id, spec, fd, direct, blockDevice, slotCount, freeSlots, dirty: false });
-    this.log.info({ path: spec.path, direct, blockDevice, slotCount, slotBytes: spec.slotBytes }, 'device attached');
+    this.devices.attach(spec, this.identity);
+  }
+
+  /** Attaches every device sds_local.db knows (at start, before the MDM is reached). */
+  attachKnownDevices(): void {
+    for (const spec of this.devices.knownSpecs()) this.devices.attach(spec, this.identity);
   }
 
   /** Loads chunk records and intents after the devices are attached. */
@@ -179,43 +141,47 @@ export class ChunkStore {
       written_epoch: number;
       rebuilding: number;
     }[];
+    const lostDevices = this.devices.lostDeviceIds();
     for (const row of rows) {
       const entry = newEntry(row.volume_id, row.chunk_index, row.pool_id, row.epoch);
       entry.deviceId = row.device_id;
       entry.slotIndex = row.slot_index;
       entry.writtenEpoch = row.written_epoch;
+      entry.lost = row.device_id !== null && (lostDevices.has(row.device_id) || this.devices.get(row.device_id) === undefined);
       // A rebuild cut short by a restart: never serve the partial copy; the MDM starts it again.
-      if (row.rebuilding !== 0) entry.rebuild = new RebuildSession(this.slotBytesOf(row.pool_id) ?? ALIGNMENT_BYTES, undefined);
+      if (row.rebuilding !== 0) entry.rebuild = new RebuildSession(this.devices.slotBytesOf(row.pool_id) ?? ALIGNMENT_BYTES, undefined);
       this.chunks.set(chunkKey(row.volume_id, row.chunk_index), entry);
     }
-    for (const row of this.db.prepare('SELECT volume_id, chunk_index FROM write_intents').all() as { volume_id: number; chunk_index: number }[]) {
-      this.intents.add(chunkKey(row.volume_id, row.chunk_index));
-      this.startupIntents.add(chunkKey(row.volume_id, row.chunk_index));
-    }
+    this.intents.load();
+    const lost = this.lostChunks().length;
+    if (lost > 0) this.log.error({ chunks: lost }, 'chunks on missing or foreign devices are lost here; the MDM rebuilds them from their peers');
   }
 
-  /** The MDM resynced these chunks from their peers: their crash-time intents may go. */
+  /** The MDM resynced these chunks, or trusts this replica: their crash-time intents stop mattering. */
   clearResynced(chunks: readonly { volume_id: number; chunk_index: number }[]): number {
-    let cleared = 0;
-    for (const chunk of chunks) {
-      const key = chunkKey(chunk.volume_id, chunk.chunk_index);
-      if (this.startupIntents.delete(key)) cleared += 1;
-    }
-    return cleared;
+    return this.intents.clearSuspects(chunks);
   }
 
   /** Chunks with write intents found at start: they may differ from their peers. */
   intentsAtStart(): { volume_id: number; chunk_index: number; since_ms: number }[] {
-    return this.db.prepare('SELECT * FROM write_intents ORDER BY volume_id, chunk_index').all() as {
-      volume_id: number;
-      chunk_index: number;
-      since_ms: number;
-    }[];
+    return this.intents.atStart();
+  }
+
+  /** Chunks with crash-time intents the MDM has not decided on yet. */
+  suspectChunks(): { volume_id: number; chunk_index: number }[] {
+    return this.intents.suspectList();
+  }
+
+  /** Chunks whose device is missing or foreign. */
+  lostChunks(): { volume_id: number; chunk_index: number; epoch: number }[] {
+    const lost: { volume_id: number; chunk_index: number; epoch: number }[] = [];
+    for (const entry of this.chunks.values()) if (entry.lost) lost.push({ volume_id: entry.volumeId, chunk_index: entry.chunkIndex, epoch: entry.epoch });
+    return lost;
   }
 
   startIntentCleaner(): void {
     this.cleaner = setInterval(() => {
-      this.cleanIntents().catch((error: unknown) => this.log.error({ err: error }, 'write-intent cleaner failed'));
+      this.intents.clean((key) => this.chunks.get(key), () => this.flush()).catch((error: unknown) => this.log.error({ err: error }, 'write-intent cleaner failed'));
     }, INTENT_QUIET_MS);
     this.cleaner.unref();
   }
@@ -229,12 +195,7 @@ export class ChunkStore {
   chunkSizeOf(volumeId: number, chunkIndex: number): number | undefined {
     const entry = this.chunks.get(chunkKey(volumeId, chunkIndex));
     if (entry === undefined) return undefined;
-    return this.slotBytesOf(entry.poolId);
-  }
-
-  private slotBytesOf(poolId: number): number | undefined {
-    for (const device of this.devices.values()) if (device.spec.poolId === poolId) return device.spec.slotBytes;
-    return undefined;
+    return this.devices.slotBytesOf(entry.poolId);
   }
 
   /** True while this replica is being rebuilt: it must not serve reads. */
@@ -242,24 +203,51 @@ export class ChunkStore {
     return this.chunks.get(chunkKey(volumeId, chunkIndex))?.rebuild !== undefined;
   }
 
+  /** True for a chunk with a crash-time write intent the MDM has not decided on: no reads. */
+  isSuspect(volumeId: number, chunkIndex: number): boolean {
+    return this.intents.isSuspect(chunkKey(volumeId, chunkIndex));
+  }
+
+  isLost(volumeId: number, chunkIndex: number): boolean {
+    return this.chunks.get(chunkKey(volumeId, chunkIndex))?.lost === true;
+  }
+
   epochOf(volumeId: number, chunkIndex: number): number | undefined {
     return this.chunks.get(chunkKey(volumeId, chunkIndex))?.epoch;
   }
 
-  /** Records (or creates the record of) a chunk's epoch: the MDM's fencing, or a first token. */
-  setEpoch(volumeId: number, chunkIndex: number, poolId: number, epoch: number): void {
+  /**
+   * Records (or creates the record of) a chunk's epoch: the MDM's fencing, or a first token.
+   * Epochs only grow: a lower epoch than the one held is refused (false) and changes nothing.
+   */
+  setEpoch(volumeId: number, chunkIndex: number, poolId: number, epoch: number): boolean {
     const key = chunkKey(volumeId, chunkIndex);
     const entry = this.chunks.get(key);
     if (entry === undefined) {
       this.db.prepare('INSERT INTO chunks (volume_id, chunk_index, pool_id, epoch) VALUES (?, ?, ?, ?)').run(volumeId, chunkIndex, poolId, epoch);
       this.chunks.set(key, newEntry(volumeId, chunkIndex, poolId, epoch));
-      return;
+      return true;
     }
-    if (entry.epoch === epoch) return;
+    if (epoch < entry.epoch) return false;
+    if (entry.epoch === epoch) return true;
     this.db
-      .prepare(`UPDATE chunks SET epoch = ?, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ','now') WHERE volume_id = ? AND chunk_index = ?`)
-      .run(epoch, volumeId, chunkIndex);
+      .prepare(`UPDATE chunks SET epoch = ?, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ','now') WHERE volume_id = ? AND chunk_index = ? AND epoch < ?`)
+      .run(epoch, volumeId, chunkIndex, epoch);
     entry.epoch = epoch;
+    return true;
+  }
+
+  /** setEpoch for many chunks in one transaction (one fsync). Returns the chunks refused as lower. */
+  setEpochs(chunks: readonly { volume_id: number; chunk_index: number; pool_id: number; epoch: number }[]): { volume_id: number; chunk_index: number; epoch: number; held: number }[] {
+    const refused: { volume_id: number; chunk_index: number; epoch: number; held: number }[] = [];
+    this.db.transaction(() => {
+      for (const chunk of chunks) {
+        if (!this.setEpoch(chunk.volume_id, chunk.chunk_index, chunk.pool_id, chunk.epoch)) {
+          refused.push({ volume_id: chunk.volume_id, chunk_index: chunk.chunk_index, epoch: chunk.epoch, held: this.epochOf(chunk.volume_id, chunk.chunk_index) ?? 0 });
+        }
+      }
+    })();
+    return refused;
   }
 
   /**
@@ -297,15 +285,21 @@ export class ChunkStore {
    * serves a half-copied chunk.
    */
   async beginRebuild(volumeId: number, chunkIndex: number, poolId: number, epoch: number, pull: BlockPuller, onEnd: () => void): Promise<void> {
-    const chunkBytes = this.slotBytesOf(poolId);
+    const chunkBytes = this.devices.slotBytesOf(poolId);
     if (chunkBytes === undefined) throw new ChunkStoreError(`no device of pool ${poolId} on this SDS`, 'NO_DEVICE');
-    this.setEpoch(volumeId, chunkIndex, poolId, epoch);
+    const key = chunkKey(volumeId, chunkIndex);
+    const known = this.chunks.get(key);
+    // A replica on a lost device starts again from nothing: forget the old record first.
+    if (known?.lost === true) this.deleteChunk(volumeId, chunkIndex, known.epoch);
+    if (!this.setEpoch(volumeId, chunkIndex, poolId, epoch)) {
+      throw new ChunkStoreError(`chunk ${key} is at epoch ${this.epochOf(volumeId, chunkIndex)} here, newer than the rebuild's ${epoch}`, 'IO', ERRNO_EIO);
+    }
     // A write admitted under an older epoch (this replica was stale) must not land after the
     // session starts: it would make blocks final with bytes nobody vouches for.
     if (!(await this.drainWritesBefore(volumeId, chunkIndex, epoch, REBUILD_DRAIN_TIMEOUT_MS))) {
-      throw new ChunkStoreError(`chunk ${volumeId}:${chunkIndex} still has writes of an older epoch in flight`, 'IO');
+      throw new ChunkStoreError(`chunk ${key} still has writes of an older epoch in flight`, 'IO');
     }
-    const entry = this.chunks.get(chunkKey(volumeId, chunkIndex))!;
+    const entry = this.chunks.get(key)!;
     entry.rebuild?.end();
     entry.rebuild = new RebuildSession(chunkBytes, pull, onEnd);
     this.db.prepare('UPDATE chunks SET rebuilding = 1 WHERE volume_id = ? AND chunk_index = ?').run(volumeId, chunkIndex);
@@ -323,13 +317,13 @@ export class ChunkStore {
     if (entry === undefined || session === undefined) throw new ChunkStoreError(`chunk ${key} is not being rebuilt here`, 'NO_DEVICE');
     if (offsetBytes % ALIGNMENT_BYTES !== 0) throw new ChunkStoreError(`copy offset ${offsetBytes} is not block-aligned`, 'IO');
     await this.ensureSlot(entry);
-    const device = this.devices.get(entry.deviceId!)!;
-    const base = entry.slotIndex! * device.spec.slotBytes;
+    const device = this.deviceOf(entry);
+    const base = this.devices.slotOffset(device, entry.slotIndex!);
     const end = offsetBytes + data.length;
     this.track(entry, entry.epoch);
     let written = 0;
     try {
-      await this.commitIntent(entry, entry.epoch);
+      await this.intents.ensure(entry, entry.epoch);
       const release = await this.locks.acquire(key, alignDown(offsetBytes), alignUp(end));
       try {
         if (entry.rebuild !== session) throw new ChunkStoreError(`the rebuild of chunk ${key} was cancelled`, 'IO');
@@ -347,7 +341,7 @@ export class ChunkStore {
           session.markValid(runStart, runStart + alignUp(length));
           written += length;
         }
-        device.dirty = true;
+        this.devices.noteWrite(device);
       } finally {
         release();
       }
@@ -378,9 +372,9 @@ export class ChunkStore {
   }
 
   /**
-   * Frees a chunk's slot (zeroed again before reuse) and forgets it; with `tombstoneEpoch`, a
-   * record without data stays at that epoch, so a request of an older epoch (an SDC with an old
-   * plan) is refused instead of reading zeros or recreating the chunk.
+   * Frees a chunk's slot (zeroed again before reuse) and forgets it, durably; with
+   * `tombstoneEpoch`, a record without data stays at that epoch, so a request of an older epoch
+   * (an SDC with an old plan) is refused instead of reading zeros or recreating the chunk.
    */
   deleteChunk(volumeId: number, chunkIndex: number, tombstoneEpoch?: number): boolean {
     const key = chunkKey(volumeId, chunkIndex);
@@ -400,9 +394,8 @@ export class ChunkStore {
     if (tombstoneEpoch !== undefined) this.chunks.set(key, newEntry(volumeId, chunkIndex, entry.poolId, Math.max(entry.epoch, tombstoneEpoch)));
     entry.rebuild?.end();
     entry.rebuild = undefined;
-    this.intents.delete(key);
-    this.startupIntents.delete(key);
-    if (entry.deviceId !== null && entry.slotIndex !== null) {
+    this.intents.forget(key);
+    if (entry.deviceId !== null && entry.slotIndex !== null && !entry.lost) {
       const device = this.devices.get(entry.deviceId);
       const slot = entry.slotIndex;
       // A write still in flight to this slot must land before another chunk may have it.
@@ -410,6 +403,13 @@ export class ChunkStore {
       else void this.whenIdle(entry).then(() => device?.freeSlots.push(slot));
     }
     return true;
+  }
+
+  /** Every chunk record this SDS has of a volume (a deleted volume's chunks are all forgotten). */
+  chunksOfVolume(volumeId: number): number[] {
+    const indexes: number[] = [];
+    for (const entry of this.chunks.values()) if (entry.volumeId === volumeId) indexes.push(entry.chunkIndex);
+    return indexes;
   }
 
   private writesRunning(): boolean {
@@ -422,41 +422,26 @@ export class ChunkStore {
     while (entry.writesInFlight > 0) await new Promise((resolve) => setTimeout(resolve, 5));
   }
 
-  listChunks(): {
-    volume_id: number;
-    chunk_index: number;
-    pool_id: number;
-    epoch: number;
-    written_epoch: number;
-    rebuilding: boolean;
-    stored: boolean;
-    dirty: boolean;
-    needs_resync: boolean;
-  }[] {
-    return [...this.chunks.values()].map((entry) => ({
-      volume_id: entry.volumeId,
-      chunk_index: entry.chunkIndex,
-      pool_id: entry.poolId,
-      epoch: entry.epoch,
-      written_epoch: entry.writtenEpoch,
-      rebuilding: entry.rebuild !== undefined,
-      stored: entry.slotIndex !== null,
-      dirty: this.intents.has(chunkKey(entry.volumeId, entry.chunkIndex)),
-      needs_resync: this.startupIntents.has(chunkKey(entry.volumeId, entry.chunkIndex)),
-    }));
+  listChunks(): ChunkListing[] {
+    return [...this.chunks.values()].map((entry) => {
+      const key = chunkKey(entry.volumeId, entry.chunkIndex);
+      return {
+        volume_id: entry.volumeId,
+        chunk_index: entry.chunkIndex,
+        pool_id: entry.poolId,
+        epoch: entry.epoch,
+        written_epoch: entry.writtenEpoch,
+        rebuilding: entry.rebuild !== undefined,
+        stored: entry.slotIndex !== null && !entry.lost,
+        dirty: this.intents.has(key),
+        needs_resync: this.intents.isSuspect(key),
+        lost: entry.lost,
+      };
+    });
   }
 
-  deviceReport(): { mdm_device_id: number; path: string; pool_id: number; direct: boolean; block_device: boolean; slot_bytes: number; slots: number; slots_free: number }[] {
-    return [...this.devices.values()].map((device) => ({
-      mdm_device_id: device.spec.mdmDeviceId,
-      path: device.spec.path,
-      pool_id: device.spec.poolId,
-      direct: device.direct,
-      block_device: device.blockDevice,
-      slot_bytes: device.spec.slotBytes,
-      slots: device.slotCount,
-      slots_free: device.freeSlots.length,
-    }));
+  deviceReport(): ReturnType<DeviceSet['report']> {
+    return this.devices.report();
   }
 
   // ------------------------------------------------------------ IO
@@ -475,9 +460,10 @@ export class ChunkStore {
    */
   async readLent(volumeId: number, chunkIndex: number, offsetBytes: number, lengthBytes: number): Promise<{ bytes: Buffer; release: () => void }> {
     const entry = this.chunks.get(chunkKey(volumeId, chunkIndex));
+    if (entry?.lost === true) throw lostError(entry);
     if (entry === undefined || entry.slotIndex === null || entry.deviceId === null) return { bytes: Buffer.alloc(lengthBytes), release: noop };
-    const device = this.devices.get(entry.deviceId)!;
-    const base = entry.slotIndex * device.spec.slotBytes;
+    const device = this.deviceOf(entry);
+    const base = this.devices.slotOffset(device, entry.slotIndex);
     const start = alignDown(offsetBytes);
     const end = alignUp(offsetBytes + lengthBytes);
     const buffer = this.buffers.acquire(end - start);
@@ -492,7 +478,8 @@ export class ChunkStore {
 
   /**
    * Writes `data` at `offsetBytes` of a chunk, giving the chunk a slot on first write. `fua`:
-   * durable (fdatasync) before it resolves. The caller has checked the epoch.
+   * durable (a sync that began after the write completed) before it resolves. The caller has
+   * checked the epoch.
    */
   async write(
     volumeId: number,
@@ -533,18 +520,19 @@ export class ChunkStore {
   async zero(volumeId: number, chunkIndex: number, epoch: number, offsetBytes: number, lengthBytes: number, fua: boolean): Promise<void> {
     const key = chunkKey(volumeId, chunkIndex);
     const entry = this.chunks.get(key);
+    if (entry?.lost === true) throw lostError(entry);
     if (entry === undefined || entry.slotIndex === null || entry.deviceId === null) return;
-    const device = this.devices.get(entry.deviceId)!;
-    const base = entry.slotIndex * device.spec.slotBytes;
+    const device = this.deviceOf(entry);
+    const base = this.devices.slotOffset(device, entry.slotIndex);
     const innerStart = alignUp(offsetBytes);
     const innerEnd = alignDown(offsetBytes + lengthBytes);
     this.track(entry, epoch);
     try {
-      await this.commitIntent(entry, epoch);
+      await this.intents.ensure(entry, epoch);
       if (innerEnd > innerStart) {
         const release = await this.locks.acquire(key, innerStart, innerEnd);
         try {
-          await this.io.zeroRange(device.fd, base + innerStart, innerEnd - innerStart);
+          await this.zeroFully(device, base + innerStart, innerEnd - innerStart);
           entry.rebuild?.markValid(innerStart, innerEnd);
         } finally {
           release();
@@ -560,21 +548,32 @@ export class ChunkStore {
       for (const [start, end] of edges) {
         await this.rmw(device, entry, base, start, end - start, (region, regionOffset) => region.fill(0, start - regionOffset, end - regionOffset));
       }
-      device.dirty = true;
-      if (fua) await this.syncDevice(device);
+      const gen = this.devices.noteWrite(device);
+      if (fua) await this.devices.syncTo(device, gen);
     } finally {
       this.untrack(entry, epoch);
     }
   }
 
-  /** Makes every completed write durable on every device. */
+  /**
+   * Makes every write completed before the call durable on every device: each device's next
+   * sync that began after them (one already running that began earlier does not count).
+   */
   async flush(): Promise<void> {
-    await Promise.all([...this.devices.values()].map((device) => (device.dirty ? this.syncDevice(device) : Promise.resolve())));
+    await this.devices.syncAll();
   }
 
   /** Whole-chunk read for copying a replica to a peer. */
   async readChunk(volumeId: number, chunkIndex: number, offsetBytes: number, lengthBytes: number): Promise<Buffer> {
     return this.read(volumeId, chunkIndex, offsetBytes, lengthBytes);
+  }
+
+  /**
+   * Fault injection: what a power cut leaves (every write not covered by a completed sync is
+   * dropped, or torn at 4 KiB). The caller kills the process right after. Undefined without faults.
+   */
+  powerCut(torn: boolean): PowerCutReport | undefined {
+    return this.faultyIo?.powerCut(torn);
   }
 
   async close(): Promise<void> {
@@ -589,23 +588,19 @@ export class ChunkStore {
     );
     // Every IO submitted so far completes before its descriptor is closed.
     await this.io.close();
-    for (const device of this.devices.values()) nativeIo.close(device.fd);
-    this.devices.clear();
+    this.devices.closeAll();
     // A clean stop: nothing in flight, everything durable, so no chunk needs a resync for this
     // stop (those found at start still do). A returning SDS then comes back without copies.
-    if (idle && durable && this.db.open) {
-      const remove = this.db.prepare('DELETE FROM write_intents WHERE volume_id = ? AND chunk_index = ?');
-      this.db.transaction(() => {
-        for (const key of this.intents) {
-          if (this.startupIntents.has(key)) continue;
-          const [volumeId, chunkIndex] = key.split(':').map(Number);
-          remove.run(volumeId, chunkIndex);
-        }
-      })();
-    }
+    if (idle && durable) this.intents.clearAfterCleanStop();
   }
 
   // ------------------------------------------------------------ internals
+
+  private deviceOf(entry: ChunkEntry): Device {
+    const device = entry.deviceId === null ? undefined : this.devices.get(entry.deviceId);
+    if (device === undefined) throw lostError(entry);
+    return device;
+  }
 
   private async mutate(
     volumeId: number,
@@ -624,13 +619,14 @@ export class ChunkStore {
       this.setEpoch(volumeId, chunkIndex, poolId, epoch);
       entry = this.chunks.get(key)!;
     }
+    if (entry.lost) throw lostError(entry);
     // Counted before anything can yield, so a fence's drain sees it.
     this.track(entry, epoch);
     try {
       await this.ensureSlot(entry);
-      const device = this.devices.get(entry.deviceId!)!;
-      const base = entry.slotIndex! * device.spec.slotBytes;
-      await this.commitIntent(entry, epoch);
+      const device = this.deviceOf(entry);
+      const base = this.devices.slotOffset(device, entry.slotIndex!);
+      await this.intents.ensure(entry, epoch);
       const aligned = offsetBytes % ALIGNMENT_BYTES === 0 && lengthBytes % ALIGNMENT_BYTES === 0;
       if (aligned) {
         const release = await this.locks.acquire(key, offsetBytes, offsetBytes + lengthBytes);
@@ -651,8 +647,8 @@ export class ChunkStore {
       } else {
         await this.rmw(device, entry, base, offsetBytes, lengthBytes, patch);
       }
-      device.dirty = true;
-      if (fua) await this.syncDevice(device);
+      const gen = this.devices.noteWrite(device);
+      if (fua) await this.devices.syncTo(device, gen);
     } finally {
       this.untrack(entry, epoch);
     }
@@ -680,7 +676,7 @@ export class ChunkStore {
       const session = entry.rebuild;
       if (session !== undefined) {
         for (const [runStart, runEnd] of session.invalidRuns(start, end)) {
-          if (session.pull === undefined) throw new ChunkStoreError('partial write to a replica whose rebuild has no source', 'IO', 5);
+          if (session.pull === undefined) throw new ChunkStoreError('partial write to a replica whose rebuild has no source', 'IO', ERRNO_EIO);
           const pulled = await session.pull(runStart, runEnd - runStart);
           pulled.copy(region, runStart - start);
         }
@@ -698,11 +694,13 @@ export class ChunkStore {
     if (entry.slotIndex !== null) return;
     if (entry.allocating !== undefined) return entry.allocating;
     entry.allocating = (async () => {
-      const device = this.pickDevice(entry.poolId);
+      const device = this.devices.pick(entry.poolId);
       const slotIndex = device.freeSlots.pop()!;
       try {
-        // Zero before the mapping exists: a reused slot never shows a previous chunk's bytes.
-        await this.io.zeroRange(device.fd, slotIndex * device.spec.slotBytes, device.spec.slotBytes);
+        // Zero before the mapping exists, durably: a reused slot never shows a previous chunk's
+        // bytes, not even when power goes right after the mapping is committed.
+        await this.zeroFully(device, this.devices.slotOffset(device, slotIndex), device.spec.slotBytes);
+        await this.devices.syncTo(device, this.devices.noteWrite(device));
         this.db
           .prepare('UPDATE chunks SET device_id = ?, slot_index = ? WHERE volume_id = ? AND chunk_index = ?')
           .run(device.id, slotIndex, entry.volumeId, entry.chunkIndex);
@@ -718,20 +716,6 @@ export class ChunkStore {
     } finally {
       entry.allocating = undefined;
     }
-  }
-
-  /** The device of the pool with the most free slots. */
-  private pickDevice(poolId: number): Device {
-    let best: Device | undefined;
-    for (const device of this.devices.values()) {
-      if (device.spec.poolId !== poolId || device.freeSlots.length === 0) continue;
-      if (best === undefined || device.freeSlots.length > best.freeSlots.length) best = device;
-    }
-    if (best === undefined) {
-      const hasPool = [...this.devices.values()].some((device) => device.spec.poolId === poolId);
-      throw new ChunkStoreError(hasPool ? `no free chunk slot for pool ${poolId}` : `no device of pool ${poolId} on this SDS`, hasPool ? 'NO_SPACE' : 'NO_DEVICE');
-    }
-    return best;
   }
 
   /** Counts a mutation in, by the epoch it was admitted at. */
@@ -755,102 +739,34 @@ export class ChunkStore {
     else this.drainWaiters.set(key, still);
   }
 
-  /**
-   * Makes sure the chunk's write intent (and the epoch it is written at) is durable before the
-   * data write. New intents of one event-loop turn are committed together: one transaction, one
-   * fsync, however many chunks.
-   */
-  private async commitIntent(entry: ChunkEntry, epoch: number): Promise<void> {
-    const key = chunkKey(entry.volumeId, entry.chunkIndex);
-    if (this.intents.has(key) && entry.writtenEpoch >= epoch) return;
-    const pending = this.pendingIntents.get(key);
-    if (pending === undefined || pending.epoch < epoch) this.pendingIntents.set(key, { entry, epoch });
-    this.intentCommit ??= new Promise<void>((resolve, reject) => {
-      setImmediate(() => {
-        const batch = this.pendingIntents;
-        this.pendingIntents = new Map();
-        this.intentCommit = undefined;
-        try {
-          const insert = this.db.prepare('INSERT OR IGNORE INTO write_intents (volume_id, chunk_index, since_ms) VALUES (?, ?, ?)');
-          const written = this.db.prepare('UPDATE chunks SET written_epoch = ? WHERE volume_id = ? AND chunk_index = ? AND written_epoch < ?');
-          const now = Date.now();
-          this.db.transaction(() => {
-            for (const item of batch.values()) {
-              insert.run(item.entry.volumeId, item.entry.chunkIndex, now);
-              written.run(item.epoch, item.entry.volumeId, item.entry.chunkIndex, item.epoch);
-            }
-          })();
-          for (const [pendingKey, item] of batch) {
-            this.intents.add(pendingKey);
-            if (item.entry.writtenEpoch < item.epoch) item.entry.writtenEpoch = item.epoch;
-          }
-          resolve();
-        } catch (error) {
-          reject(error);
-        }
-      });
-    });
-    await this.intentCommit;
-  }
-
-  /** Clears intents of chunks quiet for INTENT_QUIET_MS, after making their writes durable. */
-  private async cleanIntents(): Promise<void> {
-    const quietBefore = Date.now() - INTENT_QUIET_MS;
-    const quiet: ChunkEntry[] = [];
-    for (const key of this.intents) {
-      const entry = this.chunks.get(key);
-      if (entry === undefined) {
-        this.intents.delete(key);
-        continue;
-      }
-      if (this.startupIntents.has(key)) continue;
-      if (entry.writesInFlight === 0 && entry.lastWriteMs < quietBefore) quiet.push(entry);
-    }
-    if (quiet.length === 0) return;
-    await this.flush();
-    const remove = this.db.prepare('DELETE FROM write_intents WHERE volume_id = ? AND chunk_index = ?');
-    this.db.transaction(() => {
-      for (const entry of quiet) {
-        // A write that began during the flush keeps its intent.
-        if (entry.writesInFlight !== 0 || entry.lastWriteMs >= quietBefore) continue;
-        remove.run(entry.volumeId, entry.chunkIndex);
-        this.intents.delete(chunkKey(entry.volumeId, entry.chunkIndex));
-      }
-    })();
-  }
-
-  private async syncDevice(device: Device): Promise<void> {
-    device.dirty = false;
-    try {
-      await this.io.fdatasync(device.fd);
-    } catch (error) {
-      device.dirty = true;
-      throw this.ioError('fdatasync', device, error);
-    }
-  }
-
   private async preadFully(device: Device, buffer: Buffer, positionBytes: number): Promise<void> {
     try {
       await this.io.read(device.fd, buffer, positionBytes);
     } catch (error) {
-      throw this.ioError('pread', device, error);
+      throw this.devices.ioError('pread', device, error);
     }
   }
 
   private async pwriteFully(device: Device, buffer: Buffer, positionBytes: number): Promise<void> {
     try {
       const written = await this.io.write(device.fd, buffer, positionBytes);
-      if (written !== buffer.length) throw Object.assign(new Error('short write'), { errno: 5, code: 'EIO' });
+      if (written !== buffer.length) throw Object.assign(new Error('short write'), { errno: ERRNO_EIO, code: 'EIO' });
     } catch (error) {
-      throw this.ioError('pwrite', device, error);
+      throw this.devices.ioError('pwrite', device, error);
     }
   }
 
-  private ioError(what: string, device: Device, error: unknown): ChunkStoreError {
-    const cause = error as { message?: string; errno?: number };
-    this.log.error({ device: device.spec.path, op: what, err: error }, 'device IO failed');
-    return new ChunkStoreError(`${what} on ${device.spec.path}: ${cause.message ?? String(error)}`, 'IO', Math.abs(cause.errno ?? 5));
+  private async zeroFully(device: Device, positionBytes: number, lengthBytes: number): Promise<void> {
+    try {
+      await this.io.zeroRange(device.fd, positionBytes, lengthBytes);
+    } catch (error) {
+      throw this.devices.ioError('zero', device, error);
+    }
   }
+}
+
+function lostError(entry: ChunkEntry): ChunkStoreError {
+  return new ChunkStoreError(`chunk ${entry.volumeId}:${entry.chunkIndex} is lost here: its device is missing or foreign`, 'LOST', ERRNO_ENODEV);
 }
 
 function hasWritesBefore(entry: ChunkEntry, epoch: number): boolean {

@@ -11,6 +11,7 @@ import { PflexError, pflexError } from '../common/errors.js';
 import { deriveControlCredential, derivePeerKey, FRAME_PAYLOAD_BYTES_MAX, Opcode, Status, statusName } from '../common/sds-protocol.js';
 import { SdsDataClient } from '../common/sds-client.js';
 import type { ChunkStore } from './chunk-store.js';
+import { faultConfigSchema, powerCutSchema, type Faults } from './fault-config.js';
 
 export const CONTROL_BODY_BYTES_MAX = 4 * 1024 * 1024;
 export const CONTROL_CHUNKS_PER_REQUEST_MAX = 10_000;
@@ -52,6 +53,8 @@ export interface ControlServerDeps {
   readonly store: ChunkStore;
   readonly signingKey: () => Buffer | undefined;
   readonly log: Logger;
+  /** Fault injection (tests only, PFLEX_FAULT_INJECTION=1): /debug/faults and /debug/power-cut. */
+  readonly faults?: Faults | undefined;
 }
 
 function toError(error: unknown): PflexError {
@@ -90,6 +93,8 @@ export function buildControlServer(deps: ControlServerDeps): FastifyInstance {
     if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
       throw pflexError('UNAUTHORIZED', 'the control plane takes orders from the MDM only');
     }
+    const failWith = deps.faults?.controlFailure(request.url.split('?')[0]!);
+    if (failWith !== undefined) throw pflexError(failWith >= 500 ? 'UNAVAILABLE' : 'BAD_REQUEST', `fault injection: ${request.url} refused on purpose`);
   });
 
   app.get('/chunks', async () => ({ chunks: deps.store.listChunks() }));
@@ -100,13 +105,15 @@ export function buildControlServer(deps: ControlServerDeps): FastifyInstance {
    */
   app.post('/chunks/epoch', async (request) => {
     const input = epochSchema.parse(request.body ?? {});
-    for (const chunk of input.chunks) deps.store.setEpoch(chunk.volume_id, chunk.chunk_index, chunk.pool_id, chunk.epoch);
+    // Epochs only grow: one this SDS holds newer stays (and is reported back), never goes back.
+    const older = deps.store.setEpochs(input.chunks);
+    if (older.length > 0) deps.log.warn({ chunks: older.length, first: older[0] }, 'epoch install older than the epoch held: kept the newer one');
     const drained = await Promise.all(
       input.chunks.map((chunk) => deps.store.drainWritesBefore(chunk.volume_id, chunk.chunk_index, chunk.epoch, DRAIN_TIMEOUT_MS)),
     );
     const undrained = drained.filter((ok) => !ok).length;
     if (undrained > 0) throw pflexError('UNAVAILABLE', `${undrained} chunk(s) still have writes of an older epoch in flight`);
-    return { updated: input.chunks.length };
+    return { updated: input.chunks.length - older.length, newer_held: older };
   });
 
   /**
@@ -198,6 +205,8 @@ export function buildControlServer(deps: ControlServerDeps): FastifyInstance {
     return { cleared: deps.store.clearResynced(input.chunks) };
   });
 
+  if (deps.faults !== undefined) registerFaultRoutes(app, deps.faults, deps.store, deps.log);
+
   app.post('/devices/add', async (request) => {
     const input = deviceSchema.parse(request.body ?? {});
     deps.store.attachDevice({
@@ -211,6 +220,28 @@ export function buildControlServer(deps: ControlServerDeps): FastifyInstance {
   });
 
   return app;
+}
+
+/**
+ * Fault injection (tests only): the live config, and a power cut that leaves the devices as a
+ * volatile cache would after losing power, then kills this process as a cut would.
+ */
+function registerFaultRoutes(app: FastifyInstance, faults: Faults, store: ChunkStore, log: Logger): void {
+  app.get('/debug/faults', async () => ({ config: faults.config, counters: faults.counters }));
+  app.post('/debug/faults', async (request) => {
+    const config = faultConfigSchema.parse(request.body ?? {});
+    faults.set(config);
+    log.warn({ config }, 'fault injection: new fault config');
+    return { config: faults.config };
+  });
+  app.post('/debug/power-cut', async (request) => {
+    const input = powerCutSchema.parse(request.body ?? {});
+    const report = store.powerCut(input.torn);
+    log.warn({ report, torn: input.torn }, 'fault injection: power cut');
+    // Nothing after this may reach a device: the process dies here, as the machine would.
+    process.kill(process.pid, 'SIGKILL');
+    return { report };
+  });
 }
 
 function peerReadFields(volumeId: number, chunkIndex: number, epoch: number, offsetBytes: number, lengthBytes: number) {

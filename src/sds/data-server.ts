@@ -10,6 +10,7 @@ import { rmSync } from 'node:fs';
 import type { Logger } from '../common/logger.js';
 import {
   ByteQueue,
+  HELLO_PAYLOAD_BYTES,
   decodeRequestHeader,
   encodeReplyHeader,
   encodeRequestHeader,
@@ -27,6 +28,8 @@ import {
   type StatusValue,
 } from '../common/sds-protocol.js';
 import { ChunkStore, ChunkStoreError } from './chunk-store.js';
+import { ERRNO_ENOSPC } from './store-errors.js';
+import type { DataOpcodeName, Faults } from './fault-config.js';
 import { SocketBatcher } from '../common/socket-batcher.js';
 import { adoptForDirectReads, type ReadSink } from '../common/direct-reads.js';
 import { FrameAssembler } from '../common/frame-assembler.js';
@@ -39,6 +42,10 @@ export const REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX = 256;
 export const DATA_IDLE_TIMEOUT_MS = 10 * 60 * 1000;
 /** Stop reading requests while this much reply data waits in the socket (a slow reader). */
 export const REPLY_BYTES_BUFFERED_HIGH = 16 * 1024 * 1024;
+/** Clients (HELLO ids) remembered at once; a client with no open connection is forgotten. */
+export const CLIENT_SESSIONS_MAX = 4096;
+/** How long a HELLO waits for the requests of the connections it replaces (below the SDC's request timeout). */
+export const HELLO_DRAIN_TIMEOUT_MS = 5000;
 
 export interface DataServerDeps {
   readonly store: ChunkStore;
@@ -47,6 +54,8 @@ export interface DataServerDeps {
   readonly stats: IoStats;
   readonly acks: TxAckBatcher;
   readonly log: Logger;
+  /** Fault injection (tests): blackholed opcodes and stalled connections. */
+  readonly faults?: Faults | undefined;
 }
 
 export interface Outcome {
@@ -100,9 +109,15 @@ export async function executeRequest(
       if (header.offsetBytes + header.lengthBytes > chunkBytes) return outcome(Status.BAD_REQUEST);
       const mine = deps.store.epochOf(header.volumeId, header.chunkIndex);
       if (mine !== header.epoch) return outcome(Status.STALE_EPOCH, mine ?? 0);
-      // A replica still being rebuilt has blocks that are not final: never a source.
-      if (deps.store.isRebuilding(header.volumeId, header.chunkIndex)) return outcome(Status.BUSY);
-      return { ...OK, payload: await deps.store.readChunk(header.volumeId, header.chunkIndex, header.offsetBytes, header.lengthBytes) };
+      // A replica still being rebuilt has blocks that are not final, a suspect one (crash-time
+      // write intent) may differ from its peers: neither is ever a source.
+      if (deps.store.isRebuilding(header.volumeId, header.chunkIndex) || deps.store.isSuspect(header.volumeId, header.chunkIndex)) return outcome(Status.BUSY);
+      try {
+        return { ...OK, payload: await deps.store.readChunk(header.volumeId, header.chunkIndex, header.offsetBytes, header.lengthBytes) };
+      } catch (error) {
+        if (!(error instanceof ChunkStoreError)) throw error;
+        return storeFailure(error);
+      }
     }
     default:
       break;
@@ -125,8 +140,9 @@ export async function executeRequest(
   try {
     switch (header.opcode) {
       case Opcode.READ:
-        if (deps.store.isRebuilding(header.volumeId, header.chunkIndex)) {
-          result = outcome(Status.BUSY); // a write target only until its copy completes
+        // A write target only until its copy completes; a suspect replica until the MDM decides.
+        if (deps.store.isRebuilding(header.volumeId, header.chunkIndex) || deps.store.isSuspect(header.volumeId, header.chunkIndex)) {
+          result = outcome(Status.BUSY);
           break;
         }
         {
@@ -147,7 +163,7 @@ export async function executeRequest(
     }
   } catch (error) {
     if (!(error instanceof ChunkStoreError)) throw error;
-    result = error.kind === 'IO' ? outcome(Status.IO_ERROR, error.errno) : outcome(Status.NO_SPACE);
+    result = storeFailure(error);
   }
   const kind = KIND_OF[header.opcode]!;
   const latencyUs = (performance.now() - startedAtMs) * 1000;
@@ -157,6 +173,59 @@ export async function executeRequest(
     deps.acks.record(check.token.idHex, header.volumeId, header.chunkIndex, kind, bytes);
   }
   return result;
+}
+
+/** A chunk store failure as a reply: no space (a full SDS, or ENOSPC from the device), else an IO error with its errno. */
+function storeFailure(error: ChunkStoreError): Outcome {
+  if (error.kind === 'NO_SPACE' || error.errno === ERRNO_ENOSPC) return outcome(Status.NO_SPACE, ERRNO_ENOSPC);
+  return outcome(Status.IO_ERROR, error.errno);
+}
+
+const OPCODE_NAMES: Record<number, DataOpcodeName> = {
+  [Opcode.READ]: 'read',
+  [Opcode.WRITE]: 'write',
+  [Opcode.FLUSH]: 'flush',
+  [Opcode.TRIM]: 'trim',
+  [Opcode.WRITE_ZEROES]: 'write_zeroes',
+  [Opcode.TOKEN]: 'token',
+  [Opcode.PEER_READ]: 'peer_read',
+  [Opcode.PING]: 'ping',
+  [Opcode.HELLO]: 'hello',
+};
+
+/**
+ * The clients that said HELLO: each one's incarnation and connections, retired ones included
+ * until their last request is done. A HELLO of a newer incarnation retires the older connections
+ * of its client, and is answered once none of their requests is running.
+ */
+class ClientSessions {
+  private readonly clients = new Map<string, { incarnation: bigint; connections: Set<DataConnection> }>();
+
+  /** Registers `connection` for a client; the connections it replaces, or undefined when its incarnation is old. */
+  join(clientId: string, incarnation: bigint, connection: DataConnection): DataConnection[] | undefined {
+    let client = this.clients.get(clientId);
+    if (client !== undefined && incarnation <= client.incarnation) return undefined;
+    if (client === undefined) {
+      if (this.clients.size >= CLIENT_SESSIONS_MAX) this.forgetIdle();
+      client = { incarnation, connections: new Set() };
+      this.clients.set(clientId, client);
+    }
+    const replaced = [...client.connections].filter((other) => other !== connection);
+    client.incarnation = incarnation;
+    client.connections.add(connection);
+    return replaced;
+  }
+
+  leave(clientId: string, connection: DataConnection): void {
+    const client = this.clients.get(clientId);
+    if (client === undefined) return;
+    client.connections.delete(connection);
+    if (client.connections.size === 0) this.clients.delete(clientId);
+  }
+
+  private forgetIdle(): void {
+    for (const [id, client] of this.clients) if (client.connections.size === 0) this.clients.delete(id);
+  }
 }
 
 class DataConnection implements ReadSink {
@@ -175,10 +244,19 @@ class DataConnection implements ReadSink {
   /** The frame whose payload is being read: its decoded header and, for a WRITE, its aligned buffer. */
   private header: RequestHeader | undefined;
   private alignedBuffer: Buffer | undefined;
+  /** The client's id and incarnation once it said HELLO. */
+  private clientId: string | undefined;
+  incarnation = -1n;
+  /** Requests of this connection executing now (HELLO not counted). */
+  private running = 0;
+  /** Reading paused by a fault-injected stall until this time. */
+  private stalledUntilMs = 0;
+  private readonly idleWaiters: (() => void)[] = [];
 
   constructor(
     accepted: Socket,
     private readonly deps: DataServerDeps,
+    private readonly sessions: ClientSessions,
     onClose: (socket: Socket) => void,
   ) {
     this.frames = new FrameAssembler(
@@ -202,8 +280,43 @@ class DataConnection implements ReadSink {
       this.queue.clear();
       this.saved = [];
       this.releasePayload();
+      this.leaveIfDone();
       onClose(socket);
     });
+  }
+
+  /** A closed connection leaves its client's record once its last request is done. */
+  private leaveIfDone(): void {
+    if (this.closed && this.running === 0 && this.clientId !== undefined) this.sessions.leave(this.clientId, this);
+  }
+
+  /**
+   * A newer connection of the same client replaced this one: nothing more of it is read or
+   * executed (bytes still queued here or in the kernel are dropped with the socket).
+   */
+  retire(): void {
+    this.closed = true;
+    this.saved = [];
+    this.queue.clear();
+    this.socket.destroy();
+  }
+
+  /** Resolves once no request of this connection is running (its own HELLO aside). */
+  idle(): Promise<void> {
+    if (this.running === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  /** Fault injection: stop reading this connection for `ms`, as a stuck SDS would. */
+  stall(ms: number): void {
+    if (this.closed) return;
+    this.stalledUntilMs = Date.now() + ms;
+    this.readingPaused = true;
+    this.socket.pause();
+    setTimeout(() => {
+      this.stalledUntilMs = 0;
+      this.resumeIfPossible();
+    }, ms).unref();
   }
 
   get socketOf(): Socket {
@@ -297,7 +410,8 @@ class DataConnection implements ReadSink {
   }
 
   private pauseIfBusy(): void {
-    if ((this.inFlight >= REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX || this.socket.writableLength >= REPLY_BYTES_BUFFERED_HIGH) && !this.readingPaused) {
+    const busy = this.inFlight >= REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX || this.socket.writableLength >= REPLY_BYTES_BUFFERED_HIGH || this.stalledUntilMs > Date.now();
+    if (busy && !this.readingPaused) {
       this.readingPaused = true;
       this.socket.pause();
     }
@@ -308,6 +422,7 @@ class DataConnection implements ReadSink {
     // queue would wait for a 'drain' that never comes when the socket was never full.
     if (!this.readingPaused || this.closed) return;
     if (this.inFlight >= REQUESTS_IN_FLIGHT_PER_CONNECTION_MAX || this.socket.writableLength >= REPLY_BYTES_BUFFERED_HIGH) return;
+    if (this.stalledUntilMs > Date.now()) return;
     this.readingPaused = false;
     if (this.mode === 'json') this.pumpJson();
     else {
@@ -328,14 +443,34 @@ class DataConnection implements ReadSink {
   }
 
   private dispatchBinary(header: RequestHeader, headerBytes: Buffer, payload: Buffer | undefined, alignedBuffer: Buffer | undefined): void {
+    // A retired connection's frames never execute, not even those parsed in the same read.
+    if (this.closed) {
+      if (alignedBuffer !== undefined) this.deps.store.releaseAligned(alignedBuffer);
+      return;
+    }
+    if (this.deps.faults !== undefined && this.deps.faults.blackholes(OPCODE_NAMES[header.opcode] ?? 'ping')) {
+      // Fault injection: read, never executed, never answered (an SDS cut off from this client).
+      if (alignedBuffer !== undefined) this.deps.store.releaseAligned(alignedBuffer);
+      return;
+    }
     this.inFlight += 1;
-    executeRequest(this.deps, header, headerBytes, payload, alignedBuffer !== undefined)
+    const isHello = header.opcode === Opcode.HELLO;
+    if (!isHello) this.running += 1;
+    const run = isHello ? this.hello(payload) : executeRequest(this.deps, header, headerBytes, payload, alignedBuffer !== undefined);
+    run
       .catch((error: unknown) => {
         this.deps.log.error({ err: error }, 'data request failed unexpectedly');
         return outcome(Status.INTERNAL);
       })
       .then((result) => {
         this.inFlight -= 1;
+        if (!isHello) {
+          this.running -= 1;
+          if (this.running === 0) {
+            for (const waiter of this.idleWaiters.splice(0)) waiter();
+            this.leaveIfDone();
+          }
+        }
         if (alignedBuffer !== undefined) this.deps.store.releaseAligned(alignedBuffer);
         if (!this.closed) {
           const payloadBytes = result.payload?.length ?? 0;
@@ -346,6 +481,28 @@ class DataConnection implements ReadSink {
         }
         this.resumeIfPossible();
       });
+  }
+
+  /**
+   * HELLO: this connection is the client's newest. Its older connections are retired at once and
+   * the answer waits until their running requests are done, so the client's retries (sent only
+   * after this answer) can never be overtaken by a request it gave up on.
+   */
+  private async hello(payload: Buffer | undefined): Promise<Outcome> {
+    if (payload?.length !== HELLO_PAYLOAD_BYTES || this.clientId !== undefined) return outcome(Status.BAD_REQUEST);
+    const clientId = payload.subarray(0, 16).toString('hex');
+    const incarnation = payload.readBigUInt64BE(16);
+    const replaced = this.sessions.join(clientId, incarnation, this);
+    if (replaced === undefined) return outcome(Status.BAD_REQUEST);
+    this.clientId = clientId;
+    this.incarnation = incarnation;
+    for (const connection of replaced) connection.retire();
+    const drained = await Promise.race([
+      Promise.all(replaced.map((connection) => connection.idle())).then(() => true),
+      new Promise<boolean>((resolve) => setTimeout(() => resolve(false), HELLO_DRAIN_TIMEOUT_MS).unref()),
+    ]);
+    if (replaced.length > 0) this.deps.log.info({ client: clientId, incarnation: Number(incarnation), replaced: replaced.length, drained }, 'client reconnected: older connections retired');
+    return drained ? OK : outcome(Status.BUSY);
   }
 
   // ------------------------------------------------------------ JSON frames
@@ -496,6 +653,11 @@ export interface DataServer {
 
 export async function startDataServer(deps: DataServerDeps, host: string, port: number, socketPath?: string): Promise<DataServer> {
   const sockets = new Set<Socket>();
+  const connections = new Set<DataConnection>();
+  const sessions = new ClientSessions();
+  deps.faults?.onStall((ms) => {
+    for (const connection of connections) connection.stall(ms);
+  });
   const onConnection = (accepted: Socket): void => {
     // Counted here: an adopted socket leaves the server's own count (see adoptForDirectReads).
     if (sockets.size >= DATA_CONNECTIONS_MAX) {
@@ -503,8 +665,12 @@ export async function startDataServer(deps: DataServerDeps, host: string, port: 
       accepted.destroy();
       return;
     }
-    const connection = new DataConnection(accepted, deps, (socket) => sockets.delete(socket));
+    const connection = new DataConnection(accepted, deps, sessions, (socket) => {
+      sockets.delete(socket);
+      connections.delete(connection);
+    });
     sockets.add(connection.socketOf);
+    connections.add(connection);
   };
   const listenOn = (server: Server, address: { port: number; host: string } | { path: string }): Promise<void> =>
     new Promise<void>((resolve, reject) => {

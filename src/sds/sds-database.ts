@@ -3,6 +3,7 @@
  * slot at which epoch, and the write-intent records of chunks that may have writes in flight.
  * synchronous=FULL: a write intent must be on disk before the data write it covers.
  */
+import { randomBytes } from 'node:crypto';
 import { openSqlite, type SqliteDb } from '../common/sqlite.js';
 
 export type SdsDb = SqliteDb;
@@ -49,7 +50,31 @@ const MIGRATIONS: readonly string[] = [
   ALTER TABLE chunks ADD COLUMN written_epoch INTEGER NOT NULL DEFAULT 0;
   ALTER TABLE chunks ADD COLUMN rebuilding INTEGER NOT NULL DEFAULT 0;
   `,
+  /* v3: device identity. Each device has a superblock in its first DEVICE_HEADER_BYTES (uuid
+     made at format); header_bytes 0 marks a device of a pflex before superblocks (slots from 0).
+     node_state gets 'incarnation' (made when this database is) and 'cluster_id'. */ `
+  ALTER TABLE devices ADD COLUMN uuid TEXT;
+  ALTER TABLE devices ADD COLUMN header_bytes INTEGER NOT NULL DEFAULT 0;
+  `,
 ];
+
+/** This SDS's incarnation: made once, with the database; a new database is a new incarnation. */
+export function sdsIncarnation(db: SdsDb): { incarnation: string; created: boolean } {
+  const row = db.prepare(`SELECT value FROM node_state WHERE key = 'incarnation'`).get() as { value: string } | undefined;
+  if (row !== undefined) return { incarnation: row.value, created: false };
+  const incarnation = randomBytes(16).toString('hex');
+  db.prepare(`INSERT INTO node_state (key, value) VALUES ('incarnation', ?)`).run(incarnation);
+  return { incarnation, created: true };
+}
+
+/** A node_state value (cluster_id, ...), or undefined. */
+export function nodeState(db: SdsDb, key: string): string | undefined {
+  return (db.prepare('SELECT value FROM node_state WHERE key = ?').get(key) as { value: string } | undefined)?.value;
+}
+
+export function setNodeState(db: SdsDb, key: string, value: string): void {
+  db.prepare('INSERT INTO node_state (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value').run(key, value);
+}
 
 export function openSdsDatabase(path: string): SdsDb {
   return openSqlite(path, { synchronous: 'FULL', foreignKeys: true, migrations: MIGRATIONS });

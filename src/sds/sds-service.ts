@@ -11,8 +11,9 @@ import { nativeMacAvailable } from '../common/request-mac.js';
 import { HttpClient, HttpClientError } from '../common/http-client.js';
 import { listenOn, readNodeFile, registerWithMdm, REGISTER_RETRY_MS, writeNodeFile } from '../common/node-link.js';
 import { derivePeerKey } from '../common/sds-protocol.js';
-import { openSdsDatabase, type SdsDb } from './sds-database.js';
+import { nodeState, openSdsDatabase, sdsIncarnation, setNodeState, type SdsDb } from './sds-database.js';
 import { ChunkStore, type DeviceSpec } from './chunk-store.js';
+import { Faults, faultConfigSchema, faultInjectionEnabled, FAULT_INJECTION_ENV } from './fault-config.js';
 import { TokenChecker } from './token-checker.js';
 import { IoStats } from './io-stats.js';
 import { TxAckBatcher } from './tx-acks.js';
@@ -67,6 +68,11 @@ function toSpec(device: DeviceAssignment): DeviceSpec {
   return { mdmDeviceId: device.mdm_device_id, path: device.path, poolId: device.pool_id, capacityBytes: device.capacity_bytes, slotBytes: device.slot_bytes };
 }
 
+/** Chunks per report to the MDM (lost and suspect replicas). */
+const REPORT_CHUNKS_PER_CALL_MAX = 10_000;
+/** PFLEX_FAULT_VOLATILE_CACHE=1 (with fault injection): the cache model is on from the first write. */
+const FAULT_VOLATILE_CACHE_ENV = 'PFLEX_FAULT_VOLATILE_CACHE';
+
 /** Unix socket paths are limited to 107 bytes: a deep data dir goes without the local fast path. */
 const SOCKET_PATH_BYTES_MAX = 107;
 
@@ -84,9 +90,20 @@ export async function startSds(options: SdsOptions): Promise<RunningSds> {
   mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
   chmodSync(options.dataDir, 0o700);
   const db: SdsDb = openSdsDatabase(join(options.dataDir, 'sds_local.db'));
-  const store = new ChunkStore(db, log);
+  const { incarnation, created: newIncarnation } = sdsIncarnation(db);
+  let faults: Faults | undefined;
+  if (faultInjectionEnabled()) {
+    faults = new Faults();
+    if (process.env[FAULT_VOLATILE_CACHE_ENV] === '1') faults.set(faultConfigSchema.parse({ volatile_cache: true }));
+    log.warn({ env: FAULT_INJECTION_ENV, volatileCache: faults.volatileCache }, 'FAULT INJECTION ENABLED: this SDS fails IO on request (tests only, never in production)');
+  }
+  const store = new ChunkStore(db, log, faults === undefined ? {} : { faults });
   const stats = new IoStats();
   let node = readNodeFile<NodeFile>(options.dataDir);
+  const identityOf = (sdsId: number): void => {
+    const clusterId = nodeState(db, 'cluster_id');
+    if (clusterId !== undefined) store.setIdentity({ clusterId, sdsId, incarnation });
+  };
   let checker: TokenChecker | undefined;
   let currentKey: Buffer | undefined;
   let peerKey: Buffer | undefined;
@@ -101,18 +118,15 @@ export async function startSds(options: SdsOptions): Promise<RunningSds> {
     peerKey = derivePeerKey(key);
   };
 
-  // With a saved identity, serve from local state at once: IO must not wait for the MDM.
+  // With a saved identity, serve from local state at once: IO must not wait for the MDM. Not so
+  // when this database is new (the data dir was lost): the MDM must first learn that every
+  // replica of the old incarnation is gone, or this SDS would answer for them with zeros.
   if (node !== undefined) {
-    adoptKey(node.signing_key, node.sds_id);
     mdm = new HttpClient({ baseUrl: options.mdmUrl, credential: node.credential });
-    const devices = db.prepare('SELECT * FROM devices ORDER BY id').all() as {
-      mdm_device_id: number;
-      path: string;
-      pool_id: number;
-      capacity_bytes: number;
-      slot_bytes: number;
-    }[];
-    for (const device of devices) store.attachDevice(toSpec(device));
+    identityOf(node.sds_id);
+    if (newIncarnation) log.warn('new sds_local.db beside a saved identity: serving nothing until the MDM accepts this new incarnation');
+    else adoptKey(node.signing_key, node.sds_id);
+    store.attachKnownDevices();
   }
   store.loadChunks();
   const intentsAtStart = store.intentsAtStart();
@@ -123,12 +137,12 @@ export async function startSds(options: SdsOptions): Promise<RunningSds> {
 
   const acks = new TxAckBatcher(() => (registered ? mdm : undefined), log);
   const data: DataServer = await startDataServer(
-    { store, checker: () => checker, peerKey: () => peerKey, stats, acks, log },
+    { store, checker: () => checker, peerKey: () => peerKey, stats, acks, log, faults },
     options.listenHost,
     options.dataPort,
     localSocketPath(options.dataDir),
   );
-  const control = buildControlServer({ store, signingKey: () => currentKey, log });
+  const control = buildControlServer({ store, signingKey: () => currentKey, log, faults });
   const controlPort = await listenOn(control, options.listenHost, options.controlPort);
   const mgmt = buildMgmtServer({
     nodeId: options.nodeId,
@@ -150,11 +164,14 @@ export async function startSds(options: SdsOptions): Promise<RunningSds> {
       ports: { data: data.port, control: controlPort, mgmt: mgmtPort },
     };
     if (data.socketPath !== undefined) body.data_socket_path = data.socketPath;
+    body.incarnation = incarnation;
+    body.device_states = store.deviceReport().map((device) => ({ mdm_device_id: device.mdm_device_id, state: device.state, ...(device.reason !== undefined ? { reason: device.reason.slice(0, 500) } : {}) }));
     if (options.pd !== undefined) body.pd = options.pd;
     if (options.faultSet !== undefined) body.fault_set = options.faultSet;
     if (options.devices !== undefined && options.devices.length > 0) body.devices = options.devices;
     const answer = await registerWithMdm<{
       credential: string;
+      cluster_id: string;
       sds_id: number;
       signing_key: string;
       devices: DeviceAssignment[];
@@ -168,9 +185,11 @@ export async function startSds(options: SdsOptions): Promise<RunningSds> {
     );
     node = { node_id: options.nodeId, credential: answer.credential, sds_id: answer.sds_id, signing_key: answer.signing_key };
     writeNodeFile(options.dataDir, node);
+    setNodeState(db, 'cluster_id', answer.cluster_id);
+    identityOf(answer.sds_id);
     adoptKey(answer.signing_key, answer.sds_id);
     mdm = new HttpClient({ baseUrl: options.mdmUrl, credential: answer.credential });
-    for (const device of answer.devices) store.attachDevice(toSpec(device));
+    attachAssigned(answer.devices);
     // Replicas fenced while this SDS was away: their chunks' epochs now, so requests carrying the
     // old epoch (an SDC's plan from before the fence) are refused, never served stale data.
     for (const chunk of answer.stale_epochs ?? []) {
@@ -179,6 +198,47 @@ export async function startSds(options: SdsOptions): Promise<RunningSds> {
     registered = true;
     heartbeatIntervalMs = answer.heartbeat_interval_ms;
     log.info({ sdsId: answer.sds_id, devices: answer.devices.length }, 'registered with the MDM');
+    reconciled = false;
+    await reconcile().catch((error: unknown) => log.warn({ err: (error as Error).message }, 'reporting lost and suspect replicas failed; retried at the next heartbeat'));
+  };
+
+  /** Devices the MDM assigned; one that cannot be attached is logged and reported, not fatal. */
+  const attachAssigned = (devices: readonly DeviceAssignment[]): void => {
+    for (const device of devices) {
+      try {
+        store.attachDevice(toSpec(device));
+      } catch (error) {
+        log.error({ path: device.path, err: (error as Error).message }, 'device refused');
+      }
+    }
+  };
+
+  /**
+   * After (re)registration: replicas on missing or foreign devices are reported lost (the MDM
+   * fences them and answers their new epochs, kept here as tombstones); chunks with crash-time
+   * write intents are reported suspect (the MDM trusts them where no peer is current, else fences
+   * them for a copy). Retried at the next heartbeat until both are done.
+   */
+  let reconciled = false;
+  const reconcile = async (): Promise<void> => {
+    if (reconciled || mdm === undefined) return;
+    const lost = store.lostChunks();
+    for (let first = 0; first < lost.length; first += REPORT_CHUNKS_PER_CALL_MAX) {
+      const page = lost.slice(first, first + REPORT_CHUNKS_PER_CALL_MAX);
+      const answer = await mdm.post<{ tombstones: { volume_id: number; chunk_index: number; epoch: number }[] }>('/sds/replicas/lost', {
+        chunks: page.map((chunk) => ({ volume_id: chunk.volume_id, chunk_index: chunk.chunk_index })),
+        reason: 'device missing or foreign',
+      });
+      for (const chunk of answer.tombstones) store.deleteChunk(chunk.volume_id, chunk.chunk_index, chunk.epoch);
+    }
+    const suspects = store.suspectChunks();
+    for (let first = 0; first < suspects.length; first += REPORT_CHUNKS_PER_CALL_MAX) {
+      const page = suspects.slice(first, first + REPORT_CHUNKS_PER_CALL_MAX);
+      const answer = await mdm.post<{ trusted: { volume_id: number; chunk_index: number }[]; fenced: number }>('/sds/replicas/suspect', { chunks: page });
+      store.clearResynced(answer.trusted);
+      log.warn({ reported: page.length, trusted: answer.trusted.length, fenced: answer.fenced }, 'chunks with crash-time write intents reported to the MDM');
+    }
+    reconciled = true;
   };
 
   let heartbeatIntervalMs = 2000;
@@ -196,8 +256,9 @@ export async function startSds(options: SdsOptions): Promise<RunningSds> {
           write_intents_at_start: intentsAtStart.length,
           tx_acks_dropped: acks.dropped,
         });
-        for (const device of answer.devices ?? []) store.attachDevice(toSpec(device));
+        attachAssigned(answer.devices ?? []);
         heartbeatIntervalMs = answer.heartbeat_interval_ms;
+        await reconcile();
       }
     } catch (error) {
       if (error instanceof HttpClientError && error.status === 401) registered = false;

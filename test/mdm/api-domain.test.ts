@@ -265,7 +265,7 @@ t.test('rename: new name resolves, old name is gone, taken name refused with 409
   t.equal((await api.ok('/vol/vol-thick')).id, ids.volThick, 'vol-thick kept its name');
 });
 
-t.test('map: readWrite and readOnly; already mapped; multi-map needs allow_multi_map', async (t) => {
+t.test('map: readWrite and readOnly; already mapped; multi-map needs allow_multi_map and readOnly everywhere', async (t) => {
   const rw = await api.post('/vol/map', { volume: 'vol-thick', sdc: 'sdc1', access_mode: 'readWrite' });
   t.equal(rw.status, 201);
   t.equal(rw.body.access_mode, 'readWrite');
@@ -298,10 +298,26 @@ t.test('map: readWrite and readOnly; already mapped; multi-map needs allow_multi
   );
   t.equal((await api.ok('/vol/vol-thick')).mappings.length, 1, 'the refused map added nothing');
 
-  const multi = await api.post('/vol/map', { volume: 'vol-thick', sdc: 'sdc2', access_mode: 'readOnly', allow_multi_map: true });
-  t.equal(multi.status, 201, 'second SDC with allow_multi_map');
+  // A volume mapped readWrite has exactly one SDC (overlapping writes are ordered within one SDC).
+  for (const mode of ['readOnly', 'readWrite']) {
+    assertApiError(
+      t,
+      await api.post('/vol/map', { volume: 'vol-thick', sdc: 'sdc2', access_mode: mode, allow_multi_map: true }),
+      { status: 409, code: 'PFLEX_ERR_MULTI_WRITER', message: /mapped readWrite to SDC sdc1/ },
+      `a second SDC (${mode}) beside a readWrite mapping`,
+    );
+  }
+  t.equal((await api.ok('/vol/vol-thick')).mappings.length, 1, 'the refused maps added nothing');
+  assertApiError(
+    t,
+    await api.post('/vol/map', { volume: 'vol-a', sdc: 'sdc2', access_mode: 'readWrite', allow_multi_map: true }),
+    { status: 409, code: 'PFLEX_ERR_MULTI_WRITER' },
+    'readWrite beside a readOnly mapping',
+  );
+  const multi = await api.post('/vol/map', { volume: 'vol-a', sdc: 'sdc2', access_mode: 'readOnly', allow_multi_map: true });
+  t.equal(multi.status, 201, 'a second SDC with allow_multi_map when every mapping is readOnly');
   t.same(
-    (await api.ok('/vol/vol-thick')).mappings.map((m: { sdc: string }) => m.sdc),
+    (await api.ok('/vol/vol-a')).mappings.map((m: { sdc: string }) => m.sdc),
     ['sdc1', 'sdc2'],
   );
 
@@ -332,11 +348,11 @@ t.test('deletes that would orphan something are refused with 409 and change noth
 });
 
 t.test('unmap: mapped pairs unmap; unmapping what is not mapped is 409 NOT_MAPPED', async (t) => {
-  const unmapped = await api.post('/vol/unmap', { volume: 'vol-thick', sdc: 'sdc2' });
+  const unmapped = await api.post('/vol/unmap', { volume: 'vol-a', sdc: 'sdc2' });
   t.equal(unmapped.status, 200);
   t.equal(unmapped.body.unmapped.sdc_id, ids.sdc2);
-  assertApiError(t, await api.post('/vol/unmap', { volume: 'vol-thick', sdc: 'sdc2' }), { status: 409, code: 'PFLEX_ERR_NOT_MAPPED' }, 'unmap twice');
-  assertApiError(t, await api.post('/vol/unmap', { volume: 'vol-a', sdc: 'sdc2' }), { status: 409, code: 'PFLEX_ERR_NOT_MAPPED' }, 'never mapped');
+  assertApiError(t, await api.post('/vol/unmap', { volume: 'vol-a', sdc: 'sdc2' }), { status: 409, code: 'PFLEX_ERR_NOT_MAPPED' }, 'unmap twice');
+  assertApiError(t, await api.post('/vol/unmap', { volume: 'vol-thick', sdc: 'sdc2' }), { status: 409, code: 'PFLEX_ERR_NOT_MAPPED' }, 'never mapped');
   assertApiError(t, await api.post('/vol/unmap', { volume: 'vol-nope', sdc: 'sdc2' }), { status: 404, code: 'PFLEX_ERR_NOT_FOUND' }, 'unknown volume');
 
   t.equal((await api.post('/vol/unmap', { volume: 'vol-thick', sdc: 'sdc1' })).status, 200);

@@ -12,7 +12,8 @@ import t from 'tap';
 import { closeSync, openSync, readSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ChunkStore, ChunkStoreError, type DeviceSpec } from '../../src/sds/chunk-store.js';
-import { openSdsDatabase, type SdsDb } from '../../src/sds/sds-database.js';
+import { openSdsDatabase, sdsIncarnation, type SdsDb } from '../../src/sds/sds-database.js';
+import { DEVICE_HEADER_BYTES } from '../../src/sds/device-superblock.js';
 import { createLogger } from '../../src/common/logger.js';
 import { directTempDir, KiB, MiB, Prng } from '../helpers/sds.js';
 
@@ -31,7 +32,14 @@ const spec: DeviceSpec = { mdmDeviceId: 41, path: join(dir, 'devices', 'dev0.img
 const log = createLogger('sds-test', 'silent');
 
 let db: SdsDb = openSdsDatabase(dbPath);
-let store = new ChunkStore(db, log);
+let store = openStore(db);
+
+/** A store with this SDS's identity (what its superblocks name), as a registered SDS has. */
+function openStore(database: SdsDb): ChunkStore {
+  const opened = new ChunkStore(database, log);
+  opened.setIdentity({ clusterId: 'model-test-cluster', sdsId: 1, incarnation: sdsIncarnation(database).incarnation });
+  return opened;
+}
 t.teardown(async () => {
   await store.close().catch(() => undefined);
   if (db.open) db.close();
@@ -176,7 +184,7 @@ function deviceBytes(slot: number): Buffer {
   const fd = openSync(spec.path, 'r');
   try {
     const out = Buffer.alloc(CHUNK_BYTES);
-    readSync(fd, out, 0, CHUNK_BYTES, slot * CHUNK_BYTES);
+    readSync(fd, out, 0, CHUNK_BYTES, DEVICE_HEADER_BYTES + slot * CHUNK_BYTES);
     return out;
   } finally {
     closeSync(fd);
@@ -336,8 +344,8 @@ t.test('a store reopened on the same sds_local.db and device file shows every by
   await store.close();
   db.close();
   db = openSdsDatabase(dbPath);
-  store = new ChunkStore(db, log);
-  store.attachDevice(spec);
+  store = openStore(db);
+  store.attachKnownDevices();
   store.loadChunks();
   t.same(CHUNKS.map(slotOf), slotsBefore, 'the slot map is the same');
   t.same(store.deviceReport(), reportBefore, 'the device report (free slots included) is the same');

@@ -10,7 +10,7 @@ import t from 'tap';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ChunkStore, type DeviceSpec } from '../../src/sds/chunk-store.js';
-import { openSdsDatabase, type SdsDb } from '../../src/sds/sds-database.js';
+import { openSdsDatabase, sdsIncarnation, type SdsDb } from '../../src/sds/sds-database.js';
 import { createLogger } from '../../src/common/logger.js';
 import { directTempDir, KiB, MiB, Prng } from '../helpers/sds.js';
 
@@ -42,6 +42,7 @@ function open(name: string): Side {
 function reopen(side: Side): void {
   side.db = openSdsDatabase(side.dbPath);
   side.store = new ChunkStore(side.db, log);
+  side.store.setIdentity({ clusterId: 'rebuild-copy-test', sdsId: side.spec.path.includes('source') ? 1 : 2, incarnation: sdsIncarnation(side.db).incarnation });
   side.store.attachDevice(side.spec);
   side.store.loadChunks();
 }

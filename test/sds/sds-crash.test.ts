@@ -1,19 +1,19 @@
 /**
  * kill -9 of a real `pflex sds` process in the middle of a write storm, then a restart on the same
  * data dir (DESIGN §6, §7): the SDS re-registers with its saved credential, sds_local.db passes
- * SQLite's integrity check, every write acknowledged before the kill reads back exactly (a killed
- * process loses neither O_DIRECT writes nor the page cache, so FUA or not, every ack counts), the
- * blocks of writes in flight at the kill hold either their old or their new bytes, and the chunks
- * written during the storm come back as write intents (dirty in GET /chunks, "need resync" logged).
+ * SQLite's integrity check, every write acknowledged before the kill is on the device exactly (a
+ * killed process loses neither O_DIRECT writes nor the page cache, so FUA or not, every ack
+ * counts), the blocks of writes in flight at the kill hold either their old or their new bytes,
+ * and the chunks written during the storm come back as write intents (dirty in GET /chunks, "need
+ * resync" logged). Those replicas are suspect: they serve no read, and since their peer is
+ * current the MDM fences them at the registration, to be resynced from the peer.
  */
 import t from 'tap';
 import Database from 'better-sqlite3';
-import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { startTestMdm } from '../helpers/mdm.js';
+import { startSdsBed } from '../helpers/sds-bed.js';
 import {
   controlAuthorization,
-  directTempDir,
   httpCall,
   MiB,
   patternBytes,
@@ -24,9 +24,10 @@ import {
   sleep,
   startSdsProcess,
   TokenSession,
-  type SdsProcess,
 } from '../helpers/sds.js';
 import { Status, statusName } from '../../src/common/sds-protocol.js';
+import { DEVICE_HEADER_BYTES } from '../../src/sds/device-superblock.js';
+import { closeSync, openSync, readSync } from 'node:fs';
 
 const SEED = Number(process.env.PFLEX_CRASH_SEED ?? Date.now() % 1_000_000);
 t.comment(`seed ${SEED} (PFLEX_CRASH_SEED to replay the write pattern; the kill timing is real)`);
@@ -39,16 +40,7 @@ const IN_FLIGHT = 64;
 const CONNECTIONS = 4;
 const KILL_AFTER_ACKS = 2000;
 
-const dir = directTempDir('pflex-sds-crash-');
-const mdm = await startTestMdm();
-const processes: SdsProcess[] = [];
-const clients: SdsDataClient[] = [];
-t.teardown(async () => {
-  for (const client of clients) client.close();
-  await Promise.all(processes.map((p) => p.stop('SIGTERM', 5000)));
-  await mdm.stop();
-  rmSync(dir, { recursive: true, force: true });
-});
+const { dir, mdm, processes, clients } = await startSdsBed(t, 'pflex-sds-crash-');
 
 // Two SDS (a two-copy pool needs two); the storm and the kill are on the first. The storm writes
 // one replica only, behind the MDM's back, so the pool's rebuild is off: a resync of the dirty
@@ -270,12 +262,29 @@ t.test('write intents after the restart: the storm chunks need resync', async (t
   t.equal(warning?.chunks, CHUNKS, 'naming the four storm chunks');
 });
 
-t.test('every acknowledged write reads back exactly; in-flight blocks hold old or new bytes', async (t) => {
-  const session = await TokenSession.authorize(mdm.admin, 'storm', layout.sdc, ['read', 'write'], 0, CHUNKS);
-  t.ok(session.targetsOf(0).includes(node.sds_id), 'a new token names the restarted SDS');
-  const client = new SdsDataClient('127.0.0.1', sds.dataPort, 20_000);
-  clients.push(client);
-  t.equal((await session.install(client)).status, Status.OK, 'the restarted SDS accepts a new token');
+t.test('the suspect replicas serve no read: the MDM fences them, their peer is current', async (t) => {
+  const old = await TokenSession.authorize(mdm.admin, 'storm', layout.sdc, ['read'], 0, CHUNKS);
+  t.notOk(old.targetsOf(0).includes(node.sds_id), 'a new token no longer names the restarted SDS for a storm chunk');
+  const events = await mdm.admin.get<{ type: string; message: string }[]>('/event/list?type=REPLICAS_SUSPECT');
+  t.ok(events.some((event) => event.message.includes(record.name)), 'a REPLICAS_SUSPECT event names the SDS');
+});
+
+/** A chunk's bytes as they sit in the device file (plain pread at the slot sds_local.db names). */
+function deviceChunk(chunk: number): Buffer {
+  const db = new Database(join(sds.dataDir, 'sds_local.db'), { readonly: true, fileMustExist: true });
+  const row = db.prepare('SELECT slot_index FROM chunks WHERE chunk_index = ?').get(chunk) as { slot_index: number };
+  db.close();
+  const fd = openSync(record.devicePath, 'r');
+  try {
+    const out = Buffer.alloc(CHUNK_BYTES);
+    readSync(fd, out, 0, CHUNK_BYTES, DEVICE_HEADER_BYTES + row.slot_index * CHUNK_BYTES);
+    return out;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+t.test('every acknowledged write is on the device exactly; in-flight blocks hold old or new bytes', async (t) => {
   const cache = new Map<number, Buffer>();
   const blockOf = (writeId: number, block: number): Buffer => {
     const write = writes.get(writeId)!;
@@ -300,10 +309,7 @@ t.test('every acknowledged write reads back exactly; in-flight blocks hold old o
     for (let b = write.firstBlock; b < write.firstBlock + write.blocks; b += 1) unackedOn[write.chunk]!.set(b, id);
   }
   for (let chunk = 0; chunk < CHUNKS; chunk += 1) {
-    const reply = await session.read(client, chunk, 0, CHUNK_BYTES);
-    t.equal(statusName(reply.status), 'OK', `chunk ${chunk} reads`);
-    if (reply.status !== Status.OK) continue;
-    const bytes = reply.payload ?? Buffer.alloc(0);
+    const bytes = deviceChunk(chunk);
     for (let b = 0; b < BLOCKS_PER_CHUNK; b += 1) {
       const got = bytes.subarray(b * BLOCK, (b + 1) * BLOCK);
       const ackedId = acked[chunk]![b]!;
@@ -322,11 +328,6 @@ t.test('every acknowledged write reads back exactly; in-flight blocks hold old o
   t.equal(ackedBad.length, 0, `no acknowledged block lost (${ackedBad.length})`);
   t.same(inFlightBad.slice(0, 10), [], 'each block of an unacknowledged write holds its old or its new bytes, nothing else');
   t.ok(exact > 0 && ackedIds.size >= KILL_AFTER_ACKS, 'the check covered the storm');
-
-  const after = writeData(999_999, 3 * BLOCK);
-  t.equal(statusName((await session.write(client, 2, 17 * BLOCK, after, { fua: true })).status), 'OK', 'a new write after the restart');
-  const back = await session.read(client, 2, 17 * BLOCK, after.length);
-  t.ok(back.status === Status.OK && back.payload?.equals(after), 'reads back');
 });
 
 t.test('sds_local.db of the running, restarted SDS is intact', async (t) => {
@@ -364,6 +365,7 @@ t.test("rebuild off: the dirty chunks wait; switched on, they are resynced from 
   const client = new SdsDataClient('127.0.0.1', sds.dataPort, 20_000);
   clients.push(client);
   t.equal((await session.install(client)).status, Status.OK, 'a token at the new epoch');
+  t.ok(session.targetsOf(0).includes(node.sds_id), 'the resynced replicas are current again: the token names the SDS');
   const zeros = Buffer.alloc(CHUNK_BYTES);
   for (let chunk = 0; chunk < CHUNKS; chunk += 1) {
     const reply = await session.read(client, chunk, 0, CHUNK_BYTES);

@@ -8,12 +8,12 @@
  * Also: 200 concurrent connections, the connection limit, and PEER_READ bounds.
  */
 import t from 'tap';
+import { DEVICE_HEADER_BYTES } from '../../src/sds/device-superblock.js';
 import Database from 'better-sqlite3';
-import { closeSync, openSync, readSync, rmSync } from 'node:fs';
+import { closeSync, openSync, readSync } from 'node:fs';
 import { join } from 'node:path';
-import { startTestMdm } from '../helpers/mdm.js';
+import { startSdsBed } from '../helpers/sds-bed.js';
 import {
-  directTempDir,
   KiB,
   MiB,
   patternBytes,
@@ -26,7 +26,6 @@ import {
   sleep,
   startSdsProcess,
   TokenSession,
-  type SdsProcess,
 } from '../helpers/sds.js';
 import {
   derivePeerKey,
@@ -44,17 +43,10 @@ import {
 const SEED = Number(process.env.PFLEX_FUZZ_SEED ?? 20261123);
 t.comment(`seed ${SEED} (set PFLEX_FUZZ_SEED to replay)`);
 
-const dir = directTempDir('pflex-sds-fuzz-');
-const mdm = await startTestMdm();
-const processes: SdsProcess[] = [];
-const clients: SdsDataClient[] = [];
+const { dir, mdm, processes, clients } = await startSdsBed(t, 'pflex-sds-fuzz-');
 const raws: RawConnection[] = [];
-t.teardown(async () => {
-  for (const client of clients) client.close();
+t.teardown(() => {
   for (const raw of raws) raw.destroy();
-  await Promise.all(processes.map((p) => p.stop('SIGTERM', 5000)));
-  await mdm.stop();
-  rmSync(dir, { recursive: true, force: true });
 });
 
 const layout = await setupSdsCluster(mdm.admin, {
@@ -117,7 +109,7 @@ function knownOnDevice(): boolean {
   try {
     return known.every((k) => {
       const out = Buffer.alloc(k.bytes.length);
-      readSync(fd, out, 0, out.length, slotOf(k.chunk) * layout.chunkSizeBytes + k.offset);
+      readSync(fd, out, 0, out.length, DEVICE_HEADER_BYTES + slotOf(k.chunk) * layout.chunkSizeBytes + k.offset);
       return out.equals(k.bytes);
     });
   } finally {
@@ -191,7 +183,7 @@ t.test('binary headers with a wrong magic, an unknown opcode or a payload over 8
   const replyMagic = header({ opcode: Opcode.PING });
   replyMagic.write('PFRP', 0, 'latin1');
   cases.push(['reply magic PFRP', replyMagic]);
-  for (const opcode of [0x00, 0x06, 0x0f, 0x11, 0x21, 0x31, 0x7f, 0xff]) cases.push([`unknown opcode 0x${opcode.toString(16)}`, header({ opcode })]);
+  for (const opcode of [0x00, 0x06, 0x0f, 0x11, 0x21, 0x32, 0x7f, 0xff]) cases.push([`unknown opcode 0x${opcode.toString(16)}`, header({ opcode })]);
   cases.push(['payload_bytes 8 MiB + 1', header({ opcode: Opcode.WRITE, payloadBytes: FRAME_PAYLOAD_BYTES_MAX + 1, lengthBytes: FRAME_PAYLOAD_BYTES_MAX + 1 })]);
   cases.push(['payload_bytes 2^32-1', header({ opcode: Opcode.TOKEN, payloadBytes: 0xffffffff })]);
   // A valid PING first (answered), so the connection is binary; then the bad header.

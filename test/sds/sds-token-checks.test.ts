@@ -10,11 +10,9 @@
  */
 import t, { type Test } from 'tap';
 import { randomBytes } from 'node:crypto';
-import { rmSync } from 'node:fs';
-import { startTestMdm } from '../helpers/mdm.js';
+import { startSdsBed } from '../helpers/sds-bed.js';
 import {
   controlAuthorization,
-  directTempDir,
   httpCall,
   KiB,
   MiB,
@@ -28,23 +26,13 @@ import {
   startSdsProcess,
   TokenSession,
   type IoReply,
-  type SdsProcess,
 } from '../helpers/sds.js';
 import { decodeToken, deriveSessionKey, signToken, type TokenFields } from '../../src/common/io-token.js';
 import { Opcode, Status, statusName } from '../../src/common/sds-protocol.js';
 
 type Tap = Test;
 
-const dir = directTempDir('pflex-sds-tokens-');
-const mdm = await startTestMdm();
-const processes: SdsProcess[] = [];
-const clients: SdsDataClient[] = [];
-t.teardown(async () => {
-  for (const client of clients) client.close();
-  await Promise.all(processes.map((sds) => sds.stop('SIGTERM', 5000)));
-  await mdm.stop();
-  rmSync(dir, { recursive: true, force: true });
-});
+const { dir, mdm, processes, clients } = await startSdsBed(t, 'pflex-sds-tokens-');
 
 const CHUNKS = 12;
 const layout = await setupSdsCluster(mdm.admin, {
@@ -327,34 +315,60 @@ t.test('sequence numbers: replays and numbers older than the 4096 window are REP
 });
 
 t.test('stale epochs: from the header, and after fencing through the control plane', async (t) => {
-  const epoch = rw.epochOf(A);
-  const stale = await rw.write(client, A, 0, Buffer.alloc(4096, 0xee), { epoch: epoch + 5 });
+  // Fenced here: chunk C, written first, then at a new epoch behind the MDM's back. Epochs only
+  // grow, so C stays fenced for the MDM's tokens; the other subtests use A and B.
+  const C = untouched[untouched.length - 1]!;
+  t.ok(untouched.length >= 2, 'a spare chunk of this SDS to fence', { untouched });
+  const patternC = patternBytes(4, PATTERN_BYTES);
+  expectStatus(t, await rw.write(client, C, 0, patternC), Status.OK, 'write chunk C');
+  const epoch = rw.epochOf(C);
+  const stale = await rw.write(client, C, 0, Buffer.alloc(4096, 0xee), { epoch: epoch + 5 });
   expectStatus(t, stale, Status.STALE_EPOCH, 'header epoch ≠ token epoch');
   t.equal(stale.aux, epoch, 'aux carries the SDS epoch of the chunk');
   const poolId = decodeToken(rw.token).fields.poolId;
   const auth = controlAuthorization(signingKey);
   const fence = await httpCall(`${sds.controlUrl}/chunks/epoch`, {
     authorization: auth,
-    json: { chunks: [{ volume_id: rw.volumeId, chunk_index: A, pool_id: poolId, epoch: epoch + 1 }] },
+    json: { chunks: [{ volume_id: rw.volumeId, chunk_index: C, pool_id: poolId, epoch: epoch + 1 }] },
   });
-  t.equal(fence.status, 200, 'the control plane installs a new epoch for chunk A', { body: fence.text });
+  t.equal(fence.status, 200, 'the control plane installs a new epoch for chunk C', { body: fence.text });
   for (const [what, reply] of [
-    ['write', await rw.write(client, A, 0, Buffer.alloc(4096, 0xee))],
-    ['FUA write', await rw.write(client, A, A1_OFFSET, Buffer.alloc(4096, 0xee), { fua: true })],
-    ['trim', await rw.trim(client, A, 0, 8192)],
-    ['read', await rw.read(client, A, 0, 4096)],
-    ['header with the new epoch, token with the old', await rw.write(client, A, 0, Buffer.alloc(4096, 0xee), { epoch: epoch + 1 })],
+    ['write', await rw.write(client, C, 0, Buffer.alloc(4096, 0xee))],
+    ['FUA write', await rw.write(client, C, A1_OFFSET, Buffer.alloc(4096, 0xee), { fua: true })],
+    ['trim', await rw.trim(client, C, 0, 8192)],
+    ['read', await rw.read(client, C, 0, 4096)],
+    ['header with the new epoch, token with the old', await rw.write(client, C, 0, Buffer.alloc(4096, 0xee), { epoch: epoch + 1 })],
   ] as const) {
     expectStatus(t, reply, Status.STALE_EPOCH, `${what} under the old epoch`);
     t.equal(reply.aux, epoch + 1, `${what}: aux is the SDS's new epoch`);
   }
   expectStatus(t, await rw.read(client, B, 0, 16), Status.OK, 'chunk B is not fenced');
+  // Epochs only grow: installing the old epoch again is refused, and C stays fenced.
   const restore = await httpCall(`${sds.controlUrl}/chunks/epoch`, {
     authorization: auth,
-    json: { chunks: [{ volume_id: rw.volumeId, chunk_index: A, pool_id: poolId, epoch }] },
+    json: { chunks: [{ volume_id: rw.volumeId, chunk_index: C, pool_id: poolId, epoch }] },
   });
-  t.equal(restore.status, 200, 'the old epoch is installed again');
-  await assertPatternIntact(t, 'after stale epochs (fenced writes never landed)');
+  t.equal(restore.status, 200, 'an older epoch install is answered', { body: restore.text });
+  t.same(restore.body?.newer_held, [{ volume_id: rw.volumeId, chunk_index: C, epoch, held: epoch + 1 }], 'and names the newer epoch it kept');
+  expectStatus(t, await rw.read(client, C, 0, 16), Status.STALE_EPOCH, 'the old epoch still reads nothing');
+  // C's bytes, read with a token at its new epoch (signed as the MDM would): the fenced writes never landed.
+  const base = decodeToken(rw.token).fields;
+  const tokenId = randomBytes(16);
+  const fields: TokenFields = { ...base, tokenId, chunks: base.chunks.map((chunk, i) => (base.chunkFirst + i === C ? { ...chunk, epoch: epoch + 1 } : chunk)) };
+  const fresh = new TokenSession({
+    ...rw.answer,
+    token: signToken(fields, signingKey).toString('base64'),
+    token_id: tokenId.toString('hex'),
+    session_key: deriveSession(tokenId).toString('base64'),
+    chunks: rw.answer.chunks.map((chunk) => (chunk.index === C ? { ...chunk, epoch: epoch + 1 } : chunk)),
+  });
+  expectStatus(t, await fresh.install(client), Status.OK, 'a token at the new epoch installs');
+  const back = await fresh.read(client, C, 0, PATTERN_BYTES);
+  t.ok(back.status === Status.OK && back.payload?.equals(patternC), 'chunk C holds its pattern: no fenced write landed');
+  await assertPatternIntact(t, 'after stale epochs');
+  // The later subtests compare against the state after this one.
+  replicasBefore = await replicas();
+  deviceHashBefore = await sha256File(record.devicePath);
 });
 
 t.test('bad MACs and a stolen token without its session key: BAD_MAC', async (t) => {

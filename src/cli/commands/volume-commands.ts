@@ -146,7 +146,7 @@ export function registerVolumeCommands(program: Command): void {
     .command('map <volume> <sdc>')
     .description('map a volume to an SDC, which then exports it over NBD')
     .option('--read-only', 'map readOnly (NBD exports it READ_ONLY)')
-    .option('--allow-multi-map', 'allow the volume to be mapped to more than one SDC')
+    .option('--allow-multi-map', 'allow the volume to be mapped to more than one SDC (every mapping readOnly: a readWrite volume has one SDC)')
     .action(async (volumeRef: string, sdcRef: string, options: { readOnly?: boolean; allowMultiMap?: boolean }, command: Command) => {
       const { client, output } = contextOf(command);
       const mapping = await client.post<{ access_mode: string }>('/vol/map', {

@@ -21,8 +21,9 @@ import {
 import { applyTxAcks, authorize, authorizeSchema, txAckSchema } from '../token-authority.js';
 import type { SdcRow } from '../rows.js';
 import type { Caller } from '../auth.js';
-import type { Fencing } from '../fencing.js';
+import type { Fencing, EpochOrder } from '../fencing.js';
 import type { Rebuilder } from '../rebuild.js';
+import { replicaFailureSchema, sdsChunkReportSchema, type ReplicaFaults } from '../replica-faults.js';
 
 export const EVENTS_PAGE_MAX = 1000;
 export const PFLEX_VERSION = '0.1.0';
@@ -47,7 +48,14 @@ const eventQuerySchema = z.object({
   type: z.string().regex(/^[A-Z_]{1,64}$/).optional(),
 });
 
-export function registerClusterRoutes(app: FastifyInstance, context: MdmContext, startedAtMs: number, fencing: Fencing, rebuilder: Rebuilder): void {
+export function registerClusterRoutes(
+  app: FastifyInstance,
+  context: MdmContext,
+  startedAtMs: number,
+  fencing: Fencing,
+  rebuilder: Rebuilder,
+  replicaFaults: ReplicaFaults,
+): void {
   const { db } = context;
 
   app.get('/health', { config: { access: 'public' } }, async () => ({
@@ -58,7 +66,12 @@ export function registerClusterRoutes(app: FastifyInstance, context: MdmContext,
     uptime_s: Math.round((Date.now() - startedAtMs) / 1000),
   }));
 
-  app.get('/cluster/status', { config: { access: 'admin-or-node' } }, async () => ({ ...clusterStatus(db, context.clusterId), rebuild: rebuilder.status() }));
+  app.get('/cluster/status', { config: { access: 'admin-or-node' } }, async () => ({
+    ...clusterStatus(db, context.clusterId),
+    rebuild: rebuilder.status(),
+    // Epoch installs and chunk deletions not yet delivered (an SDS that did not answer): retried.
+    sds_orders_pending: fencing.orders.pending(),
+  }));
   app.get('/rebuild/status', { config: { access: 'admin-or-node' } }, async () => ({ pools: rebuilder.status() }));
   app.post('/cluster/join-token', async (request, reply) =>
     reply.status(201).send(createJoinToken(db, createJoinTokenSchema.parse(bodyOf(request)))),
@@ -75,7 +88,15 @@ export function registerClusterRoutes(app: FastifyInstance, context: MdmContext,
   // -------- discovery
   app.post('/discovery/register', { config: { access: 'public' } }, async (request, reply) => {
     const input = registerSchema.parse(bodyOf(request));
-    const answer = registerNode(context, input, request.caller);
+    // An SDS registers in the chain of epoch changes: the epochs it is told of are final, and a
+    // new incarnation (its state was lost) fences every replica it had before it serves.
+    const register = async () => {
+      let lost: Map<number, EpochOrder[]> | undefined;
+      const registration = registerNode(context, input, request.caller, Date.now(), { sdsStateLost: (sdsId) => (lost = replicaFaults.incarnationLost(sdsId)) });
+      if (lost !== undefined) await fencing.installEpochs(lost);
+      return registration;
+    };
+    const answer = input.roles.includes('sds') ? await fencing.serialize(register) : await register();
     // An SDC that (re)starts may have died with writes in flight: their chunks are resynced.
     if (input.roles.includes('sdc')) rebuilder.resyncAfterSdcLoss(input.node_id);
     if (answer.sds_id !== undefined) rebuilder.sdsRegistered(answer.sds_id);
@@ -144,6 +165,32 @@ export function registerClusterRoutes(app: FastifyInstance, context: MdmContext,
     const caller = nodeCaller(request, 'sdc');
     const input = reportSchema.parse(bodyOf(request));
     return fencing.reportUnreachable(input.sds_id, caller.nodeId, input.problem);
+  });
+  /**
+   * An SDC says a replica could not take a write (or serve a read): it is fenced alone where a
+   * peer is current, and the SDC re-plans onto the survivors (see replica-faults.ts).
+   */
+  app.post('/replicas/report-failed', { config: { access: 'node' } }, async (request) => {
+    const caller = nodeCaller(request, 'sdc');
+    const outcomes = await replicaFaults.reportFailures(caller.nodeId, replicaFailureSchema.parse(bodyOf(request)));
+    rebuilder.kick();
+    return { outcomes };
+  });
+  /** An SDS's replicas on devices it found missing or foreign. */
+  app.post('/sds/replicas/lost', { config: { access: 'node' } }, async (request) => {
+    const caller = nodeCaller(request, 'sds');
+    const sds = getRow<{ id: number }>(db, 'sds', caller.nodeId);
+    const answer = await replicaFaults.replicasLost(sds.id, sdsChunkReportSchema.parse(bodyOf(request)));
+    rebuilder.kick();
+    return answer;
+  });
+  /** An SDS's chunks with crash-time write intents: trusted, or fenced for a copy. */
+  app.post('/sds/replicas/suspect', { config: { access: 'node' } }, async (request) => {
+    const caller = nodeCaller(request, 'sds');
+    const sds = getRow<{ id: number }>(db, 'sds', caller.nodeId);
+    const answer = await replicaFaults.replicasSuspect(sds.id, sdsChunkReportSchema.parse(bodyOf(request)));
+    rebuilder.kick();
+    return answer;
   });
   app.post('/io/tx/ack', { config: { access: 'node' } }, async (request) =>
     applyTxAcks(context, nodeCaller(request, 'sds').nodeId, txAckSchema.parse(bodyOf(request))),

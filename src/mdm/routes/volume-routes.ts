@@ -22,8 +22,9 @@ import { volumeChunksView, volumeView } from '../views.js';
 import { notifySdcs, sdcIdsOfVolume } from '../sdc-notifier.js';
 import { verifyVolume } from '../volume-verify.js';
 import type { VolumeRow } from '../rows.js';
+import type { SdsOrders } from '../sds-orders.js';
 
-export function registerVolumeRoutes(app: FastifyInstance, context: MdmContext): void {
+export function registerVolumeRoutes(app: FastifyInstance, context: MdmContext, orders: SdsOrders): void {
   const { db } = context;
 
   app.post('/vol/create', async (request, reply) => {
@@ -58,7 +59,12 @@ export function registerVolumeRoutes(app: FastifyInstance, context: MdmContext):
     notifySdcs(db, context.log, sdcIdsOfVolume(db, volume.id));
     return volumeView(db, volume);
   });
-  app.delete('/vol/:id', async (request) => ({ deleted: deleteVolume(db, refParam(request)) }));
+  app.delete('/vol/:id', async (request) => {
+    // The SDS free the volume's slots (durable orders, delivered now or when each SDS is back).
+    const deleted = deleteVolume(db, refParam(request), (sdsId, chunks) => orders.queueDeletions(sdsId, chunks));
+    void orders.retry();
+    return { deleted };
+  });
   app.post('/vol/map', async (request, reply) => {
     const mapping = mapVolume(db, mapVolumeSchema.parse(bodyOf(request)));
     notifySdcs(db, context.log, [mapping.sdc_id]);

@@ -1,0 +1,55 @@
+/**
+ * The MDM's calls to an SDS: orders on its control plane (HTTP, the control credential) and a
+ * liveness probe on its data port (PING). Nothing here decides anything; fencing, the rebuilder
+ * and the order outbox (sds-orders.ts) do.
+ */
+import type { MdmContext } from './context.js';
+import { SdsDataClient } from '../common/sds-client.js';
+import { deriveControlCredential, Opcode, Status } from '../common/sds-protocol.js';
+
+export const CONTROL_TIMEOUT_MS = 5000;
+const PROBE_TIMEOUT_MS = 1500;
+
+export class SdsControl {
+  constructor(private readonly context: MdmContext) {}
+
+  /** Sends an order to an SDS's control plane (POST with a JSON body, unless `method` says GET). */
+  async call(sdsId: number, path: string, body: unknown, timeoutMs = CONTROL_TIMEOUT_MS, method: 'GET' | 'POST' = 'POST'): Promise<unknown> {
+    const target = this.context.db.prepare('SELECT name, host, control_port FROM sds WHERE id = ?').get(sdsId) as
+      | { name: string; host: string; control_port: number }
+      | undefined;
+    if (target === undefined) throw new Error(`SDS #${sdsId} is unknown`);
+    const host = target.host.includes(':') ? `[${target.host}]` : target.host;
+    const response = await fetch(`http://${host}:${target.control_port}${path}`, {
+      method,
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${deriveControlCredential(this.context.signingKey)}` },
+      ...(method === 'GET' ? {} : { body: JSON.stringify(body) }),
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+    const text = await response.text();
+    if (!response.ok) throw new Error(`${target.name} ${path}: HTTP ${response.status} ${text.slice(0, 200)}`);
+    return text.length > 0 ? JSON.parse(text) : undefined;
+  }
+
+  /** The chunks an SDS knows (GET /chunks on its control plane). */
+  listChunks(sdsId: number): Promise<unknown> {
+    return this.call(sdsId, '/chunks', undefined, CONTROL_TIMEOUT_MS, 'GET');
+  }
+}
+
+/** True when the SDS's data port answers a PING in time. */
+export async function probe(host: string, port: number): Promise<boolean> {
+  const client = new SdsDataClient(host, port, PROBE_TIMEOUT_MS);
+  try {
+    const reply = await client.request(
+      { opcode: Opcode.PING, flags: 0, tokenId: Buffer.alloc(16), seq: 0n, volumeId: 0, chunkIndex: 0, epoch: 0, offsetBytes: 0, lengthBytes: 0 },
+      undefined,
+      undefined,
+    );
+    return reply.status === Status.OK;
+  } catch {
+    return false;
+  } finally {
+    client.close();
+  }
+}
