@@ -124,7 +124,7 @@ export class ChunkStore {
     private readonly db: SdsDb,
     private readonly log: Logger,
   ) {
-    this.log.info({ backend: this.io.backend, threads: this.io.threads }, 'device IO queue started');
+    this.log.info({ backend: this.io.backend, threads: this.io.threads, io_uring: this.io.ioUring }, 'device IO queue started');
   }
 
   // ------------------------------------------------------------ devices
