@@ -105,7 +105,7 @@ export class ChunkStore {
     this.io = this.faultyIo ?? queue;
     this.devices = new DeviceSet(db, this.io, log, (fd, mdmDeviceId) => this.faultyIo?.registerFd(fd, mdmDeviceId));
     this.intents = new WriteIntents(db);
-    this.log.info({ backend: this.io.backend, threads: this.io.threads }, 'device IO queue started');
+    this.log.info({ backend: this.io.backend, threads: this.io.threads, io_uring: queue.ioUring }, 'device IO queue started');
   }
 
   // ------------------------------------------------------------ identity and devices

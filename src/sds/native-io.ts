@@ -82,6 +82,7 @@ interface NativeIo {
   IO_QUEUE_THREADS_MAX: number;
   IO_QUEUE_BATCH_MAX: number;
   SYSCALL_NAMES: string[];
+  IO_URING_BUILT: boolean;
   O_RDONLY: number;
   O_WRONLY: number;
   O_RDWR: number;
@@ -294,6 +295,13 @@ export function ioQueueThreadsFromEnv(env: NodeJS.ProcessEnv = process.env): num
   return threads;
 }
 
+/**
+ * True when the addon was built with the IoQueue's io_uring backend: `npm install` (node-gyp,
+ * binding.gyp) found liburing's header and library (Debian: liburing-dev). False: built without it,
+ * and every IoQueue runs on threads whatever backend it is asked for.
+ */
+export const IO_URING_BUILT: boolean = native.IO_URING_BUILT;
+
 /** The IoQueue backend running: io_uring (no worker threads for read/write/fdatasync) or threads. */
 export type IoQueueBackend = 'io_uring' | 'threads';
 /** The backend asked for: 'auto' (the default) is io_uring where the kernel allows it, else threads. */
@@ -321,10 +329,25 @@ export interface IoQueueOptions {
    */
   threads?: number;
   /**
-   * 'auto' (default) or 'io_uring': an io_uring where io_uring_setup works (else, silently, the
-   * threads); 'threads': worker threads. {@link IoQueue.backend} tells which one runs.
+   * 'auto' (default) or 'io_uring': an io_uring where the addon was built with it
+   * ({@link IO_URING_BUILT}) and io_uring_setup works, else the threads (no error);
+   * 'threads': worker threads. {@link IoQueue.backend} tells which one runs,
+   * {@link IoQueue.ioUring} why.
    */
   backend?: IoQueueBackendChoice;
+}
+
+/**
+ * Whether io_uring runs for a queue asked for `asked` that runs `running`, and if not why, for the
+ * log: 'in use', 'not asked for (backend threads)', 'not built (liburing-dev missing at npm
+ * install)' or 'refused by the kernel (io_uring_setup failed)'; where io_uring was asked for by name
+ * and threads run, the reason says so.
+ */
+export function describeIoUring(asked: IoQueueBackendChoice, running: IoQueueBackend, built: boolean = IO_URING_BUILT): string {
+  if (running === 'io_uring') return 'in use';
+  if (asked === 'threads') return 'not asked for (backend threads)';
+  const reason = built ? 'refused by the kernel (io_uring_setup failed)' : 'not built (liburing-dev missing at npm install)';
+  return asked === 'io_uring' ? `${reason}: io_uring was asked for, threads run instead` : reason;
 }
 
 const OP_READ = native.IO_OP_READ;
@@ -415,8 +438,9 @@ class CompletionTable {
  * Batched data-plane IO (DESIGN §7, §10): the same operations, semantics and errors as the
  * Promise-returning functions above ({@link pread}, {@link pwrite}, ...), with completions delivered
  * to JavaScript in batches. Two backends: an io_uring driven from the event loop (the default where
- * the kernel allows it: SQEs submitted once per loop phase, completions noticed through an eventfd)
- * or the queue's own worker threads (not the libuv threadpool).
+ * the addon was built with liburing, {@link IO_URING_BUILT}, and the kernel allows it: SQEs
+ * submitted once per loop phase, completions noticed through an eventfd) or the queue's own worker
+ * threads (not the libuv threadpool).
  *
  * - Argument errors reject with TypeError / RangeError; failed system calls with an {@link IoError}
  *   whose code, errno, syscall and message match the functions above.
@@ -428,14 +452,24 @@ class CompletionTable {
 export class IoQueue {
   private readonly table = new CompletionTable();
   private readonly native: NativeIoQueue;
+  private readonly asked: IoQueueBackendChoice;
 
   constructor(options: IoQueueOptions = {}) {
     this.native = new native.IoQueue(this.table.complete, options.threads, options.backend);
+    this.asked = options.backend ?? 'auto';
   }
 
-  /** The backend running: 'io_uring' or 'threads' (also where io_uring was asked for but refused). */
+  /**
+   * The backend running: 'io_uring' or 'threads' (also where io_uring was asked for but not built
+   * or refused).
+   */
   get backend(): IoQueueBackend {
     return this.native.backend;
+  }
+
+  /** Whether io_uring runs here and if not why ({@link describeIoUring}), for the start-up log. */
+  get ioUring(): string {
+    return describeIoUring(this.asked, this.native.backend);
   }
 
   /** Worker threads running (io_uring backend: 0 until the first zeroRange or punchHole). */

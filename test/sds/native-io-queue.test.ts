@@ -3,7 +3,8 @@
  * both backends: round trips, EOF zero-fill, 1000 concurrent mixed operations checked against an
  * in-memory model, errno-coded rejections shaped like the promise functions', argument validation,
  * close semantics, and that an idle queue neither keeps the process alive nor leaks its threads or
- * ring once collected. Plus: the default backend here is io_uring.
+ * ring once collected. Plus: the default backend is io_uring where the addon was built with liburing
+ * (test/sds/native-io-build.test.ts builds it without), and what the start-up log says about it.
  */
 import t, { type Test } from 'tap';
 import { spawnSync } from 'node:child_process';
@@ -99,10 +100,14 @@ function assertIoError(tt: Tap, error: unknown, code: string, syscall: string, w
   tt.match(error.message, new RegExp(`^${syscall}: .+ \\(${code}\\)$`), `${what}: message`);
 }
 
-t.test('the default backend is io_uring here (auto), and PFLEX_SDS_IO_BACKEND chooses', async (t) => {
+/** The backend 'auto' and 'io_uring' run with this build (the kernel here allows io_uring). */
+const ringOrThreads: io.IoQueueBackend = io.IO_URING_BUILT ? 'io_uring' : 'threads';
+t.comment(`this addon was built ${io.IO_URING_BUILT ? 'with' : 'without'} liburing (IO_URING_BUILT ${io.IO_URING_BUILT})`);
+
+t.test('the default backend is io_uring where built with liburing (auto), and PFLEX_SDS_IO_BACKEND chooses', async (t) => {
   const queue = newQueue(t, {});
-  t.equal(queue.backend, 'io_uring', 'default: io_uring');
-  t.equal(queue.threads, 0, 'no worker threads');
+  t.equal(queue.backend, ringOrThreads, `default: ${ringOrThreads}`);
+  t.equal(queue.threads, io.IO_URING_BUILT ? 0 : io.IO_QUEUE_THREADS_DEFAULT, 'worker threads: none with io_uring');
   t.equal(io.ioQueueBackendFromEnv({}), 'auto', 'unset: auto');
   t.equal(io.ioQueueBackendFromEnv({ [io.IO_BACKEND_ENV]: '' }), 'auto', 'empty: auto');
   t.equal(io.ioQueueBackendFromEnv({ [io.IO_BACKEND_ENV]: ' threads ' }), 'threads');
@@ -113,12 +118,43 @@ t.test('the default backend is io_uring here (auto), and PFLEX_SDS_IO_BACKEND ch
   t.throws(() => new io.IoQueue({ backend: 'uring' as io.IoQueueBackendChoice }), RangeError, "backend 'uring'");
   t.throws(() => new io.IoQueue({ backend: 1 as unknown as io.IoQueueBackendChoice }), TypeError, 'backend 1');
   t.equal(newQueue(t, { backend: 'threads' }).backend, 'threads', 'threads when asked');
-  t.equal(newQueue(t, { backend: 'io_uring' }).backend, 'io_uring', 'io_uring when asked');
+  t.equal(newQueue(t, { backend: 'io_uring' }).backend, ringOrThreads, `${ringOrThreads} when io_uring is asked for`);
+});
+
+t.test('ioUring and describeIoUring: whether io_uring runs and why not, for the start-up log', async (t) => {
+  t.equal(newQueue(t, {}).ioUring, io.IO_URING_BUILT ? 'in use' : 'not built (liburing-dev missing at npm install)', 'auto');
+  t.equal(newQueue(t, { backend: 'threads' }).ioUring, 'not asked for (backend threads)', 'threads');
+  t.equal(
+    newQueue(t, { backend: 'io_uring' }).ioUring,
+    io.IO_URING_BUILT ? 'in use' : 'not built (liburing-dev missing at npm install): io_uring was asked for, threads run instead',
+    'io_uring asked for',
+  );
+  t.equal(io.describeIoUring('auto', 'io_uring', true), 'in use', 'auto running io_uring');
+  t.equal(io.describeIoUring('io_uring', 'io_uring', true), 'in use', 'io_uring running io_uring');
+  for (const built of [true, false]) {
+    t.equal(io.describeIoUring('threads', 'threads', built), 'not asked for (backend threads)', `built ${built}: threads asked for`);
+  }
+  t.equal(io.describeIoUring('auto', 'threads', false), 'not built (liburing-dev missing at npm install)', 'auto, not built');
+  t.equal(io.describeIoUring('auto', 'threads', true), 'refused by the kernel (io_uring_setup failed)', 'auto, refused');
+  t.equal(
+    io.describeIoUring('io_uring', 'threads', false),
+    'not built (liburing-dev missing at npm install): io_uring was asked for, threads run instead',
+    'io_uring asked for, not built',
+  );
+  t.equal(
+    io.describeIoUring('io_uring', 'threads', true),
+    'refused by the kernel (io_uring_setup failed): io_uring was asked for, threads run instead',
+    'io_uring asked for, refused',
+  );
 });
 
 for (const backend of ['threads', 'io_uring'] as const) defineSuite(backend);
 
 function defineSuite(backend: io.IoQueueBackend): void {
+  if (backend === 'io_uring' && !io.IO_URING_BUILT) {
+    t.test('io_uring: the backend suite', { skip: 'this addon was built without liburing (IO_URING_BUILT false)' }, async () => {});
+    return;
+  }
   /** The worker threads a queue asked for `threads` starts at once. */
   const startedThreads = (threads: number) => (backend === 'threads' ? threads : 0);
   t.test(`${backend}: round trips, subarrays, EOF zero-fill, fdatasync, zeroRange and punchHole`, async (t) => {
