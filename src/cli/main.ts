@@ -11,6 +11,7 @@ import { registerNodeCommands } from './commands/node-commands.js';
 import { registerVolumeCommands } from './commands/volume-commands.js';
 import { registerClusterCommands } from './commands/cluster-commands.js';
 import { registerScenarioCommands } from './commands/scenario-commands.js';
+import { registerLocalCommands } from './commands/local-commands.js';
 import { parseIntegerArgument } from './context.js';
 
 export const EXIT_FAILURE = 1;
@@ -55,6 +56,7 @@ $PFLEX_DATA_DIR/mdm/admin.token (default ./data/mdm/admin.token).`,
   registerNodeCommands(program);
   registerVolumeCommands(program);
   registerScenarioCommands(program);
+  registerLocalCommands(program);
   // `pflex sds --data-port …` (run) and `pflex sds add --data-port …` share flag names, so a
   // command's options only count before its subcommand. --json still works anywhere: every leaf
   // command accepts it too.

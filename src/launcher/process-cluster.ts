@@ -50,6 +50,8 @@ export interface ClusterSpec {
   readonly heartbeatIntervalMs?: number;
   /** Extra environment for every child (never secrets on command lines). */
   readonly env?: NodeJS.ProcessEnv;
+  /** Aborting it makes start() stop what it started and throw (e.g. a child died while starting). */
+  readonly signal?: AbortSignal;
   /** Called when a child exits on its own (not through stop()). */
   readonly onUnexpectedExit?: (name: string, code: number | null, signal: NodeJS.Signals | null) => void;
 }
@@ -60,7 +62,16 @@ export interface ClusterProcess {
   /** What spawn() was given, to start the process again the same way. */
   readonly spawnArgs: readonly string[];
   readonly spawnEnv: NodeJS.ProcessEnv;
+  /** When this child was spawned (Date.now()). */
+  readonly startedAtMs: number;
   child: ChildProcess;
+}
+
+export type ClusterRole = 'mdm' | 'sds' | 'sdc';
+
+/** A child's role, from its name: sdc…, sds…, else the MDM. */
+export function roleOf(name: string): ClusterRole {
+  return name.startsWith('sdc') ? 'sdc' : name.startsWith('sds') ? 'sds' : 'mdm';
 }
 
 export class ProcessCluster {
@@ -89,21 +100,28 @@ export class ProcessCluster {
   /** Starts (or restarts, with its data) the whole cluster and waits until the SDC exports. */
   static async start(spec: ClusterSpec): Promise<ProcessCluster> {
     mkdirSync(spec.dataDir, { recursive: true });
+    const { signal } = spec;
     const mdmArgs = ['mdm', '--port', String(spec.mdmPort), '--data-dir', join(spec.dataDir, 'mdm')];
     if (spec.heartbeatIntervalMs !== undefined) mdmArgs.push('--heartbeat-interval-ms', String(spec.heartbeatIntervalMs));
     const bootstrapCluster = new ProcessCluster(spec, '');
     bootstrapCluster.spawn('mdm', mdmArgs);
-    await waitForHealth(bootstrapCluster.mdmUrl, 30_000);
+    try {
+      await waitForHealth(bootstrapCluster.mdmUrl, 30_000, false, signal);
+    } catch (error) {
+      await bootstrapCluster.stop();
+      throw error;
+    }
     const tokenFile = join(spec.dataDir, 'mdm', 'admin.token');
     const adminToken = process.env.PFLEX_ADMIN_TOKEN ?? (existsSync(tokenFile) ? readFileSync(tokenFile, 'utf8').trim() : '');
     const cluster = new ProcessCluster(spec, adminToken);
     for (const [name, entry] of bootstrapCluster.processes) cluster.processes.set(name, entry);
     try {
       await cluster.bootstrap();
+      signal?.throwIfAborted();
       for (let index = 0; index < spec.sds.length; index += 1) cluster.startSds(index);
-      for (let index = 0; index < spec.sds.length; index += 1) await waitForHealth(`http://127.0.0.1:${spec.sds[index]!.mgmt}`, 30_000, true);
+      for (let index = 0; index < spec.sds.length; index += 1) await waitForHealth(`http://127.0.0.1:${spec.sds[index]!.mgmt}`, 30_000, true, signal);
       cluster.startSdc();
-      await cluster.waitForSdc();
+      await cluster.waitForSdc(30_000, signal);
     } catch (error) {
       await cluster.stop();
       throw error;
@@ -219,9 +237,9 @@ export class ProcessCluster {
   }
 
   /** Waits until the SDC is registered and exports every volume of the spec. */
-  async waitForSdc(timeoutMs = 30_000): Promise<void> {
+  async waitForSdc(timeoutMs = 30_000, signal?: AbortSignal): Promise<void> {
     const wanted = (this.spec.volumes ?? [{ name: 'vol1' }]).filter((volume) => !('mapToSdc1' in volume) || volume.mapToSdc1 !== false).map((volume) => volume.name);
-    await waitForExports(this.spec.sdc.mgmt, wanted, timeoutMs);
+    await waitForExports(this.spec.sdc.mgmt, wanted, timeoutMs, signal);
   }
 
   spawn(name: string, args: string[], env: NodeJS.ProcessEnv = {}): ClusterProcess {
@@ -235,7 +253,7 @@ export class ProcessCluster {
     const poolEnv = { UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '16' };
     const child = spawn(process.execPath, [...nodeArgs, PFLEX_BIN, ...fullArgs], { stdio: ['ignore', log, log], env: { ...process.env, ...poolEnv, ...env } });
     closeSync(log);
-    const entry: ClusterProcess = { name, args: fullArgs, spawnArgs: args, spawnEnv: env, child };
+    const entry: ClusterProcess = { name, args: fullArgs, spawnArgs: args, spawnEnv: env, startedAtMs: Date.now(), child };
     this.processes.set(name, entry);
     child.on('exit', (code, signal) => {
       if (!this.stopping && this.processes.get(name)?.child === child) this.spec.onUnexpectedExit?.(name, code, signal);
@@ -249,6 +267,14 @@ export class ProcessCluster {
     if (entry === undefined) throw new Error(`no process ${name}`);
     if (entry.child.exitCode === null && entry.child.signalCode === null) throw new Error(`${name} is still running`);
     return this.spawn(name, [...entry.spawnArgs], entry.spawnEnv);
+  }
+
+  /** The URL whose /health answers once the named child of the spec serves (undefined for others). */
+  healthUrl(name: string): string | undefined {
+    if (name === 'mdm') return this.mdmUrl;
+    if (name === 'sdc1') return `http://127.0.0.1:${this.spec.sdc.mgmt}`;
+    const index = this.spec.sds.findIndex((_, n) => this.sdsName(n) === name);
+    return index === -1 ? undefined : `http://127.0.0.1:${this.spec.sds[index]!.mgmt}`;
   }
 
   pid(name: string): number | undefined {
@@ -278,7 +304,7 @@ export class ProcessCluster {
 }
 
 function rank(name: string): number {
-  return name.startsWith('sdc') ? 0 : name.startsWith('sds') ? 1 : 2;
+  return { sdc: 0, sds: 1, mdm: 2 }[roleOf(name)];
 }
 
 function stopChild(child: ChildProcess, signal: NodeJS.Signals): Promise<void> {
@@ -303,12 +329,12 @@ async function ensure(client: HttpClient, showPath: string, createPath: string, 
   }
 }
 
-/** Waits until `${url}/health` answers (and, when asked, says registered: true). */
 /** Waits until the SDC whose mgmt plane is on `mgmtPort` is registered and exports every named volume. */
-export async function waitForExports(mgmtPort: number, volumes: readonly string[], timeoutMs = 30_000): Promise<void> {
+export async function waitForExports(mgmtPort: number, volumes: readonly string[], timeoutMs = 30_000, signal?: AbortSignal): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  await waitForHealth(`http://127.0.0.1:${mgmtPort}`, timeoutMs, true);
+  await waitForHealth(`http://127.0.0.1:${mgmtPort}`, timeoutMs, true, signal);
   while (Date.now() < deadline) {
+    signal?.throwIfAborted();
     try {
       const response = await fetch(`http://127.0.0.1:${mgmtPort}/mappings`, { signal: AbortSignal.timeout(1000) });
       const body = (await response.json()) as { mappings: { name: string }[] };
@@ -321,9 +347,11 @@ export async function waitForExports(mgmtPort: number, volumes: readonly string[
   throw new Error(`the SDC did not export ${volumes.join(', ')} within ${timeoutMs} ms`);
 }
 
-export async function waitForHealth(url: string, timeoutMs: number, registered = false): Promise<void> {
+/** Waits until `${url}/health` answers (and, when asked, says registered: true); an abort throws. */
+export async function waitForHealth(url: string, timeoutMs: number, registered = false, signal?: AbortSignal): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
+    signal?.throwIfAborted();
     try {
       const response = await fetch(`${url}/health`, { signal: AbortSignal.timeout(1000) });
       if (response.ok && (!registered || ((await response.json()) as { registered?: boolean }).registered === true)) return;
