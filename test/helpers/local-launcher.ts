@@ -125,7 +125,12 @@ export function spawnLauncher(env: Record<string, string>, cwd: string) {
 /** The launcher's exit if it comes within `timeoutMs`; otherwise it is stopped and undefined returned. */
 export async function exitWithin(launcher: ReturnType<typeof spawnLauncher>, timeoutMs: number): Promise<LauncherExit | undefined> {
   let timer: NodeJS.Timeout | undefined;
-  const exit = await Promise.race([launcher.exited, new Promise<undefined>((resolve) => (timer = setTimeout(resolve, timeoutMs)))]);
+  const exit = await Promise.race([
+    launcher.exited,
+    new Promise<undefined>((resolve) => {
+      timer = setTimeout(() => resolve(undefined), timeoutMs);
+    }),
+  ]);
   clearTimeout(timer);
   if (exit === undefined) await launcher.stop();
   return exit;
