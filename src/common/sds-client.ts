@@ -77,7 +77,7 @@ export class SdsDataClient implements ReadSink {
     /** Connect to this Unix socket instead of host:port (an SDS on the same host). */
     readonly socketPath?: string,
     /**
-     * Start every connection with HELLO (PROTOCOL.md §5.4): the SDS then drops this client's
+     * Start every connection with HELLO (PROTOCOL.md §5.6): the SDS then drops this client's
      * older connections, and what they still held, before the new one serves. Every client that
      * retries mutating requests on a new connection needs it (the SDC does).
      */

@@ -37,7 +37,7 @@ export const Opcode = {
    * The first frame of a client connection. Payload: a 16-byte client id and a u64 incarnation
    * that grows with each connection of that client. The SDS drops the client's older connections
    * (with whatever they still held unread) and answers once their running requests are done: a
-   * request the client gave up on can never apply after its retry (PROTOCOL.md §5.4).
+   * request the client gave up on can never apply after its retry (PROTOCOL.md §5.6).
    */
   HELLO: 0x31,
 } as const;

@@ -88,6 +88,14 @@ interface ReplicaRow {
   fault_set_id: number | null;
 }
 
+/** A stale replica that looks unchanged since its fence: it may serve again without a copy. */
+interface CleanReturn {
+  need: ChunkNeed;
+  sdsId: number;
+  staleEpoch: number;
+  sourceIds: number[];
+}
+
 interface ChunkNeed {
   chunk_id: number;
   volume_id: number;
@@ -127,6 +135,7 @@ export class Rebuilder {
   /** An SDS (re)registered: it may have restarted after a crash. */
   sdsRegistered(sdsId: number): void {
     this.mayNeedResync.add(sdsId);
+    this.listings.delete(sdsId); // a listing from before a restart says nothing of what it holds now
     this.kick();
   }
 
@@ -288,7 +297,7 @@ export class Rebuilder {
     const candidates = placementCandidates(db, pool, { useSpare: true });
     const candidateById = new Map(candidates.map((candidate) => [candidate.sdsId, candidate]));
     const redundantStale: { chunk_id: number; sds_id: number; volume_id: number; chunk_index: number; epoch: number }[] = [];
-    const cleanReturns: { need: ChunkNeed; sdsId: number }[] = [];
+    const cleanReturns: CleanReturn[] = [];
 
     for (const [chunkId, replicas] of byChunk) {
       if (this.active.has(chunkId)) continue;
@@ -344,8 +353,9 @@ export class Rebuilder {
       // goes to another SDS first, and back in place only where no other SDS can take it.
       const back = staleBack.find((row) => row.failed_reason === null && targetFree(row.sds_id));
       if (back !== undefined) {
-        const clean = await this.unchangedSinceFence(back.sds_id, back.stale_epoch, current.map((row) => row.sds_id), need);
-        if (clean) cleanReturns.push({ need, sdsId: back.sds_id });
+        const sourceIds = current.map((row) => row.sds_id);
+        const clean = await this.unchangedSinceFence(back.sds_id, back.stale_epoch, sourceIds, need, (id) => this.listing(id));
+        if (clean) cleanReturns.push({ need, sdsId: back.sds_id, staleEpoch: back.stale_epoch!, sourceIds });
         else take(this.job('resync', need, pool, back.sds_id, source, undefined));
         continue;
       }
@@ -467,15 +477,24 @@ export class Rebuilder {
     return undefined;
   }
 
-  /** True when no source took a write after the replica was fenced and the returning SDS has no write intent for it. */
-  private async unchangedSinceFence(sdsId: number, staleEpoch: number | null, sourceIds: number[], need: ChunkNeed): Promise<boolean> {
+  /**
+   * True when no source took a write after the replica was fenced and the returning SDS has no
+   * write intent for it, as the listings `listingOf` gives say.
+   */
+  private async unchangedSinceFence(
+    sdsId: number,
+    staleEpoch: number | null,
+    sourceIds: number[],
+    need: ChunkNeed,
+    listingOf: (sdsId: number) => Promise<Map<string, SdsChunk> | undefined>,
+  ): Promise<boolean> {
     if (staleEpoch === null) return false;
     const key = `${need.volume_id}:${need.chunk_index}`;
-    const mine = (await this.listing(sdsId))?.get(key);
+    const mine = (await listingOf(sdsId))?.get(key);
     // The returning replica took no write after its fence (it refuses newer epochs' writes anyway).
-    if (mine === undefined || mine.needs_resync || mine.rebuilding || mine.written_epoch > staleEpoch) return false;
+    if (mine === undefined || mine.needs_resync || mine.rebuilding || mine.lost || mine.written_epoch > staleEpoch) return false;
     for (const sourceId of sourceIds) {
-      const theirs = (await this.listing(sourceId))?.get(key);
+      const theirs = (await listingOf(sourceId))?.get(key);
       if (theirs === undefined || theirs.written_epoch > staleEpoch) return false;
       // The sources hold data the returning replica does not: it never got (or lost) it.
       if (theirs.stored && !mine.stored) return false;
@@ -483,9 +502,10 @@ export class Rebuilder {
     return true;
   }
 
-  private async listing(sdsId: number): Promise<Map<string, SdsChunk> | undefined> {
+  /** An SDS's chunk listing, from a cache of LISTING_TTL_MS unless `fresh`. */
+  private async listing(sdsId: number, fresh = false): Promise<Map<string, SdsChunk> | undefined> {
     const cached = this.listings.get(sdsId);
-    if (cached !== undefined && Date.now() - cached.atMs < LISTING_TTL_MS) return cached.chunks;
+    if (!fresh && cached !== undefined && Date.now() - cached.atMs < LISTING_TTL_MS) return cached.chunks;
     try {
       const answer = (await this.fencing.listChunks(sdsId)) as { chunks: SdsChunk[] };
       const chunks = new Map(answer.chunks.map((chunk) => [`${chunk.volume_id}:${chunk.chunk_index}`, chunk]));
@@ -517,23 +537,58 @@ export class Rebuilder {
     await this.fencing.deleteChunks(bySds);
   }
 
-  /** Stale replicas nobody wrote since their fence serve again at a new epoch, without a copy. */
-  private async returnClean(pool: PoolRow, returns: { need: ChunkNeed; sdsId: number }[]): Promise<void> {
+  /**
+   * In the chain: stale replicas nobody wrote since their fence serve again, without a copy. The
+   * cached listings that proposed them may be old, and writes to the sources go on meanwhile, so
+   * the decision is made again after the sources were moved to a new epoch (which drains every
+   * write of the old one), from fresh listings: a source written after the fence means a copy
+   * (the next pass resyncs). The returning replica takes the new epoch before it is current, and
+   * no token carries that epoch before this step ends.
+   */
+  private async returnClean(pool: PoolRow, returns: CleanReturn[]): Promise<void> {
     const { db } = this.context;
-    const orders = new Map<number, EpochOrder[]>();
-    let count = 0;
+    const sourceOrders = new Map<number, EpochOrder[]>();
+    const bumped: (CleanReturn & { epoch: number })[] = [];
     db.transaction(() => {
       const still = db.prepare(`SELECT 1 FROM replicas r JOIN chunks c ON c.id = r.chunk_id WHERE r.chunk_id = ? AND r.sds_id = ? AND r.state = 'STALE' AND c.epoch = ?`);
-      for (const { need, sdsId } of returns) {
-        if (still.get(need.chunk_id, sdsId, need.epoch) === undefined) continue;
-        db.prepare(`UPDATE replicas SET state = 'CURRENT', stale_epoch = NULL WHERE chunk_id = ? AND sds_id = ?`).run(need.chunk_id, sdsId);
-        this.bumpEpoch({ chunkId: need.chunk_id, volumeId: need.volume_id, chunkIndex: need.chunk_index, poolId: pool.id }, orders);
-        count += 1;
+      for (const candidate of returns) {
+        if (still.get(candidate.need.chunk_id, candidate.sdsId, candidate.need.epoch) === undefined) continue;
+        const epoch = this.bumpEpoch({ chunkId: candidate.need.chunk_id, volumeId: candidate.need.volume_id, chunkIndex: candidate.need.chunk_index, poolId: pool.id }, sourceOrders);
+        bumped.push({ ...candidate, epoch });
       }
     })();
+    if (bumped.length === 0) return;
+    const failedSources = await this.fencing.installEpochs(sourceOrders);
+    const fresh = new Map<number, Promise<Map<string, SdsChunk> | undefined>>();
+    const listingOf = (sdsId: number): Promise<Map<string, SdsChunk> | undefined> => {
+      let pending = fresh.get(sdsId);
+      if (pending === undefined) {
+        pending = this.listing(sdsId, true);
+        fresh.set(sdsId, pending);
+      }
+      return pending;
+    };
+    const returning = new Map<number, EpochOrder[]>();
+    const clean: (CleanReturn & { epoch: number })[] = [];
+    for (const candidate of bumped) {
+      if (candidate.sourceIds.some((id) => failedSources.has(id))) continue;
+      if (!(await this.unchangedSinceFence(candidate.sdsId, candidate.staleEpoch, candidate.sourceIds, candidate.need, listingOf))) continue;
+      clean.push(candidate);
+      pushTo(returning, candidate.sdsId, { volume_id: candidate.need.volume_id, chunk_index: candidate.need.chunk_index, pool_id: pool.id, epoch: candidate.epoch });
+    }
+    const failedReturns = await this.fencing.installEpochs(returning);
+    let count = 0;
+    db.transaction(() => {
+      const current = db.prepare(`UPDATE replicas SET state = 'CURRENT', stale_epoch = NULL WHERE chunk_id = ? AND sds_id = ? AND state = 'STALE'`);
+      const epochNow = db.prepare('SELECT epoch FROM chunks WHERE id = ?');
+      for (const candidate of clean) {
+        if (failedReturns.has(candidate.sdsId)) continue;
+        if ((epochNow.get(candidate.need.chunk_id) as { epoch: number } | undefined)?.epoch !== candidate.epoch) continue;
+        count += current.run(candidate.need.chunk_id, candidate.sdsId).changes;
+      }
+    })();
+    for (const sdsId of [...returning.keys(), ...sourceOrders.keys()]) this.listings.delete(sdsId);
     if (count === 0) return;
-    const failed = await this.fencing.installEpochs(orders);
-    for (const sdsId of failed) void this.fencing.fence(sdsId, 'could not take a new epoch after its return');
     this.progressOf(pool.id).chunksClean += count;
     recordEvent(db, 'info', 'RESYNC_WITHOUT_COPY', `${count} chunk(s) of pool ${pool.name} were not written while their SDS was away: current again without a copy`, {
       poolId: pool.id,

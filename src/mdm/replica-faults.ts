@@ -88,9 +88,12 @@ export class ReplicaFaults {
       const cancelled = new Map<number, { volume_id: number; chunk_index: number; epoch: number }[]>();
       this.context.db.transaction(() => {
         for (const failure of input.failures) outcomes.push(this.failOne(failure, reporter, orders, tombstones, cancelled));
+        // Dropped rebuild targets forget the chunk through the order outbox: a failed SDS may not
+        // answer, and the chain must not wait for it.
+        for (const [sdsId, chunks] of cancelled) this.fencing.orders.queueDeletions(sdsId, chunks);
       })();
       await this.fencing.installEpochs(orders);
-      await this.fencing.deleteChunks(cancelled);
+      if (cancelled.size > 0) void this.fencing.orders.retry();
       // The failed SDS takes the new epoch too where it still answers, so requests of the old
       // plan still queued there are refused. Best effort and outside the chain: it may be stuck.
       void Promise.all([...tombstones.entries()].map(([sdsId, list]) => this.fencing.control(sdsId, '/chunks/epoch', { chunks: list }).catch(() => undefined)));

@@ -56,6 +56,8 @@ interface Window {
   readonly count: number;
   lease: Lease | undefined;
   fetching: Promise<void> | undefined;
+  /** When the fetch in flight was asked for. */
+  fetchStartedAtMs: number;
   renewTimer: NodeJS.Timeout | undefined;
 }
 
@@ -114,13 +116,15 @@ export class VolumeLeases {
   }
 
   /**
-   * The plan was refused (stale epoch, expired, not a target): fetch the window again, unless a
-   * fetch that started after the failed route was requested already brought a newer one.
+   * The plan was refused (stale epoch, expired, not a target), or the MDM just fenced a replica
+   * of it: fetch the window again, unless a fetch asked for after `notBeforeMs` (by default when
+   * the failed route was requested) already brought a newer plan. A fetch still in flight that
+   * was asked for earlier does not count: its plan may predate the change.
    */
-  async refresh(chunkIndex: number, failed: ChunkRoute): Promise<void> {
+  async refresh(chunkIndex: number, failed: ChunkRoute, notBeforeMs = failed.requestedAtMs): Promise<void> {
     const current = this.routes.get(chunkIndex);
-    if (current !== undefined && current.requestedAtMs > failed.requestedAtMs) return;
-    await this.fetchWindow(this.windowOf(chunkIndex), failed.requestedAtMs, true);
+    if (current !== undefined && current.requestedAtMs > notBeforeMs) return;
+    await this.fetchWindow(this.windowOf(chunkIndex), notBeforeMs, true);
   }
 
   /** Every distinct route currently cached (for FLUSH: which SDS hold this volume). */
@@ -162,17 +166,22 @@ export class VolumeLeases {
     const first = Math.floor(chunkIndex / TOKEN_CHUNKS_MAX) * TOKEN_CHUNKS_MAX;
     let window = this.windows.get(first);
     if (window === undefined) {
-      window = { first, count: Math.min(TOKEN_CHUNKS_MAX, this.chunkCount - first), lease: undefined, fetching: undefined, renewTimer: undefined };
+      window = { first, count: Math.min(TOKEN_CHUNKS_MAX, this.chunkCount - first), lease: undefined, fetching: undefined, fetchStartedAtMs: 0, renewTimer: undefined };
       this.windows.set(first, window);
     }
     return window;
   }
 
   private async fetchWindow(window: Window, notBeforeMs: number, force = false): Promise<void> {
-    if (window.fetching !== undefined) return window.fetching;
+    while (window.fetching !== undefined) {
+      const startedAtMs = window.fetchStartedAtMs;
+      await window.fetching.catch(() => undefined);
+      if (startedAtMs > notBeforeMs) return; // asked for after the caller's change: fresh enough
+    }
     if (!force && window.lease !== undefined && window.lease.issuedAtMs > notBeforeMs && window.lease.expiresAtMs - Date.now() > LEASE_MARGIN_MS) return;
+    const requestedAtMs = Date.now();
+    window.fetchStartedAtMs = requestedAtMs;
     window.fetching = (async () => {
-      const requestedAtMs = Date.now();
       const answer = await this.authorize({ operations: [...this.operations], chunk_first: window.first, chunk_count: window.count });
       window.lease = this.apply(answer, requestedAtMs);
       this.scheduleRenewal(window, answer.ttl_ms);

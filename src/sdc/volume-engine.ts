@@ -442,7 +442,8 @@ export class VolumeEngine {
           throw new VolumeIoError('ENOSPC', `no space for chunk ${piece.chunkIndex} of ${this.volume.name}: ${lastProblem}`);
         }
         this.log.warn({ volume: this.volume.name, chunk: piece.chunkIndex, problem: lastProblem, fenced: hard.length - kept.length }, 'replica failed a write');
-        await this.leases.refresh(piece.chunkIndex, route).catch(() => undefined);
+        // A plan asked for before the fence was answered may still list the fenced replica.
+        await this.leases.refresh(piece.chunkIndex, route, Date.now()).catch(() => undefined);
         if (kept.length > 0) await delay(RETRY_DELAY_MS);
         continue;
       }

@@ -57,6 +57,26 @@ export interface E2eOptions {
 /** The SDS fault layer on, with its volatile write cache model from the first write. */
 export const FAULT_ENV: NodeJS.ProcessEnv = { PFLEX_FAULT_INJECTION: '1', PFLEX_FAULT_VOLATILE_CACHE: '1' };
 
+/** Clusters of this test process: killed if the process is told to stop (a tap timeout), never orphaned. */
+const live = new Set<ProcessCluster>();
+let killOnSignal = false;
+
+function guardAgainstOrphans(cluster: ProcessCluster): void {
+  live.add(cluster);
+  if (killOnSignal) return;
+  killOnSignal = true;
+  const killAll = (): void => {
+    for (const each of live) for (const entry of each.processes.values()) entry.child.kill('SIGKILL');
+  };
+  process.on('exit', killAll);
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    process.once(signal, () => {
+      killAll();
+      process.exit(signal === 'SIGTERM' ? 143 : 130);
+    });
+  }
+}
+
 export async function startE2eCluster(volumes: readonly VolumeSpec[], options: E2eOptions = {}): Promise<E2eCluster> {
   const dataDir = directTempDir('pflex-e2e-');
   const ports = await Promise.all(Array.from({ length: 14 }, () => freePort()));
@@ -72,6 +92,7 @@ export async function startE2eCluster(volumes: readonly VolumeSpec[], options: E
     ...(options.env !== undefined ? { env: options.env } : {}),
     ...(options.pool !== undefined ? { pool: options.pool } : {}),
   });
+  guardAgainstOrphans(cluster);
   const pflex = (...args: string[]): Promise<RunOutput> =>
     run(process.execPath, [PFLEX_BIN, '--mdm', cluster.mdmUrl, '--token-file', cluster.adminTokenFile, ...args], { env: cleanEnv() });
   return {
@@ -86,6 +107,7 @@ export async function startE2eCluster(volumes: readonly VolumeSpec[], options: E
     },
     async stop() {
       await cluster.stop();
+      live.delete(cluster);
       if (process.env.PFLEX_KEEP_TEST_DATA === undefined) rmSync(dataDir, { recursive: true, force: true });
     },
   };
