@@ -90,6 +90,11 @@ export class SdsDataClient implements ReadSink {
     return this.pending.size;
   }
 
+  /** How many connections this client has opened (HELLO clients): a new one means the old one broke. */
+  get generation(): number {
+    return Number(this.incarnation);
+  }
+
   get connected(): boolean {
     return this.socket !== undefined && this.closedError === undefined;
   }

@@ -188,11 +188,15 @@ export class Fencing {
   /**
    * Tells SDS to forget chunks (cancelled rebuilds, moved or stale replicas). Each deletion names
    * the chunk's new epoch: an SDS holding the chunk at that epoch or a newer one (a replica again
-   * meanwhile) keeps it; otherwise its data goes and a record at that epoch stays. What does not
-   * get through now is retried (sds-orders.ts).
+   * meanwhile) keeps it; otherwise its data goes and a record at that epoch stays. Delivered
+   * by the order outbox (sds-orders.ts), now or when the SDS answers again.
    */
   deleteChunks(bySds: Map<number, ChunkDeletion[]>): Promise<void> {
-    return this.orders.deleteChunks(bySds);
+    // Recorded now and delivered by the order outbox, never awaited here: an SDS that does not
+    // answer must not hold up the chain of epoch changes (authorize waits for it).
+    for (const [sdsId, chunks] of bySds) this.orders.queueDeletions(sdsId, chunks);
+    if (bySds.size > 0) void this.orders.retry();
+    return Promise.resolve();
   }
 
   /** The chunks an SDS knows (GET /chunks on its control plane). */

@@ -530,7 +530,9 @@ export class Rebuilder {
     db.transaction(() => {
       const drop = db.prepare(`DELETE FROM replicas WHERE chunk_id = ? AND sds_id = ? AND state = 'STALE'`);
       for (const row of rows) {
-        if (drop.run(row.chunk_id, row.sds_id).changes > 0) pushTo(bySds, row.sds_id, { volume_id: row.volume_id, chunk_index: row.chunk_index, epoch: row.epoch });
+        // One above the chunk's epoch: the SDS was told that epoch for its stale replica (registration,
+        // a fence), and a deletion at an epoch it holds would be taken for "a replica again" and kept.
+        if (drop.run(row.chunk_id, row.sds_id).changes > 0) pushTo(bySds, row.sds_id, { volume_id: row.volume_id, chunk_index: row.chunk_index, epoch: row.epoch + 1 });
       }
     })();
     for (const sdsId of bySds.keys()) this.listings.delete(sdsId);

@@ -149,6 +149,13 @@ export class ReplicaFaults {
           }
           if (mine !== 'CURRENT') continue; // stale or being rebuilt: a copy comes anyway
           if (this.livePeers(ref.id, sdsId) === 0) {
+            // The best there is now. Any other current replica (on an SDS that is DOWN) may hold
+            // what this one lost: from here on it differs, and is copied over, never returned as
+            // it is (stale_epoch NULL never compares clean).
+            const others = db
+              .prepare(`UPDATE replicas SET state = 'STALE', stale_epoch = NULL WHERE chunk_id = ? AND sds_id != ? AND state = 'CURRENT'`)
+              .run(ref.id, sdsId).changes;
+            if (others > 0) this.bump(ref, orders);
             trusted.push(chunk);
             continue;
           }
@@ -196,8 +203,13 @@ export class ReplicaFaults {
     const base = { volume_id: failure.volume_id, chunk_index: failure.chunk_index, sds_id: failure.sds_id };
     const ref = this.chunkRef(failure.volume_id, failure.chunk_index);
     if (ref === undefined) return { ...base, fenced: false, epoch: 0, why: 'no such chunk' };
-    if (ref.epoch > failure.epoch) return { ...base, fenced: true, epoch: ref.epoch, why: 'the chunk moved to a newer epoch: re-plan' };
     const state = this.replicaState(ref.id, failure.sds_id);
+    // A write of `failure.epoch` that failed here may have reached the peers: a replica fenced at
+    // that epoch or later must never return without a copy (stale_epoch below it).
+    if (state === 'STALE') {
+      db.prepare('UPDATE replicas SET stale_epoch = ? WHERE chunk_id = ? AND sds_id = ? AND stale_epoch >= ?').run(failure.epoch - 1, ref.id, failure.sds_id, failure.epoch);
+    }
+    if (ref.epoch > failure.epoch) return { ...base, fenced: true, epoch: ref.epoch, why: 'the chunk moved to a newer epoch: re-plan' };
     if (state === undefined || state === 'STALE') return { ...base, fenced: true, epoch: ref.epoch, why: 'not a replica of the chunk' };
     const why = `${failure.op} ${failure.reason}${failure.detail === '' ? '' : `: ${failure.detail}`} (reported by ${reporter})`;
     if (state === 'REBUILDING') {
@@ -216,7 +228,8 @@ export class ReplicaFaults {
       for (const target of targets) pushTo(cancelled, target.sds_id, { volume_id: ref.volume_id, chunk_index: ref.chunk_index, epoch });
       return { ...base, fenced: false, epoch, why: 'the last current replica is never fenced; its rebuild targets were dropped' };
     }
-    db.prepare(`UPDATE replicas SET state = 'STALE', stale_epoch = ?, failed_reason = ? WHERE chunk_id = ? AND sds_id = ?`).run(ref.epoch, why.slice(0, 400), ref.id, failure.sds_id);
+    // stale_epoch one below: the failed write (of this epoch) may have reached the peers.
+    db.prepare(`UPDATE replicas SET state = 'STALE', stale_epoch = ?, failed_reason = ? WHERE chunk_id = ? AND sds_id = ?`).run(ref.epoch - 1, why.slice(0, 400), ref.id, failure.sds_id);
     const epoch = this.bump(ref, orders);
     if (failure.reason === 'TIMEOUT' || failure.reason === 'UNREACHABLE') {
       // The rebuilder and thin placement would put replicas right back where the SDC cannot reach.

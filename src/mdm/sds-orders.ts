@@ -74,6 +74,9 @@ export class SdsOrders {
    */
   async installEpochs(bySds: Map<number, EpochOrder[]>): Promise<Set<number>> {
     const failed = new Set<number>();
+    // Owed before sent (in the caller's turn, right after its epoch bump committed): an MDM that
+    // dies now finds them at restart and sends them then.
+    for (const [sdsId, list] of bySds) this.keep(sdsId, 'epoch', list, false);
     await Promise.all(
       [...bySds.entries()].map(async ([sdsId, list]) => {
         for (let start = 0; start < list.length; start += EPOCHS_PER_CALL_MAX) {
@@ -83,7 +86,7 @@ export class SdsOrders {
             this.settle(sdsId, 'epoch', page);
           } catch (error) {
             failed.add(sdsId);
-            this.keep(sdsId, 'epoch', page);
+            this.keep(sdsId, 'epoch', page, true);
             this.context.log.error({ sdsId, chunks: page.length, err: (error as Error).message }, 'could not install new epochs on an SDS; retrying until it takes them');
           }
         }
@@ -102,7 +105,7 @@ export class SdsOrders {
             await this.control.call(sdsId, '/chunks/delete', { chunks: page.map(deletionBody) });
             this.settle(sdsId, 'delete', page);
           } catch (error) {
-            this.keep(sdsId, 'delete', page.map((chunk) => ({ ...chunk, pool_id: 0 })));
+            this.keep(sdsId, 'delete', page.map((chunk) => ({ ...chunk, pool_id: 0 })), true);
             this.context.log.warn({ sdsId, chunks: page.length, err: (error as Error).message }, 'could not delete chunks on an SDS; retrying until it takes them');
           }
         }
@@ -112,7 +115,7 @@ export class SdsOrders {
 
   /** Records deletions to send (in the caller's transaction); the retry loop delivers them. */
   queueDeletions(sdsId: number, chunks: readonly { volume_id: number; chunk_index: number; epoch: number | null }[]): void {
-    this.keep(sdsId, 'delete', chunks.map((chunk) => ({ ...chunk, pool_id: 0 })));
+    this.keep(sdsId, 'delete', chunks.map((chunk) => ({ ...chunk, pool_id: 0 })), false);
   }
 
   /** One pass over the owed orders of every SDS that is not DOWN. */
@@ -156,17 +159,18 @@ export class SdsOrders {
       .run();
   }
 
-  private keep(sdsId: number, kind: 'epoch' | 'delete', chunks: readonly { volume_id: number; chunk_index: number; pool_id: number; epoch: number | null }[]): void {
+  /** Records orders as owed (`failedAttempt`: one more attempt failed). */
+  private keep(sdsId: number, kind: 'epoch' | 'delete', chunks: readonly { volume_id: number; chunk_index: number; pool_id: number; epoch: number | null }[], failedAttempt: boolean): void {
     const { db } = this.context;
     const upsert = db.prepare(
       `INSERT INTO sds_orders (sds_id, kind, volume_id, chunk_index, pool_id, epoch, created_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)
        ON CONFLICT (sds_id, kind, volume_id, chunk_index) DO UPDATE SET
          epoch = CASE WHEN excluded.epoch IS NULL OR sds_orders.epoch IS NULL THEN NULL ELSE MAX(sds_orders.epoch, excluded.epoch) END,
-         pool_id = excluded.pool_id, attempts = sds_orders.attempts + 1`,
+         pool_id = excluded.pool_id, attempts = sds_orders.attempts + ?`,
     );
     const now = Date.now();
     db.transaction(() => {
-      for (const chunk of chunks) upsert.run(sdsId, kind, chunk.volume_id, chunk.chunk_index, chunk.pool_id, chunk.epoch, now);
+      for (const chunk of chunks) upsert.run(sdsId, kind, chunk.volume_id, chunk.chunk_index, chunk.pool_id, chunk.epoch, now, failedAttempt ? 1 : 0);
     })();
   }
 

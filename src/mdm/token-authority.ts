@@ -155,6 +155,9 @@ function planChunks(context: MdmContext, volume: VolumeRow, chunkFirst: number, 
     replica_state: string | null;
   }[];
   const byIndex = new Map<number, PlanChunk>();
+  /** Chunks with a current replica on an SDS that is not DOWN. */
+  const livePeer = new Map<number, boolean>();
+  for (const row of rows) if (row.replica_state === 'CURRENT' && row.sds_state !== 'DOWN') livePeer.set(row.chunk_index, true);
   for (const row of rows) {
     let chunk = byIndex.get(row.chunk_index);
     if (chunk === undefined) {
@@ -163,8 +166,13 @@ function planChunks(context: MdmContext, volume: VolumeRow, chunkFirst: number, 
     }
     // Current replicas on reachable SDS serve IO; a replica being rebuilt takes every write (so
     // the copy never misses one) but serves no read. Stale ones wait for resync.
-    if (row.sds_id === null || row.sds_state === 'DOWN') continue;
+    if (row.sds_id === null) continue;
     if (row.replica_state !== 'CURRENT' && row.replica_state !== 'REBUILDING') continue;
+    // A current replica on an SDS just marked DOWN stays in the plan until it is fenced: a write
+    // its peers took without it must fail on it first (and get it fenced at a new epoch), or it
+    // could return clean without that write. The last current replica is left out instead: its
+    // chunk fails honestly at once.
+    if (row.sds_state === 'DOWN' && !(row.replica_state === 'CURRENT' && livePeer.get(row.chunk_index) === true)) continue;
     if (chunk.replicas.length >= TOKEN_TARGETS_PER_CHUNK_MAX) continue;
     const replica: PlanReplica = { sds_id: row.sds_id, sds_name: row.sds_name!, host: row.host!, data_port: row.data_port! };
     if (row.data_socket_path !== null) replica.data_socket_path = row.data_socket_path;

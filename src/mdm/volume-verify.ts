@@ -148,6 +148,8 @@ export async function verifyVolume(context: MdmContext, volumeRef: string | numb
       await new Promise((resolve) => setTimeout(resolve, RETRY_DELAY_MS));
       chunk = planOf(index).get(index);
     }
+    // Every current replica went while it was being verified: say so, never skip it.
+    unreadable.push({ chunk_index: index, first_difference_offset_bytes: null, replicas: [] });
   };
 
   try {

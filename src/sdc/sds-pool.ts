@@ -34,6 +34,11 @@ export class SdsEndpoint {
     return this.clients.reduce((sum, client) => sum + client.inFlight, 0);
   }
 
+  /** Grows whenever a connection to this SDS is made again: what it acknowledged before may be gone. */
+  get generation(): number {
+    return this.clients.reduce((sum, client) => sum + client.generation, 0);
+  }
+
   private pick(): SdsDataClient {
     let best = this.clients[0]!;
     for (const client of this.clients) if (client.inFlight < best.inFlight) best = client;
@@ -134,6 +139,12 @@ export class SdsPool {
       byHost.set(host, endpoint);
     }
     return endpoint;
+  }
+
+  /** The endpoint for "host:port", if one was made. */
+  endpointByKey(key: string): SdsEndpoint | undefined {
+    const colon = key.lastIndexOf(':');
+    return this.endpoints.get(Number(key.slice(colon + 1)))?.get(key.slice(0, colon));
   }
 
   close(): void {

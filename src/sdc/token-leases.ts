@@ -148,12 +148,13 @@ export class VolumeLeases {
     if (chunkCount === this.chunkCount && sameOperations) return;
     this.chunkCount = chunkCount;
     this.operations = operations;
-    // Windows sized for the old count (or leases for the old operations) are dropped and refetched.
+    // Windows sized for the old count (or leases for the old operations) are dropped and
+    // refetched. Their routes stay until the refetch replaces them: a FLUSH must still find every
+    // SDS the volume's writes went to.
     for (const [first, window] of this.windows) {
       if (sameOperations && window.first + window.count <= chunkCount && window.count === Math.min(TOKEN_CHUNKS_MAX, chunkCount - first)) continue;
       if (window.renewTimer !== undefined) clearTimeout(window.renewTimer);
       this.windows.delete(first);
-      for (const [index, route] of this.routes) if (index >= first && index < first + TOKEN_CHUNKS_MAX && route.lease === window.lease) this.routes.delete(index);
     }
   }
 

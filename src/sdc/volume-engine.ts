@@ -14,7 +14,7 @@ import type { Logger } from '../common/logger.js';
 import { RangeLock } from '../common/range-lock.js';
 import { Opcode, RequestFlag, Status, statusName } from '../common/sds-protocol.js';
 import { SdsConnectionError } from '../common/sds-client.js';
-import type { SdsPool } from './sds-pool.js';
+import type { SdsEndpoint, SdsPool } from './sds-pool.js';
 import { TokenRefusedError } from './sds-pool.js';
 import type { ChunkRoute, VolumeLeases } from './token-leases.js';
 import type { PlanReplica } from '../common/io-plan.js';
@@ -120,6 +120,21 @@ export class VolumeEngine {
   readonly counters: EngineCounters = { reads: 0, writes: 0, bytesRead: 0, bytesWritten: 0, replans: 0, failovers: 0, errors: 0 };
 
   private closed = false;
+  /**
+   * Chunks with mutations acknowledged (without FUA) since the last FLUSH that covered them, and
+   * for each, the replicas that acknowledged them with the generation of their connection then. A
+   * FLUSH is acknowledged only when, for each such chunk, a replica that took those writes over a
+   * connection that has not broken since (its SDS did not restart, so it still holds them) is
+   * now flushed; when every one of them broke (both replicas lost power), the writes may be
+   * gone, and the FLUSH fails with EIO instead of promising them.
+   */
+  private unflushed = new Map<number, Map<string, number>>();
+  /**
+   * Replicas that failed a write the MDM could not be told of yet (it is away), per chunk, with
+   * the epoch of the plan: they may lack a write their peers took, so they serve no read here
+   * until the plan moves on (the MDM fenced them once it heard the report).
+   */
+  private readonly unfenced = new Map<number, { epoch: number; sdsIds: Set<number> }>();
 
   constructor(
     readonly volume: VolumeInfo,
@@ -175,6 +190,41 @@ export class VolumeEngine {
    * it (its replicas are stale and need no flush), so the flush is retried on the new plan.
    */
   async flush(): Promise<void> {
+    const covered = this.unflushed;
+    this.unflushed = new Map();
+    let flushed: Set<string>;
+    try {
+      flushed = await this.flushAll();
+    } catch (error) {
+      // Not made durable: a later FLUSH must cover these writes again.
+      for (const [chunk, acks] of covered) if (!this.unflushed.has(chunk)) this.unflushed.set(chunk, acks);
+      throw error;
+    }
+    const held = (key: string, generation: number): boolean => flushed.has(key) && this.pool.endpointByKey(key)?.generation === generation;
+    const lost = [...covered.entries()].filter(([, acks]) => ![...acks.entries()].some(([key, generation]) => held(key, generation)));
+    if (lost.length > 0) {
+      // Every replica that took these writes lost its connection since (its SDS restarted): the
+      // writes may be gone, and no FLUSH can bring them back. Reported once, as fsync does.
+      this.counters.errors += 1;
+      throw new VolumeIoError('EIO', `flush of ${this.volume.name}: writes to chunk(s) ${lost.map(([chunk]) => chunk).join(',')} may be lost: every replica that took them restarted before they were flushed`);
+    }
+  }
+
+  private noteUnflushed(chunkIndex: number, endpoints: readonly SdsEndpoint[]): void {
+    let acks = this.unflushed.get(chunkIndex);
+    if (acks === undefined) {
+      acks = new Map();
+      this.unflushed.set(chunkIndex, acks);
+    }
+    for (const endpoint of endpoints) {
+      const key = `${endpoint.host}:${endpoint.port}`;
+      // The oldest generation counts: a write acknowledged before a reconnect may be gone.
+      if (!acks.has(key)) acks.set(key, endpoint.generation);
+    }
+  }
+
+  /** FLUSH to every SDS of the volume's plans, until all answer; returns the "host:port" of those flushed. */
+  private async flushAll(): Promise<Set<string>> {
     const deadline = Date.now() + PIECE_DEADLINE_MS;
     let lastProblem = 'no attempt';
     while (Date.now() < deadline) {
@@ -203,7 +253,7 @@ export class VolumeEngine {
           }
         }),
       );
-      if (failed.length === 0) return;
+      if (failed.length === 0) return new Set(bySds.keys());
       lastProblem = failed.map((failure) => `${failure.key}: ${failure.problem}`).join('; ');
       for (const failure of failed) if (failure.unreachable) this.reportUnreachable(failure.sdsId, failure.problem);
       // An SDS that cannot make this volume's writes durable holds no replica of it we can trust:
@@ -305,7 +355,7 @@ export class VolumeEngine {
         out.fill(0, piece.requestOffset, piece.requestOffset + piece.lengthBytes);
         return out;
       }
-      const replicas = readableReplicas(route.chunk.replicas);
+      const replicas = this.withoutUnfenced(piece.chunkIndex, route, readableReplicas(route.chunk.replicas));
       if (replicas.length === 0) {
         await this.failLost(piece.chunkIndex, route);
         continue;
@@ -394,8 +444,9 @@ export class VolumeEngine {
       }
       const results = await Promise.all(
         replicas.map(async (replica) => {
+          const endpoint = this.pool.endpoint(replica.host, replica.data_port, replica.data_socket_path);
           try {
-            const reply = await this.pool.endpoint(replica.host, replica.data_port, replica.data_socket_path).send(
+            const reply = await endpoint.send(
               route.lease,
               {
                 opcode: request.opcode,
@@ -410,17 +461,20 @@ export class VolumeEngine {
               },
               request.payload,
             );
-            return { replica, status: reply.status, problem: statusName(reply.status), reason: HARD_STATUSES.get(reply.status) };
+            return { replica, endpoint, status: reply.status, problem: statusName(reply.status), reason: HARD_STATUSES.get(reply.status) };
           } catch (error) {
             if (!(error instanceof SdsConnectionError) && !(error instanceof TokenRefusedError)) throw error;
-            if (error instanceof TokenRefusedError) return { replica, status: Status.TOKEN_EXPIRED, problem: error.message, reason: undefined };
+            if (error instanceof TokenRefusedError) return { replica, endpoint, status: Status.TOKEN_EXPIRED, problem: error.message, reason: undefined };
             this.reportUnreachable(replica.sds_id, error.message);
-            return { replica, status: NO_ANSWER, problem: error.message, reason: noAnswerReason(error) };
+            return { replica, endpoint, status: NO_ANSWER, problem: error.message, reason: noAnswerReason(error) };
           }
         }),
       );
       const failed = results.filter((result) => result.status !== Status.OK);
-      if (failed.length === 0) return;
+      if (failed.length === 0) {
+        if ((request.flags & RequestFlag.FUA) === 0) this.noteUnflushed(piece.chunkIndex, results.map((result) => result.endpoint));
+        return;
+      }
       lastProblem = failed.map((result) => `${result.replica.sds_name}: ${result.problem}`).join('; ');
       if (failed.some((result) => result.status === Status.BAD_REQUEST)) {
         this.counters.errors += 1;
@@ -436,6 +490,7 @@ export class VolumeEngine {
           hard.map((result) => this.failure(piece.chunkIndex, route, result.replica, result.reason!, 'write', `${result.replica.sds_name}: ${result.problem}`)),
         );
         const kept = outcomes === undefined ? hard : hard.filter((result) => !outcomes.some((outcome) => outcome.sds_id === result.replica.sds_id && outcome.fenced));
+        if (outcomes === undefined) this.noteUnfenced(piece.chunkIndex, route.chunk.epoch, hard.map((result) => result.replica.sds_id));
         if (kept.length > 0 && kept.every((result) => result.status === Status.NO_SPACE) && outcomes !== undefined) {
           // No replica left that could take it, and none did: a clear ENOSPC, replicas alike.
           this.counters.errors += 1;
@@ -455,6 +510,27 @@ export class VolumeEngine {
     }
     this.counters.errors += 1;
     throw new VolumeIoError('EIO', `write to chunk ${piece.chunkIndex} of ${this.volume.name} failed: ${lastProblem}`);
+  }
+
+  private noteUnfenced(chunkIndex: number, epoch: number, sdsIds: readonly number[]): void {
+    let entry = this.unfenced.get(chunkIndex);
+    if (entry === undefined || entry.epoch !== epoch) {
+      entry = { epoch, sdsIds: new Set() };
+      this.unfenced.set(chunkIndex, entry);
+    }
+    for (const sdsId of sdsIds) entry.sdsIds.add(sdsId);
+  }
+
+  /** The readable replicas less those that failed a write not yet fenced (all of them if none would be left). */
+  private withoutUnfenced(chunkIndex: number, route: ChunkRoute, replicas: PlanReplica[]): PlanReplica[] {
+    const entry = this.unfenced.get(chunkIndex);
+    if (entry === undefined) return replicas;
+    if (entry.epoch !== route.chunk.epoch) {
+      this.unfenced.delete(chunkIndex); // the plan moved on: the MDM has decided
+      return replicas;
+    }
+    const left = replicas.filter((replica) => !entry.sdsIds.has(replica.sds_id));
+    return left.length > 0 ? left : replicas;
   }
 
   private failure(chunkIndex: number, route: ChunkRoute, replica: PlanReplica, reason: ReplicaFailureReason, op: 'read' | 'write', detail: string): ReplicaFailure {

@@ -5,7 +5,7 @@
  * Engines share one SDS connection pool, and one reporter of failed replicas to the MDM.
  */
 import type { Logger } from '../common/logger.js';
-import type { HttpClient } from '../common/http-client.js';
+import { HttpClientError, type HttpClient } from '../common/http-client.js';
 import { chunkCountOfVolume } from './sizes.js';
 import type { MappingRow } from './sdc-database.js';
 import { SdsPool } from './sds-pool.js';
@@ -132,6 +132,12 @@ export class VolumeRegistry {
       }
       return outcomes;
     } catch (error) {
+      const status = error instanceof HttpClientError ? (error.status ?? 0) : 0;
+      if (status >= 400 && status < 500 && status !== 401 && status !== 408 && status !== 429) {
+        // Refused for good (the volume is no longer mapped here, a bad report): not retried.
+        this.log.warn({ err: (error as Error).message, failures: failures.length }, 'the MDM refused failed-replica reports');
+        return undefined;
+      }
       this.log.warn({ err: (error as Error).message, failures: failures.length }, 'could not report failed replicas to the MDM; retrying');
       this.keepFailures(failures);
       return undefined;

@@ -237,16 +237,36 @@ export class ChunkStore {
     return true;
   }
 
-  /** setEpoch for many chunks in one transaction (one fsync). Returns the chunks refused as lower. */
+  /**
+   * setEpoch for many chunks in one transaction (one fsync); memory follows only once it is
+   * committed, so a failed commit changes nothing. Returns the chunks refused as lower.
+   */
   setEpochs(chunks: readonly { volume_id: number; chunk_index: number; pool_id: number; epoch: number }[]): { volume_id: number; chunk_index: number; epoch: number; held: number }[] {
     const refused: { volume_id: number; chunk_index: number; epoch: number; held: number }[] = [];
+    const changes = new Map<string, { volumeId: number; chunkIndex: number; poolId: number; epoch: number; isNew: boolean }>();
+    for (const chunk of chunks) {
+      const key = chunkKey(chunk.volume_id, chunk.chunk_index);
+      const held = changes.get(key)?.epoch ?? this.chunks.get(key)?.epoch;
+      if (held !== undefined && chunk.epoch < held) {
+        refused.push({ volume_id: chunk.volume_id, chunk_index: chunk.chunk_index, epoch: chunk.epoch, held });
+        continue;
+      }
+      if (held === chunk.epoch) continue;
+      changes.set(key, { volumeId: chunk.volume_id, chunkIndex: chunk.chunk_index, poolId: chunk.pool_id, epoch: chunk.epoch, isNew: !this.chunks.has(key) });
+    }
+    const insert = this.db.prepare('INSERT INTO chunks (volume_id, chunk_index, pool_id, epoch) VALUES (?, ?, ?, ?)');
+    const update = this.db.prepare(`UPDATE chunks SET epoch = ?, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ','now') WHERE volume_id = ? AND chunk_index = ? AND epoch < ?`);
     this.db.transaction(() => {
-      for (const chunk of chunks) {
-        if (!this.setEpoch(chunk.volume_id, chunk.chunk_index, chunk.pool_id, chunk.epoch)) {
-          refused.push({ volume_id: chunk.volume_id, chunk_index: chunk.chunk_index, epoch: chunk.epoch, held: this.epochOf(chunk.volume_id, chunk.chunk_index) ?? 0 });
-        }
+      for (const change of changes.values()) {
+        if (change.isNew) insert.run(change.volumeId, change.chunkIndex, change.poolId, change.epoch);
+        else update.run(change.epoch, change.volumeId, change.chunkIndex, change.epoch);
       }
     })();
+    for (const [key, change] of changes) {
+      const entry = this.chunks.get(key);
+      if (entry === undefined) this.chunks.set(key, newEntry(change.volumeId, change.chunkIndex, change.poolId, change.epoch));
+      else entry.epoch = change.epoch;
+    }
     return refused;
   }
 
@@ -299,7 +319,9 @@ export class ChunkStore {
     if (!(await this.drainWritesBefore(volumeId, chunkIndex, epoch, REBUILD_DRAIN_TIMEOUT_MS))) {
       throw new ChunkStoreError(`chunk ${key} still has writes of an older epoch in flight`, 'IO');
     }
-    const entry = this.chunks.get(key)!;
+    // A deletion (or a newer epoch) that came during the drain wins: no session on it.
+    const entry = this.chunks.get(key);
+    if (entry === undefined || entry.epoch !== epoch) throw new ChunkStoreError(`chunk ${key} changed while its rebuild began`, 'IO', ERRNO_EIO);
     entry.rebuild?.end();
     entry.rebuild = new RebuildSession(chunkBytes, pull, onEnd);
     this.db.prepare('UPDATE chunks SET rebuilding = 1 WHERE volume_id = ? AND chunk_index = ?').run(volumeId, chunkIndex);
@@ -701,6 +723,10 @@ export class ChunkStore {
         // bytes, not even when power goes right after the mapping is committed.
         await this.zeroFully(device, this.devices.slotOffset(device, slotIndex), device.spec.slotBytes);
         await this.devices.syncTo(device, this.devices.noteWrite(device));
+        // Forgotten meanwhile (deleted or tombstoned): the slot must not go to its record.
+        if (this.chunks.get(chunkKey(entry.volumeId, entry.chunkIndex)) !== entry) {
+          throw new ChunkStoreError(`chunk ${entry.volumeId}:${entry.chunkIndex} was deleted while it got a slot`, 'IO', ERRNO_EIO);
+        }
         this.db
           .prepare('UPDATE chunks SET device_id = ?, slot_index = ? WHERE volume_id = ? AND chunk_index = ?')
           .run(device.id, slotIndex, entry.volumeId, entry.chunkIndex);

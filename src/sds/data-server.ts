@@ -56,6 +56,11 @@ export interface DataServerDeps {
   readonly log: Logger;
   /** Fault injection (tests): blackholed opcodes and stalled connections. */
   readonly faults?: Faults | undefined;
+  /**
+   * False until this SDS has registered once since it started: a replica fenced while it was
+   * away learns so only then, so until then it serves no read (BUSY: the SDC reads a peer).
+   */
+  readonly readsAllowed?: () => boolean;
 }
 
 export interface Outcome {
@@ -112,6 +117,7 @@ export async function executeRequest(
       // A replica still being rebuilt has blocks that are not final, a suspect one (crash-time
       // write intent) may differ from its peers: neither is ever a source.
       if (deps.store.isRebuilding(header.volumeId, header.chunkIndex) || deps.store.isSuspect(header.volumeId, header.chunkIndex)) return outcome(Status.BUSY);
+      if (deps.readsAllowed?.() === false) return outcome(Status.BUSY);
       try {
         return { ...OK, payload: await deps.store.readChunk(header.volumeId, header.chunkIndex, header.offsetBytes, header.lengthBytes) };
       } catch (error) {
@@ -141,7 +147,7 @@ export async function executeRequest(
     switch (header.opcode) {
       case Opcode.READ:
         // A write target only until its copy completes; a suspect replica until the MDM decides.
-        if (deps.store.isRebuilding(header.volumeId, header.chunkIndex) || deps.store.isSuspect(header.volumeId, header.chunkIndex)) {
+        if (deps.store.isRebuilding(header.volumeId, header.chunkIndex) || deps.store.isSuspect(header.volumeId, header.chunkIndex) || deps.readsAllowed?.() === false) {
           result = outcome(Status.BUSY);
           break;
         }

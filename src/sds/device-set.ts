@@ -57,6 +57,11 @@ export interface Device {
   syncedGen: number;
   syncing: { readonly gen: number; readonly done: Promise<void> } | undefined;
   ioErrors: number;
+  /**
+   * An fdatasync failed: the kernel may have dropped dirty pages it could not write and reports
+   * that only once, so a later sync that succeeds proves nothing. Every later sync fails too.
+   */
+  syncFailed: string | undefined;
 }
 
 export type DeviceProblemState = 'missing' | 'foreign' | 'unreadable';
@@ -168,6 +173,7 @@ export class DeviceSet {
   /** Resolves once a completed fdatasync covers generation `gen` of the device. */
   async syncTo(device: Device, gen: number): Promise<void> {
     while (device.syncedGen < gen) {
+      if (device.syncFailed !== undefined) throw new ChunkStoreError(`${device.spec.path}: an earlier fdatasync failed (${device.syncFailed}); nothing written since the last good one is durable`, 'IO', ERRNO_EIO);
       const running = device.syncing;
       if (running !== undefined) {
         // A sync that began after `gen` completed covers it; an older one does not: wait it out.
@@ -181,7 +187,9 @@ export class DeviceSet {
           if (device.syncedGen < startGen) device.syncedGen = startGen;
         },
         (error: unknown) => {
-          throw this.ioError('fdatasync', device, error);
+          const failure = this.ioError('fdatasync', device, error);
+          device.syncFailed = failure.message;
+          throw failure;
         },
       );
       device.syncing = { gen: startGen, done };
@@ -218,6 +226,7 @@ export class DeviceSet {
     slots: number;
     slots_free: number;
     io_errors: number;
+    sync_failed?: string;
   }[] {
     const ok = [...this.devices.values()].map((device) => ({
       mdm_device_id: device.spec.mdmDeviceId,
@@ -231,6 +240,7 @@ export class DeviceSet {
       slots: device.slotCount,
       slots_free: device.freeSlots.length,
       io_errors: device.ioErrors,
+      ...(device.syncFailed !== undefined ? { sync_failed: device.syncFailed } : {}),
     }));
     const failed = [...this.problems.values()].map((problem) => ({
       mdm_device_id: problem.mdm_device_id,
@@ -405,6 +415,7 @@ export class DeviceSet {
       syncedGen: 0,
       syncing: undefined,
       ioErrors: 0,
+      syncFailed: undefined,
     };
     this.devices.set(id, device);
     this.problems.delete(spec.mdmDeviceId);

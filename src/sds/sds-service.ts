@@ -109,6 +109,8 @@ export async function startSds(options: SdsOptions): Promise<RunningSds> {
   let peerKey: Buffer | undefined;
   let mdm: HttpClient | undefined;
   let registered = false;
+  /** Registered since this start: the epochs of replicas fenced while it was away are installed. */
+  let registeredOnce = false;
   let closing = false;
 
   const adoptKey = (signingKeyB64: string, sdsId: number): void => {
@@ -137,7 +139,7 @@ export async function startSds(options: SdsOptions): Promise<RunningSds> {
 
   const acks = new TxAckBatcher(() => (registered ? mdm : undefined), log);
   const data: DataServer = await startDataServer(
-    { store, checker: () => checker, peerKey: () => peerKey, stats, acks, log, faults },
+    { store, checker: () => checker, peerKey: () => peerKey, stats, acks, log, faults, readsAllowed: () => registeredOnce },
     options.listenHost,
     options.dataPort,
     localSocketPath(options.dataDir),
@@ -196,6 +198,7 @@ export async function startSds(options: SdsOptions): Promise<RunningSds> {
       if ((store.epochOf(chunk.volume_id, chunk.chunk_index) ?? 0) < chunk.epoch) store.setEpoch(chunk.volume_id, chunk.chunk_index, chunk.pool_id, chunk.epoch);
     }
     registered = true;
+    registeredOnce = true;
     heartbeatIntervalMs = answer.heartbeat_interval_ms;
     log.info({ sdsId: answer.sds_id, devices: answer.devices.length }, 'registered with the MDM');
     reconciled = false;

@@ -172,7 +172,13 @@ export function registerClusterRoutes(
    */
   app.post('/replicas/report-failed', { config: { access: 'node' } }, async (request) => {
     const caller = nodeCaller(request, 'sdc');
-    const outcomes = await replicaFaults.reportFailures(caller.nodeId, replicaFailureSchema.parse(bodyOf(request)));
+    const input = replicaFailureSchema.parse(bodyOf(request));
+    // An SDC speaks only for the volumes mapped to it: it cannot strip another volume's redundancy.
+    const sdc = getRow<SdcRow>(db, 'sdc', caller.nodeId);
+    const mapped = db.prepare('SELECT 1 FROM volume_mappings WHERE volume_id = ? AND sdc_id = ?');
+    const foreign = input.failures.find((failure) => mapped.get(failure.volume_id, sdc.id) === undefined);
+    if (foreign !== undefined) throw pflexError('FORBIDDEN', `volume #${foreign.volume_id} is not mapped to SDC ${sdc.name}`);
+    const outcomes = await replicaFaults.reportFailures(caller.nodeId, input);
     rebuilder.kick();
     return { outcomes };
   });
