@@ -211,6 +211,7 @@ export class VolumeEngine {
   }
 
   private noteUnflushed(chunkIndex: number, endpoints: readonly SdsEndpoint[]): void {
+    if (endpoints.length === 0) return;
     let acks = this.unflushed.get(chunkIndex);
     if (acks === undefined) {
       acks = new Map();
@@ -472,7 +473,8 @@ export class VolumeEngine {
       );
       const failed = results.filter((result) => result.status !== Status.OK);
       if (failed.length === 0) {
-        if ((request.flags & RequestFlag.FUA) === 0) this.noteUnflushed(piece.chunkIndex, results.map((result) => result.endpoint));
+        // A rebuild target holds the write but is no replica yet (its copy may still be dropped).
+        if ((request.flags & RequestFlag.FUA) === 0) this.noteUnflushed(piece.chunkIndex, results.filter((result) => result.replica.rebuilding !== true).map((result) => result.endpoint));
         return;
       }
       lastProblem = failed.map((result) => `${result.replica.sds_name}: ${result.problem}`).join('; ');

@@ -30,6 +30,12 @@ export { DEVICES_MAX, type DeviceSpec, type SdsIdentity } from './device-set.js'
 export { INTENT_QUIET_MS, chunkKey } from './write-intents.js';
 
 const REBUILD_DRAIN_TIMEOUT_MS = 4000;
+/**
+ * A record without data (a tombstone, or an epoch installed on a replica never written) may go
+ * once no token of an older epoch can still be valid: tokens live at most an hour (the MDM's
+ * --token-ttl-ms limit), so twice that.
+ */
+export const TOMBSTONE_AGE_MS = 2 * 3_600_000;
 /** A stopping SDS waits this long for running writes before it closes its devices. */
 const CLOSE_DRAIN_MS = 5000;
 
@@ -405,7 +411,7 @@ export class ChunkStore {
     this.db.transaction(() => {
       if (tombstoneEpoch !== undefined) {
         this.db
-          .prepare(`UPDATE chunks SET epoch = MAX(epoch, ?), device_id = NULL, slot_index = NULL, rebuilding = 0, written_epoch = 0 WHERE volume_id = ? AND chunk_index = ?`)
+          .prepare(`UPDATE chunks SET epoch = MAX(epoch, ?), device_id = NULL, slot_index = NULL, rebuilding = 0, written_epoch = 0, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ','now') WHERE volume_id = ? AND chunk_index = ?`)
           .run(tombstoneEpoch, volumeId, chunkIndex);
       } else {
         this.db.prepare('DELETE FROM chunks WHERE volume_id = ? AND chunk_index = ?').run(volumeId, chunkIndex);
@@ -425,6 +431,30 @@ export class ChunkStore {
       else void this.whenIdle(entry).then(() => device?.freeSlots.push(slot));
     }
     return true;
+  }
+
+  /**
+   * Forgets records without data older than `olderThanMs` (tombstones of deleted volumes and
+   * moved replicas): nothing in flight, no slot, no rebuild, no write intent. Returns how many.
+   */
+  sweepTombstones(nowMs = Date.now(), olderThanMs = TOMBSTONE_AGE_MS): number {
+    const cutoff = new Date(nowMs - olderThanMs).toISOString();
+    const rows = this.db
+      .prepare('SELECT volume_id, chunk_index FROM chunks WHERE slot_index IS NULL AND rebuilding = 0 AND updated_at < ?')
+      .all(cutoff) as { volume_id: number; chunk_index: number }[];
+    const gone: { volume_id: number; chunk_index: number }[] = [];
+    for (const row of rows) {
+      const key = chunkKey(row.volume_id, row.chunk_index);
+      const entry = this.chunks.get(key);
+      if (entry !== undefined && (entry.writesInFlight > 0 || entry.allocating !== undefined || entry.lost || this.intents.has(key))) continue;
+      gone.push(row);
+    }
+    const remove = this.db.prepare('DELETE FROM chunks WHERE volume_id = ? AND chunk_index = ? AND slot_index IS NULL');
+    this.db.transaction(() => {
+      for (const row of gone) remove.run(row.volume_id, row.chunk_index);
+    })();
+    for (const row of gone) this.chunks.delete(chunkKey(row.volume_id, row.chunk_index));
+    return gone.length;
   }
 
   /** Every chunk record this SDS has of a volume (a deleted volume's chunks are all forgotten). */

@@ -68,6 +68,8 @@ function toSpec(device: DeviceAssignment): DeviceSpec {
   return { mdmDeviceId: device.mdm_device_id, path: device.path, poolId: device.pool_id, capacityBytes: device.capacity_bytes, slotBytes: device.slot_bytes };
 }
 
+/** How often records without data are swept (chunk-store.ts TOMBSTONE_AGE_MS). */
+const TOMBSTONE_SWEEP_MS = 10 * 60_000;
 /** Chunks per report to the MDM (lost and suspect replicas). */
 const REPORT_CHUNKS_PER_CALL_MAX = 10_000;
 /** PFLEX_FAULT_VOLATILE_CACHE=1 (with fault injection): the cache model is on from the first write. */
@@ -291,6 +293,11 @@ export async function startSds(options: SdsOptions): Promise<RunningSds> {
   acks.start();
   const sweepTimer = setInterval(() => checker?.sweep(), 10_000);
   sweepTimer.unref();
+  const tombstoneTimer = setInterval(() => {
+    const swept = store.sweepTombstones();
+    if (swept > 0) log.info({ records: swept }, 'old records without data forgotten');
+  }, TOMBSTONE_SWEEP_MS);
+  tombstoneTimer.unref();
 
   return {
     dataPort: data.port,
@@ -303,6 +310,7 @@ export async function startSds(options: SdsOptions): Promise<RunningSds> {
       closing = true;
       if (heartbeatTimer !== undefined) clearTimeout(heartbeatTimer);
       clearInterval(sweepTimer);
+      clearInterval(tombstoneTimer);
       await acks.stop().catch(() => undefined);
       if (registered && mdm !== undefined) await mdm.post('/discovery/deregister', {}).catch(() => undefined);
       await data.close();

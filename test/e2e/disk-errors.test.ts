@@ -24,7 +24,7 @@ t.teardown(async () => {
 function fio(name: string, offsetMiB: number, verifyOnly = false) {
   return run(
     'fio',
-    [`--name=${name}`, '--ioengine=nbd', `--uri=${e2e.uri('vol1')}`, '--rw=randwrite', '--bs=4k', '--iodepth=16', '--size=48M', `--offset=${offsetMiB}M`,
+    [`--name=${name}`, '--ioengine=nbd', `--uri=${e2e.uri('vol1')}`, '--rw=randwrite', '--bs=4k', '--iodepth=16', '--size=32M', `--offset=${offsetMiB}M`,
       '--verify=crc32c', '--verify_fatal=1', '--verify_state_save=0', '--randseed=7', ...(verifyOnly ? ['--verify_only'] : ['--do_verify=1'])],
     { timeoutMs: 280_000 },
   );

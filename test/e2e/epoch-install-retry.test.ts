@@ -22,7 +22,7 @@ t.teardown(async () => {
 function fio(verifyOnly = false) {
   return run(
     'fio',
-    ['--name=retry', '--ioengine=nbd', `--uri=${e2e.uri('vol1')}`, '--rw=randwrite', '--bs=4k', '--iodepth=16', '--size=64M', '--randseed=3',
+    ['--name=retry', '--ioengine=nbd', `--uri=${e2e.uri('vol1')}`, '--rw=randwrite', '--bs=4k', '--iodepth=16', '--size=32M', '--randseed=3',
       '--verify=crc32c', '--verify_fatal=1', '--verify_state_save=0', ...(verifyOnly ? ['--verify_only'] : ['--do_verify=1'])],
     { timeoutMs: 240_000 },
   );

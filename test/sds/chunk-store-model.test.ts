@@ -370,3 +370,21 @@ t.test('a store reopened on the same sds_local.db and device file shows every by
   t.equal(mismatches.length, 0, '300 more operations after the reopen agree with the model');
   t.same(mismatches.slice(0, 5), []);
 });
+
+t.test('epochs only grow, and old records without data are swept', async (t) => {
+  const chunk = CHUNKS[0]!;
+  const held = store.epochOf(chunk.volumeId, chunk.chunkIndex)!;
+  t.equal(store.setEpoch(chunk.volumeId, chunk.chunkIndex, POOL, held - 1), false, 'a lower epoch is refused');
+  t.equal(store.epochOf(chunk.volumeId, chunk.chunkIndex), held, 'and the epoch held stays');
+  const refused = store.setEpochs([{ volume_id: chunk.volumeId, chunk_index: chunk.chunkIndex, pool_id: POOL, epoch: held - 1 }]);
+  t.same(refused.map((r) => r.held), [held], 'setEpochs names what it kept');
+  const tomb = { volumeId: 77, chunkIndex: 3 };
+  await store.write(tomb.volumeId, tomb.chunkIndex, POOL, EPOCH, 0, Buffer.alloc(4096, 9), false);
+  t.ok(store.deleteChunk(tomb.volumeId, tomb.chunkIndex, EPOCH + 5), 'a chunk deleted with a tombstone');
+  t.equal(store.epochOf(tomb.volumeId, tomb.chunkIndex), EPOCH + 5, 'the tombstone holds the epoch');
+  t.equal(store.sweepTombstones(Date.now()), 0, 'a fresh tombstone is kept (old-epoch tokens may still be valid)');
+  const swept = store.sweepTombstones(Date.now() + 3 * 3_600_000);
+  t.ok(swept >= 1, `hours later it is forgotten (${swept} swept)`);
+  t.equal(store.epochOf(tomb.volumeId, tomb.chunkIndex), undefined, 'the tombstone is gone');
+  t.equal(store.epochOf(chunk.volumeId, chunk.chunkIndex), held, 'a chunk with data is never swept');
+});

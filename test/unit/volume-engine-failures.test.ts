@@ -8,7 +8,9 @@
  * - a replica that answers IO_ERROR is reported with its reason and epoch, and once the MDM has
  *   fenced it the write completes on the survivor, with no client error;
  * - NO_SPACE on every replica is a clear ENOSPC, and the MDM was told;
- * - a read that meets IO_ERROR fails over to the other replica and reports the failed one.
+ * - a read that meets IO_ERROR fails over to the other replica and reports the failed one;
+ * - a FLUSH fails with EIO when every replica that took writes it covers restarted (its
+ *   connection was made again) before they were flushed, and succeeds when one did not.
  */
 import t from 'tap';
 import { createLogger } from '../../src/common/logger.js';
@@ -55,7 +57,7 @@ class FakeLeases {
   }
 
   cachedRoutes(): ChunkRoute[] {
-    return [];
+    return [...this.plans.entries()].map(([index, plan]) => ({ lease, chunk: { index, placed: true, epoch: plan.epoch, replicas: plan.sds.map(replica) }, requestedAtMs: Date.now() }));
   }
 
   fence(chunkIndex: number, sdsId: number): void {
@@ -69,16 +71,28 @@ type Answer = (fields: RequestFields, sdsId: number) => Promise<SdsReply>;
 /** SDS connections that answer as the test script says, recording every request. */
 class FakePool {
   readonly sent: { sdsId: number; opcode: number; chunkIndex: number; epoch: number }[] = [];
+  /** Per SDS id, how many times its connection was made again (an SDS restart). */
+  readonly generations = new Map<number, number>();
   constructor(private readonly answer: Answer) {}
 
-  endpoint(_host: string, port: number): { send: (l: Lease, fields: RequestFields, payload: Buffer | undefined) => Promise<SdsReply> } {
+  endpoint(host: string, port: number): { host: string; port: number; generation: number; send: (l: Lease, fields: RequestFields, payload: Buffer | undefined) => Promise<SdsReply> } {
     const sdsId = port - 9000;
+    const generations = this.generations;
     return {
+      host,
+      port,
+      get generation() {
+        return generations.get(sdsId) ?? 1;
+      },
       send: (_l, fields) => {
         this.sent.push({ sdsId, opcode: fields.opcode, chunkIndex: fields.chunkIndex, epoch: fields.epoch });
         return this.answer(fields, sdsId);
       },
     };
+  }
+
+  endpointByKey(key: string): { generation: number } | undefined {
+    return this.endpoint('127.0.0.1', Number(key.split(':')[1]));
   }
 }
 
@@ -188,4 +202,32 @@ t.test('a read that meets IO_ERROR fails over and reports the replica', async (t
   for (let i = 0; i < 4; i += 1) allOk &&= (await e.read(3 * CHUNK_BYTES, 4096)).equals(good);
   t.ok(allOk, 'every read returns the good replica’s bytes');
   t.ok(reports.length >= 1 && reports.every((f) => f.sds_id === 1 && f.reason === 'IO_ERROR' && f.op === 'read'), 'the failing replica is reported', { reports });
+});
+
+t.test('a FLUSH never promises writes every replica of which restarted before they were flushed', async (t) => {
+  const leases = new FakeLeases();
+  leases.plans.set(0, { epoch: 1, sds: [1, 2] });
+  leases.plans.set(1, { epoch: 1, sds: [2, 3] });
+  const pool = new FakePool(async () => ok());
+  const e = engine(leases, pool, async () => []);
+  await e.write(0, Buffer.alloc(4096, 1), false);
+  await e.flush();
+  t.pass('a FLUSH after a write on healthy replicas succeeds');
+
+  await e.write(0, Buffer.alloc(4096, 2), false); // chunk 0, on SDS 1 and 2
+  pool.generations.set(1, 2); // SDS 1 restarted: its connection was made again
+  await e.flush();
+  t.pass('one replica that took the write restarted, the other did not: the FLUSH succeeds');
+
+  await e.write(0, Buffer.alloc(4096, 3), false);
+  pool.generations.set(1, 3);
+  pool.generations.set(2, 2); // both replicas of chunk 0 restarted before the FLUSH
+  leases.plans.set(0, { epoch: 2, sds: [] }); // and the MDM has no current replica left
+  const failed = await e.flush().then(
+    () => undefined,
+    (error: unknown) => error,
+  );
+  t.ok(failed instanceof VolumeIoError && failed.errno === 'EIO' && /chunk\(s\) 0 may be lost/.test(failed.message), 'the FLUSH fails with EIO naming the chunk', { error: String(failed) });
+  await e.flush();
+  t.pass('reported once: the next FLUSH (nothing new written) succeeds');
 });
