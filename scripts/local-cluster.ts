@@ -9,6 +9,7 @@
  * (local-control.ts). PFLEX_LOCAL_RESTART_DELAY_S restarts a dead child by itself. Only Ctrl-C or
  * SIGTERM of the launcher stops every child (SDC first, MDM last).
  */
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { ProcessCluster } from '../src/launcher/process-cluster.js';
 import { LocalConfigError, localClusterConfig, type LocalClusterConfig } from '../src/launcher/local-config.js';
@@ -107,6 +108,8 @@ async function main(): Promise<void> {
     restarts_per_minute_max: config.restartsPerMinuteMax,
   };
   // First the socket: a second launcher on this data dir is refused before it touches anything.
+  // A first start has no data dir yet: the socket lives in it.
+  mkdirSync(config.dataDir, { recursive: true });
   try {
     control = await LocalControlServer.listen(socketPath, answer);
   } catch (error) {

@@ -6,7 +6,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { rmSync } from 'node:fs';
-import { join, resolve, dirname } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePortRange } from '../../src/launcher/free-port.js';
 import { LOCAL_PORT_SPAN, localPortsFromBase, type LocalPorts } from '../../src/launcher/local-config.js';
@@ -56,8 +56,11 @@ function exitOf(child: ChildProcess): Promise<LauncherExit> {
   });
 }
 
-/** Runs the launcher until it prints its banner; `dataDir` defaults to a new disk-backed temp dir. */
-export async function startLocalLauncher(env: Record<string, string> = {}, dataDir = directTempDir('pflex-local-')): Promise<LocalLauncher> {
+/**
+ * Runs the launcher until it prints its banner; `dataDir` defaults to a directory that does not
+ * exist yet in a new disk-backed temp dir (a first `npm start` makes ./data itself).
+ */
+export async function startLocalLauncher(env: Record<string, string> = {}, dataDir = join(directTempDir('pflex-local-'), 'data')): Promise<LocalLauncher> {
   const base = await freePortRange(LOCAL_PORT_SPAN);
   const ports = localPortsFromBase(base);
   const launcher = spawnLauncher({ PFLEX_DATA_DIR: dataDir, PFLEX_LOCAL_PORT_BASE: String(base), ...env }, dataDir);
@@ -155,6 +158,8 @@ export function pidAlive(pid: number): boolean {
   }
 }
 
+/** Removes a launcher's data dir, and the temp dir it was made in when it is the default one. */
 export function removeDataDir(dataDir: string): void {
-  if (process.env.PFLEX_KEEP_TEST_DATA === undefined) rmSync(dataDir, { recursive: true, force: true });
+  if (process.env.PFLEX_KEEP_TEST_DATA !== undefined) return;
+  rmSync(basename(dataDir) === 'data' ? dirname(dataDir) : dataDir, { recursive: true, force: true });
 }
