@@ -63,7 +63,7 @@ function exitOf(child: ChildProcess): Promise<LauncherExit> {
 export async function startLocalLauncher(env: Record<string, string> = {}, dataDir = join(directTempDir('pflex-local-'), 'data')): Promise<LocalLauncher> {
   const base = await freePortRange(LOCAL_PORT_SPAN);
   const ports = localPortsFromBase(base);
-  const launcher = spawnLauncher({ PFLEX_DATA_DIR: dataDir, PFLEX_LOCAL_PORT_BASE: String(base), ...env }, dataDir);
+  const launcher = spawnLauncher({ PFLEX_DATA_DIR: dataDir, PFLEX_LOCAL_PORT_BASE: String(base), ...env }, dirname(dirname(dataDir))); // an existing dir that is not the data dir's parent, so commands name --data-dir
   const up = await waitFor(async () => (launcher.stdout().includes(BANNER) ? true : launcher.running() ? undefined : false), START_TIMEOUT_MS, 200);
   if (up !== true) {
     if (launcher.running()) await stopLauncher(launcher.child);
@@ -115,12 +115,18 @@ export function spawnLauncher(env: Record<string, string>, cwd: string) {
   let stderr = '';
   child.stdout!.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
   child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  // A spawn that fails (no such cwd, no node) is an exit with its reason, not an uncaught error.
+  let spawnFailed = false;
+  child.once('error', (error) => {
+    spawnFailed = true;
+    stderr += `spawn failed: ${error.message}\n`;
+  });
   return {
     child,
     exited: exitOf(child),
     stdout: () => stdout,
     stderr: () => stderr,
-    running: () => child.exitCode === null && child.signalCode === null,
+    running: () => !spawnFailed && child.exitCode === null && child.signalCode === null,
     stop: () => stopLauncher(child),
   };
 }
