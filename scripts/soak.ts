@@ -31,8 +31,10 @@ try {
     log: (line) => process.stderr.write(`soak: ${line}\n`),
   });
   const verify = await e2e.pflexJson<{ clean: boolean; chunks_checked: number }>('vol', 'verify', 'soak');
-  failed = report.bad.length > 0 || report.epochsWentBack.length > 0 || !verify.clean;
-  process.stdout.write(`${JSON.stringify({ ...report, bad: report.bad.slice(0, 20), bad_blocks: report.bad.length, verify, seconds: Math.round((Date.now() - startedMs) / 1000) }, null, 2)}\n`);
+  const check = await e2e.pflex('--json', 'cluster', 'check'); // exits 1 on a violation, with the report
+  const invariants = JSON.parse(check.stdout) as { chunks_checked: number; violation_count: number; violations: string[] };
+  failed = report.bad.length > 0 || report.epochsWentBack.length > 0 || !verify.clean || invariants.violation_count > 0;
+  process.stdout.write(`${JSON.stringify({ ...report, bad: report.bad.slice(0, 20), bad_blocks: report.bad.length, verify, invariants, seconds: Math.round((Date.now() - startedMs) / 1000) }, null, 2)}\n`);
 } finally {
   if (failed) {
     await e2e.cluster.stop();

@@ -35,7 +35,7 @@ export function placementCandidates(db: Db, pool: PoolRow, options: { useSpare?:
     .prepare(
       `SELECT s.id AS sds_id, s.fault_set_id AS fault_set_id, s.avoid_until_ms,
               (SELECT COALESCE(SUM(d.capacity_bytes),0) FROM sds_devices d WHERE d.sds_id = s.id AND d.pool_id = ? AND d.state = 'OK') AS capacity_bytes,
-              (SELECT COUNT(*) FROM replicas r WHERE r.sds_id = s.id AND r.pool_id = ?) AS replica_count
+              (SELECT COALESCE(SUM(u.replica_count),0) FROM sds_pool_usage u WHERE u.sds_id = s.id AND u.pool_id = ?) AS replica_count
        FROM sds s
        WHERE s.state IN ${PLACEABLE_STATES} AND s.pd_id = ?
        ORDER BY s.id`,
@@ -70,7 +70,7 @@ export function poolCapacity(db: Db, pool: PoolRow): PoolCapacity {
       )
       .get(pool.id) as { bytes: number }
   ).bytes;
-  const replicaCount = (db.prepare(`SELECT COUNT(*) AS n FROM replicas WHERE pool_id = ?`).get(pool.id) as { n: number }).n;
+  const replicaCount = (db.prepare(`SELECT COALESCE(SUM(replica_count),0) AS n FROM sds_pool_usage WHERE pool_id = ?`).get(pool.id) as { n: number }).n;
   const provisioned = db
     .prepare(
       `SELECT COALESCE(SUM(CASE WHEN provisioning='thin' THEN size_bytes END),0) AS thin,

@@ -200,6 +200,50 @@ const MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX replicas_by_chunk_state ON replicas(chunk_id, state);
   `,
+  /* v6: metadata at scale (issue 11). Replica counts per SDS and pool kept by triggers, so
+     placement and capacity read a row per SDS instead of counting every replica; a partial index
+     of the replicas that are not CURRENT, so the rebuild planner finds what needs work without
+     reading every chunk. */ `
+  CREATE TABLE sds_pool_usage (
+    sds_id INTEGER NOT NULL,
+    pool_id INTEGER NOT NULL,
+    replica_count INTEGER NOT NULL CHECK (replica_count >= 0),
+    PRIMARY KEY (sds_id, pool_id)
+  ) WITHOUT ROWID;
+  INSERT INTO sds_pool_usage (sds_id, pool_id, replica_count) SELECT sds_id, pool_id, COUNT(*) FROM replicas GROUP BY sds_id, pool_id;
+  CREATE TRIGGER replicas_usage_insert AFTER INSERT ON replicas BEGIN
+    INSERT INTO sds_pool_usage (sds_id, pool_id, replica_count) VALUES (NEW.sds_id, NEW.pool_id, 1)
+      ON CONFLICT (sds_id, pool_id) DO UPDATE SET replica_count = replica_count + 1;
+  END;
+  CREATE TRIGGER replicas_usage_delete AFTER DELETE ON replicas BEGIN
+    UPDATE sds_pool_usage SET replica_count = replica_count - 1 WHERE sds_id = OLD.sds_id AND pool_id = OLD.pool_id;
+  END;
+  CREATE TRIGGER replicas_usage_move AFTER UPDATE OF sds_id, pool_id ON replicas BEGIN
+    UPDATE sds_pool_usage SET replica_count = replica_count - 1 WHERE sds_id = OLD.sds_id AND pool_id = OLD.pool_id;
+    INSERT INTO sds_pool_usage (sds_id, pool_id, replica_count) VALUES (NEW.sds_id, NEW.pool_id, 1)
+      ON CONFLICT (sds_id, pool_id) DO UPDATE SET replica_count = replica_count + 1;
+  END;
+  CREATE INDEX replicas_not_current ON replicas(chunk_id) WHERE state != 'CURRENT';
+  -- The rebuilder's work queue (rebuild-queue.ts): chunks whose replica set changed, SDS whose state did.
+  CREATE TABLE rebuild_queue (chunk_id INTEGER PRIMARY KEY);
+  CREATE TABLE rebuild_queue_sds (sds_id INTEGER PRIMARY KEY);
+  CREATE TRIGGER replicas_queue_insert AFTER INSERT ON replicas WHEN NEW.state != 'CURRENT' BEGIN
+    INSERT OR IGNORE INTO rebuild_queue (chunk_id) VALUES (NEW.chunk_id);
+  END;
+  CREATE TRIGGER replicas_queue_state AFTER UPDATE OF state ON replicas WHEN NEW.state != OLD.state BEGIN
+    INSERT OR IGNORE INTO rebuild_queue (chunk_id) VALUES (NEW.chunk_id);
+  END;
+  CREATE TRIGGER replicas_queue_delete AFTER DELETE ON replicas BEGIN
+    INSERT OR IGNORE INTO rebuild_queue (chunk_id) VALUES (OLD.chunk_id);
+  END;
+  CREATE TRIGGER sds_queue_state AFTER UPDATE OF state ON sds WHEN NEW.state != OLD.state BEGIN
+    INSERT OR IGNORE INTO rebuild_queue_sds (sds_id) VALUES (NEW.id);
+  END;
+  -- Epochs only grow (DESIGN §6): an update that would lower one fails, whatever path made it.
+  CREATE TRIGGER chunks_epoch_grows BEFORE UPDATE OF epoch ON chunks WHEN NEW.epoch < OLD.epoch BEGIN
+    SELECT RAISE(ABORT, 'a chunk epoch never goes back');
+  END;
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

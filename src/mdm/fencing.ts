@@ -11,6 +11,7 @@ import type { MdmContext } from './context.js';
 import { recordEvent } from './events.js';
 import { probe, type SdsControl } from './sds-control.js';
 import { pushTo } from '../common/maps.js';
+import type { ChunkListing } from '../common/chunk-listing.js';
 import type { ChunkDeletion, EpochOrder, SdsOrders } from './sds-orders.js';
 
 export type { ChunkDeletion, EpochOrder } from './sds-orders.js';
@@ -70,8 +71,8 @@ export class Fencing {
     const candidates = db
       .prepare(
         `SELECT c.id AS chunk_id, c.volume_id, c.chunk_index, c.epoch, r.sds_id, r.pool_id, r.stale_epoch
-         FROM chunks c JOIN replicas r ON r.chunk_id = c.id JOIN sds s ON s.id = r.sds_id
-         WHERE r.state = 'STALE' AND s.state = 'UP' AND r.failed_reason IS NULL
+         FROM replicas r INDEXED BY replicas_not_current JOIN chunks c ON c.id = r.chunk_id JOIN sds s ON s.id = r.sds_id
+         WHERE r.state != 'CURRENT' AND r.state = 'STALE' AND s.state = 'UP' AND r.failed_reason IS NULL
            AND NOT EXISTS (SELECT 1 FROM replicas x WHERE x.chunk_id = c.id AND x.state = 'CURRENT')
            AND r.stale_epoch = (SELECT MAX(y.stale_epoch) FROM replicas y WHERE y.chunk_id = c.id AND y.failed_reason IS NULL)
          ORDER BY c.id, r.sds_id`,
@@ -199,9 +200,14 @@ export class Fencing {
     return Promise.resolve();
   }
 
-  /** The chunks an SDS knows (GET /chunks on its control plane). */
-  listChunks(sdsId: number): Promise<unknown> {
-    return this.sdsControl.listChunks(sdsId);
+  /** The chunks of an SDS that need the MDM's attention (write intents, rebuilds, lost devices). */
+  listChunksNeedingAttention(sdsId: number): Promise<ChunkListing[]> {
+    return this.sdsControl.listChunksNeedingAttention(sdsId);
+  }
+
+  /** What an SDS knows of these chunks. */
+  queryChunks(sdsId: number, chunks: readonly { volume_id: number; chunk_index: number }[]): Promise<ChunkListing[]> {
+    return this.sdsControl.queryChunks(sdsId, chunks);
   }
 
   /** Sends an order to an SDS's control plane (POST with a JSON body, unless `method` says GET). */

@@ -79,10 +79,13 @@ export async function startMdm(options: MdmOptions): Promise<RunningMdm> {
   await app.listen({ host: options.host, port: options.port });
   const address = app.server.address();
   const port = typeof address === 'object' && address !== null ? address.port : options.port;
+  const sdsStates = new SdsStateWatch(db);
   const stopHealthMonitor = startHealthMonitor(
     context,
     (sdsId) => void fencing.fence(sdsId, 'missed heartbeats'),
     () => {
+      // Both look at replicas of SDS that changed state: only when some SDS did, or now and then.
+      if (!sdsStates.changed()) return;
       void fencing.recoverLost();
       fenceDownHolders(context, fencing);
     },
@@ -116,6 +119,29 @@ export async function startMdm(options: MdmOptions): Promise<RunningMdm> {
   };
 }
 
+/** Checks recovering lost chunks and fencing DOWN holders need at least this often, changes or not. */
+const SDS_STATE_RECHECK_MS = 30_000;
+
+/** Whether any SDS changed state or an event happened (or a while passed) since it last said so: one short query. */
+class SdsStateWatch {
+  private last = '';
+  private lastAtMs = 0;
+
+  constructor(private readonly db: Db) {}
+
+  changed(nowMs = Date.now()): boolean {
+    // SDS states, and the last event (registrations, fences, replica faults all record one).
+    const row = this.db
+      .prepare(`SELECT (SELECT group_concat(id || ':' || state, ',') FROM (SELECT id, state FROM sds ORDER BY id)) AS states, (SELECT MAX(id) FROM events) AS event_id`)
+      .get() as { states: string | null; event_id: number | null };
+    const signature = `${row.states ?? ''}/${row.event_id ?? 0}`;
+    if (signature === this.last && nowMs - this.lastAtMs < SDS_STATE_RECHECK_MS) return false;
+    this.last = signature;
+    this.lastAtMs = nowMs;
+    return true;
+  }
+}
+
 /**
  * An SDS marked DOWN that still holds replicas to fence (say, found so after an MDM restart) is
  * fenced: otherwise its replicas would serve again, at their old epoch, when it returns. Its last
@@ -123,13 +149,14 @@ export async function startMdm(options: MdmOptions): Promise<RunningMdm> {
  * or a current replica that has a current peer on a live SDS qualify, not every pass again.
  */
 function fenceDownHolders(context: MdmContext, fencing: Fencing): void {
-  const rows = context.db
-    .prepare(
-      `SELECT DISTINCT r.sds_id FROM replicas r JOIN sds s ON s.id = r.sds_id
-       WHERE s.state = 'DOWN' AND (r.state = 'REBUILDING' OR (r.state = 'CURRENT' AND EXISTS (
-         SELECT 1 FROM replicas o JOIN sds os ON os.id = o.sds_id
-         WHERE o.chunk_id = r.chunk_id AND o.sds_id != r.sds_id AND o.state = 'CURRENT' AND os.state != 'DOWN')))`,
-    )
-    .all() as { sds_id: number }[];
-  for (const row of rows) void fencing.fence(row.sds_id, 'down');
+  const { db } = context;
+  // From the DOWN SDS (few) to their replicas (by index), never from every replica.
+  const holds = db.prepare(
+    `SELECT 1 FROM replicas r WHERE r.sds_id = ? AND (r.state = 'REBUILDING' OR (r.state = 'CURRENT' AND EXISTS (
+       SELECT 1 FROM replicas o JOIN sds os ON os.id = o.sds_id
+       WHERE o.chunk_id = r.chunk_id AND o.sds_id != r.sds_id AND o.state = 'CURRENT' AND os.state != 'DOWN'))) LIMIT 1`,
+  );
+  for (const sds of db.prepare(`SELECT id FROM sds WHERE state = 'DOWN'`).all() as { id: number }[]) {
+    if (holds.get(sds.id) !== undefined) void fencing.fence(sds.id, 'down');
+  }
 }

@@ -26,18 +26,29 @@ import { copiesOf, type PoolRow } from './rows.js';
 import { removeSds } from './topology.js';
 import type { PoolRebuildStatus } from '../common/rebuild-status.js';
 import type { ChunkListing } from '../common/chunk-listing.js';
+import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
+import { RebuildQueue, SWEEP_INTERVAL_MS } from './rebuild-queue.js';
 
 const TICK_MS = 500;
 /** Passes asked for by kicks (a job finished, an SDS is draining) come at most this often. */
 const KICK_GAP_MS = 100;
-export const JOBS_PER_POOL_MAX = 4;
+/**
+ * Jobs run many-to-many: up to JOBS_PER_TARGET_MAX per target SDS, so a pool of more SDS rebuilds
+ * more chunks at once (and a failed SDS's data comes back sooner), up to JOBS_PER_POOL_MAX.
+ */
+export const JOBS_PER_POOL_MAX = 256;
+const JOBS_PER_POOL_MIN = 4;
 const JOBS_PER_TARGET_MAX = 2;
+/** Chunks a planning pass reads per query; the event loop runs between batches. */
+const PLAN_BATCH_CHUNKS = 1000;
 /** A chunk listing of an SDS is reused for this long. */
 const LISTING_TTL_MS = 2000;
 /** The copy of one chunk gets at least this long, plus its size at 5 MB/s. */
 const COPY_TIMEOUT_MS_MIN = 30_000;
 /** Rebalance when the most and least used SDS differ by more than this share of the average utilization. */
 const REBALANCE_SPREAD_PERCENT = 10;
+/** Chunks of the most used SDS a rebalance pass looks at for one it can move. */
+const REBALANCE_CANDIDATES_MAX = 256;
 /** `rebuild_rate_mbps` is in MB/s. */
 const BYTES_PER_MB = 1_000_000;
 
@@ -105,6 +116,23 @@ interface ChunkNeed {
 }
 
 type SdsChunk = ChunkListing;
+/** What each SDS said of some chunks: SDS id -> "volume:index" -> its listing. */
+type ChunkFacts = Map<number, Map<string, SdsChunk>>;
+
+/** The replicas of these chunks, by chunk, in chunk id order. */
+function replicaRowsOf(db: MdmContext['db'], chunkIds: readonly number[]): Map<number, ReplicaRow[]> {
+  const rows = db
+    .prepare(
+      `SELECT c.id AS chunk_id, c.volume_id, c.chunk_index, c.epoch, r.sds_id, r.state, r.stale_epoch, r.failed_reason,
+              s.state AS sds_state, s.fault_set_id
+       FROM chunks c JOIN replicas r ON r.chunk_id = c.id JOIN sds s ON s.id = r.sds_id
+       WHERE c.id IN (SELECT value FROM json_each(?)) ORDER BY c.id`,
+    )
+    .all(JSON.stringify(chunkIds)) as ReplicaRow[];
+  const byChunk = new Map<number, ReplicaRow[]>();
+  for (const row of rows) pushTo(byChunk, row.chunk_id, row);
+  return byChunk;
+}
 
 export class Rebuilder {
   private timer: NodeJS.Timeout | undefined;
@@ -117,7 +145,10 @@ export class Rebuilder {
   private readonly lastRun = new Map<number, NonNullable<PoolRebuildStatus['last']>>();
   private readonly pending = new Map<number, { chunks: number; kind: 'rebuilding' | 'rebalancing' | 'disabled' }>();
   private readonly paceNextMs = new Map<number, number>();
+  /** Each SDS's chunks that need attention (write intents, rebuilds, lost devices), as last listed. */
   private readonly listings = new Map<number, { atMs: number; chunks: Map<string, SdsChunk> }>();
+  private readonly queue: RebuildQueue;
+  private sweepTimer: NodeJS.Timeout | undefined;
   private readonly jobsDone: Promise<void>[] = [];
   /** Chunks an SDC may have died writing: one replica is copied again from another. */
   private readonly resyncAfterSdc = new Set<number>();
@@ -130,7 +161,9 @@ export class Rebuilder {
   constructor(
     private readonly context: MdmContext,
     private readonly fencing: Fencing,
-  ) {}
+  ) {
+    this.queue = new RebuildQueue(context.db);
+  }
 
   /** An SDS (re)registered: it may have restarted after a crash. */
   sdsRegistered(sdsId: number): void {
@@ -143,18 +176,31 @@ export class Rebuilder {
     for (const row of this.context.db.prepare('SELECT id FROM sds').all() as { id: number }[]) this.mayNeedResync.add(row.id);
     this.timer = setInterval(() => this.pass(), TICK_MS);
     this.timer.unref();
+    // What this MDM's triggers did not see (it was not running): a sweep at start, then a slow one.
+    this.sweep();
+    this.sweepTimer = setInterval(() => this.sweep(), SWEEP_INTERVAL_MS);
+    this.sweepTimer.unref();
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer !== undefined) clearInterval(this.timer);
+    if (this.sweepTimer !== undefined) clearInterval(this.sweepTimer);
     if (this.kickTimer !== undefined) clearTimeout(this.kickTimer);
     await Promise.allSettled(this.jobsDone);
   }
 
+  /** Reads every chunk (in pages) for any that needs work and was not queued; then a pass. */
+  private sweep(): void {
+    this.queue
+      .sweep(() => this.stopped)
+      .then(() => this.kick())
+      .catch((error: unknown) => this.context.log.error({ err: error }, 'rebuild sweep failed'));
+  }
+
   /**
-   * Looks for work soon instead of at the next tick. Passes scan every chunk of every pool, so
-   * kicks (one per finished job) are coalesced: at most one pass per KICK_GAP_MS.
+   * Looks for work soon instead of at the next tick. Kicks (one per finished job) are coalesced:
+   * at most one pass per KICK_GAP_MS.
    */
   kick(): void {
     if (this.stopped || this.kickTimer !== undefined) return;
@@ -205,9 +251,12 @@ export class Rebuilder {
         const listing = await this.listing(sdsId);
         for (const chunk of listing?.values() ?? []) {
           if (!chunk.dirty || !volumes.has(chunk.volume_id)) continue;
-          const row = db.prepare('SELECT id FROM chunks WHERE volume_id = ? AND chunk_index = ?').get(chunk.volume_id, chunk.chunk_index) as { id: number } | undefined;
+          const row = db
+            .prepare('SELECT c.id, v.pool_id FROM chunks c JOIN volumes v ON v.id = c.volume_id WHERE c.volume_id = ? AND c.chunk_index = ?')
+            .get(chunk.volume_id, chunk.chunk_index) as { id: number; pool_id: number } | undefined;
           if (row !== undefined && !this.resyncAfterSdc.has(row.id)) {
             this.resyncAfterSdc.add(row.id);
+            this.queue.watch(row.pool_id, row.id);
             queued += 1;
           }
         }
@@ -256,6 +305,8 @@ export class Rebuilder {
 
   private async tick(): Promise<void> {
     const { db } = this.context;
+    this.queue.drain();
+    await this.watchSuspects();
     const pools = db.prepare('SELECT * FROM storage_pools ORDER BY id').all() as PoolRow[];
     for (const pool of pools) {
       if (this.stopped) return;
@@ -275,104 +326,123 @@ export class Rebuilder {
     const jobs: Job[] = [];
     let pendingCount = 0;
     // With rebuild switched off the pool's needs are still counted (status shows them), but no job starts.
-    const room = (): boolean => pool.rebuild_enabled === 1 && activeInPool + jobs.length < JOBS_PER_POOL_MAX;
+    const candidates = placementCandidates(db, pool, { useSpare: true });
+    const candidateById = new Map(candidates.map((candidate) => [candidate.sdsId, candidate]));
+    const jobsMax = Math.min(JOBS_PER_POOL_MAX, Math.max(JOBS_PER_POOL_MIN, candidates.length * JOBS_PER_TARGET_MAX));
+    // Returning replicas that may need no copy: decided together, after the pass, from the SDS's own word.
+    const backs: { need: ChunkNeed; back: ReplicaRow; sourceIds: number[]; source: number }[] = [];
+    const room = (): boolean => pool.rebuild_enabled === 1 && activeInPool + jobs.length + backs.length < jobsMax;
     const targetFree = (sdsId: number): boolean => (perTarget.get(sdsId) ?? 0) < JOBS_PER_TARGET_MAX;
     const take = (job: Job): void => {
       jobs.push(job);
       perTarget.set(job.targetSdsId, (perTarget.get(job.targetSdsId) ?? 0) + 1);
     };
 
-    // Replica counts of every chunk of the pool, by where the replicas are.
-    const rows = db
-      .prepare(
-        `SELECT c.id AS chunk_id, c.volume_id, c.chunk_index, c.epoch, r.sds_id, r.state, r.stale_epoch, r.failed_reason,
-                s.state AS sds_state, s.fault_set_id
-         FROM chunks c JOIN volumes v ON v.id = c.volume_id JOIN replicas r ON r.chunk_id = c.id JOIN sds s ON s.id = r.sds_id
-         WHERE v.pool_id = ? ORDER BY c.id`,
-      )
-      .all(pool.id) as ReplicaRow[];
-    const byChunk = new Map<number, ReplicaRow[]>();
-    for (const row of rows) pushTo(byChunk, row.chunk_id, row);
-
-    const candidates = placementCandidates(db, pool, { useSpare: true });
-    const candidateById = new Map(candidates.map((candidate) => [candidate.sdsId, candidate]));
+    // Only the chunks the queue holds: those that changed, and those still owed a job.
+    const watched = this.queue.chunksOf(pool.id);
     const redundantStale: { chunk_id: number; sds_id: number; volume_id: number; chunk_index: number; epoch: number }[] = [];
     const cleanReturns: CleanReturn[] = [];
 
-    for (const [chunkId, replicas] of byChunk) {
-      if (this.active.has(chunkId)) continue;
-      const first = replicas[0]!;
-      const need: ChunkNeed = { chunk_id: chunkId, volume_id: first.volume_id, chunk_index: first.chunk_index, epoch: first.epoch, pool_id: pool.id };
-      const up = (row: ReplicaRow): boolean => row.sds_state !== 'DOWN';
-      const current = replicas.filter((row) => row.state === 'CURRENT' && up(row));
-      const keep = current.filter((row) => row.sds_state !== 'REMOVING');
-      const rebuilding = replicas.filter((row) => row.state === 'REBUILDING' && up(row));
-      if (rebuilding.length > 0) {
-        // No job of this MDM owns it (say, the MDM restarted mid-copy): drop it, copy again.
-        for (const row of rebuilding) await this.fencing.serialize(() => this.leaveSet({ chunkId, volumeId: row.volume_id, chunkIndex: row.chunk_index, poolId: pool.id }, row.sds_id, 'REBUILDING'));
-        continue;
-      }
-      const staleBack = replicas.filter((row) => row.state === 'STALE' && row.sds_state === 'UP');
-      if (current.length === 0) continue; // lost: honest loss until a replica's SDS returns
-      const missing = copies - keep.length;
-
-      if (missing <= 0) {
-        for (const row of staleBack) redundantStale.push({ chunk_id: chunkId, sds_id: row.sds_id, volume_id: row.volume_id, chunk_index: row.chunk_index, epoch: row.epoch });
-        // Replicas on an SDS being removed go once enough others are current.
-        const leaving = current.filter((row) => row.sds_state === 'REMOVING');
-        if (leaving.length > 0 && keep.length >= copies) {
-          await this.dropReplica(need, leaving[0]!.sds_id, 'drained');
+    for (let offset = 0; offset < watched.length; offset += PLAN_BATCH_CHUNKS) {
+      if (offset > 0) await yieldToEventLoop();
+      const batch = watched.slice(offset, offset + PLAN_BATCH_CHUNKS);
+      const byChunk = replicaRowsOf(db, batch);
+      // A chunk that is gone (its volume deleted) or has no replica left: nothing to plan.
+      for (const chunkId of batch) if (!byChunk.has(chunkId)) this.queue.settle(pool.id, chunkId);
+      for (const [chunkId, replicas] of byChunk) {
+        // Settled unless it is still owed something below: the triggers queue it again when it changes.
+        this.queue.settle(pool.id, chunkId);
+        if (this.active.has(chunkId)) continue; // its job's end watches it again
+        const first = replicas[0]!;
+        const need: ChunkNeed = { chunk_id: chunkId, volume_id: first.volume_id, chunk_index: first.chunk_index, epoch: first.epoch, pool_id: pool.id };
+        const up = (row: ReplicaRow): boolean => row.sds_state !== 'DOWN';
+        const current = replicas.filter((row) => row.state === 'CURRENT' && up(row));
+        const keep = current.filter((row) => row.sds_state !== 'REMOVING');
+        const rebuilding = replicas.filter((row) => row.state === 'REBUILDING' && up(row));
+        if (rebuilding.length > 0) {
+          // No job of this MDM owns it (say, the MDM restarted mid-copy): drop it, copy again.
+          for (const row of rebuilding) await this.fencing.serialize(() => this.leaveSet({ chunkId, volumeId: row.volume_id, chunkIndex: row.chunk_index, poolId: pool.id }, row.sds_id, 'REBUILDING'));
+          continue;
         }
-        // A current replica that may differ from its peers: a chunk an SDC died writing, or one
-        // with a crash-time write intent on its SDS. A copy from a peer replaces it.
-        let suspect: ReplicaRow | undefined;
-        if (current.length >= 2 && this.resyncAfterSdc.has(chunkId)) suspect = current[current.length - 1];
-        else if (current.length >= 2) {
-          for (const row of current) {
-            if (!this.mayNeedResync.has(row.sds_id)) continue;
-            if ((await this.listing(row.sds_id))?.get(`${row.volume_id}:${row.chunk_index}`)?.needs_resync === true) suspect = row;
+        const staleBack = replicas.filter((row) => row.state === 'STALE' && row.sds_state === 'UP');
+        if (current.length === 0) continue; // lost: honest loss until a replica's SDS returns
+        const missing = copies - keep.length;
+
+        if (missing <= 0) {
+          for (const row of staleBack) redundantStale.push({ chunk_id: chunkId, sds_id: row.sds_id, volume_id: row.volume_id, chunk_index: row.chunk_index, epoch: row.epoch });
+          // Replicas on an SDS being removed go once enough others are current.
+          const leaving = current.filter((row) => row.sds_state === 'REMOVING');
+          if (leaving.length > 0 && keep.length >= copies) {
+            await this.dropReplica(need, leaving[0]!.sds_id, 'drained');
           }
+          // A current replica that may differ from its peers: a chunk an SDC died writing, or one
+          // with a crash-time write intent on its SDS. A copy from a peer replaces it.
+          let suspect: ReplicaRow | undefined;
+          if (current.length >= 2 && this.resyncAfterSdc.has(chunkId)) suspect = current[current.length - 1];
+          else if (current.length >= 2) {
+            for (const row of current) {
+              if (!this.mayNeedResync.has(row.sds_id)) continue;
+              if ((await this.listing(row.sds_id))?.get(`${row.volume_id}:${row.chunk_index}`)?.needs_resync === true) suspect = row;
+            }
+          }
+          if (suspect !== undefined) {
+            pendingCount += 1;
+            this.queue.watch(pool.id, chunkId);
+            if (!room()) continue;
+            const source = current.find((row) => row.sds_id !== suspect.sds_id)!.sds_id;
+            const job = this.replacement(need, pool, replicas, candidates, targetFree, suspect.sds_id, source);
+            if (job === undefined) continue;
+            this.queue.settle(pool.id, chunkId);
+            this.resyncAfterSdc.delete(chunkId);
+            take(job);
+          }
+          continue;
         }
-        if (suspect !== undefined) {
-          pendingCount += 1;
-          if (!room()) continue;
-          const source = current.find((row) => row.sds_id !== suspect.sds_id)!.sds_id;
-          const job = this.replacement(need, pool, replicas, candidates, targetFree, suspect.sds_id, source);
-          if (job === undefined) continue;
-          this.resyncAfterSdc.delete(chunkId);
-          take(job);
-        }
-        continue;
-      }
 
-      pendingCount += 1;
-      if (!room()) continue;
-      const source = this.leastBusySource(current.map((row) => row.sds_id));
-      // A returning SDS's stale replica first: maybe nothing changed and no copy is needed. Not
-      // one fenced for a failure of its own (device error, no space, lost device): the chunk
-      // goes to another SDS first, and back in place only where no other SDS can take it.
-      const back = staleBack.find((row) => row.failed_reason === null && targetFree(row.sds_id));
-      if (back !== undefined) {
-        const sourceIds = current.map((row) => row.sds_id);
-        const clean = await this.unchangedSinceFence(back.sds_id, back.stale_epoch, sourceIds, need, (id) => this.listing(id));
-        if (clean) cleanReturns.push({ need, sdsId: back.sds_id, staleEpoch: back.stale_epoch!, sourceIds });
-        else take(this.job('resync', need, pool, back.sds_id, source, undefined));
-        continue;
+        pendingCount += 1;
+        this.queue.watch(pool.id, chunkId); // owed a job: looked at again until it has one
+        if (!room()) continue;
+        const source = this.leastBusySource(current.map((row) => row.sds_id));
+        // A returning SDS's stale replica first: maybe nothing changed and no copy is needed. Not
+        // one fenced for a failure of its own (device error, no space, lost device): the chunk
+        // goes to another SDS first, and back in place only where no other SDS can take it.
+        const back = staleBack.find((row) => row.failed_reason === null && targetFree(row.sds_id));
+        if (back !== undefined) {
+          backs.push({ need, back, sourceIds: current.map((row) => row.sds_id), source });
+          perTarget.set(back.sds_id, (perTarget.get(back.sds_id) ?? 0) + 1);
+          continue;
+        }
+        const existing: ExistingReplica[] = replicas
+          .filter((row) => row.sds_state !== 'DOWN' || row.state === 'STALE')
+          .map((row) => ({ sdsId: row.sds_id, faultSetId: row.fault_set_id }));
+        const placeable = candidates.filter((candidate) => targetFree(candidate.sdsId));
+        const placed = placeChunk(placeable, 1, pool.chunk_size_bytes, existing);
+        if (!placed.ok) {
+          const failedBack = staleBack.find((row) => targetFree(row.sds_id));
+          if (failedBack !== undefined) take(this.job('resync', need, pool, failedBack.sds_id, source, undefined));
+          continue; // else no room anywhere: stays degraded, retried next pass
+        }
+        const target = placed.sdsIds[0]!;
+        candidateById.get(target)!.usedBytes += pool.chunk_size_bytes;
+        const leaving = current.find((row) => row.sds_state === 'REMOVING');
+        take(this.job(leaving === undefined ? 'rebuild' : 'move', need, pool, target, source, leaving?.sds_id));
+        this.queue.settle(pool.id, chunkId);
       }
-      const existing: ExistingReplica[] = replicas
-        .filter((row) => row.sds_state !== 'DOWN' || row.state === 'STALE')
-        .map((row) => ({ sdsId: row.sds_id, faultSetId: row.fault_set_id }));
-      const placeable = candidates.filter((candidate) => targetFree(candidate.sdsId));
-      const placed = placeChunk(placeable, 1, pool.chunk_size_bytes, existing);
-      if (!placed.ok) {
-        const failedBack = staleBack.find((row) => targetFree(row.sds_id));
-        if (failedBack !== undefined) take(this.job('resync', need, pool, failedBack.sds_id, source, undefined));
-        continue; // else no room anywhere: stays degraded, retried next pass
+    }
+
+    // Returning replicas: clean ones serve again without a copy, the others are copied over.
+    if (backs.length > 0) {
+      const facts = await this.chunkFacts(backs.flatMap(({ need, back, sourceIds }) => [back.sds_id, ...sourceIds].map((sdsId) => ({ sdsId, need }))));
+      for (const { need, back, sourceIds, source } of backs) {
+        if (this.unchangedSinceFence(back.sds_id, back.stale_epoch, sourceIds, need, facts)) {
+          cleanReturns.push({ need, sdsId: back.sds_id, staleEpoch: back.stale_epoch!, sourceIds });
+          perTarget.set(back.sds_id, (perTarget.get(back.sds_id) ?? 1) - 1);
+          this.queue.watch(pool.id, need.chunk_id); // until it is current again (or copied)
+        } else {
+          jobs.push(this.job('resync', need, pool, back.sds_id, source, undefined));
+          this.queue.settle(pool.id, need.chunk_id);
+        }
       }
-      const target = placed.sdsIds[0]!;
-      candidateById.get(target)!.usedBytes += pool.chunk_size_bytes;
-      const leaving = current.find((row) => row.sds_state === 'REMOVING');
-      take(this.job(leaving === undefined ? 'rebuild' : 'move', need, pool, target, source, leaving?.sds_id));
     }
 
     if (redundantStale.length > 0) await this.fencing.serialize(() => this.dropStale(redundantStale));
@@ -381,7 +451,7 @@ export class Rebuilder {
       pendingCount -= cleanReturns.length;
     }
     if (pendingCount === 0 && this.active.size === 0 && pool.rebalance_enabled === 1) {
-      const move = this.planRebalance(pool, byChunk, candidates);
+      const move = this.planRebalance(pool, candidates);
       if (move !== undefined) {
         take(move);
         this.pending.set(pool.id, { chunks: 1, kind: 'rebalancing' });
@@ -448,11 +518,7 @@ export class Rebuilder {
    * more than REBALANCE_SPREAD_PERCENT of the average and by two chunks or more, and the move
    * keeps replicas in distinct fault domains.
    */
-  private planRebalance(
-    pool: PoolRow,
-    byChunk: Map<number, ReplicaRow[]>,
-    candidates: ReturnType<typeof placementCandidates>,
-  ): Job | undefined {
+  private planRebalance(pool: PoolRow, candidates: ReturnType<typeof placementCandidates>): Job | undefined {
     if (candidates.length < 2) return undefined;
     const utilization = (candidate: (typeof candidates)[number]): number => (candidate.usedBytes / candidate.capacityBytes) * 100;
     const sorted = [...candidates].sort((a, b) => utilization(a) - utilization(b));
@@ -464,7 +530,16 @@ export class Rebuilder {
     if (spread <= (average * REBALANCE_SPREAD_PERCENT) / 100) return undefined;
     if ((spread / 100) * Math.min(most.capacityBytes, least.capacityBytes) < 2 * pool.chunk_size_bytes) return undefined;
     const leastDomain = faultDomainOf(least.sdsId, least.faultSetId);
-    for (const replicas of byChunk.values()) {
+    // Chunks on the most used SDS, whole and not on the least used one: a page of them, not all.
+    const { db } = this.context;
+    const movable = db
+      .prepare(
+        `SELECT r.chunk_id FROM replicas r WHERE r.sds_id = ? AND r.pool_id = ? AND r.state = 'CURRENT'
+           AND NOT EXISTS (SELECT 1 FROM replicas o WHERE o.chunk_id = r.chunk_id AND o.sds_id = ?)
+         ORDER BY r.chunk_id LIMIT ?`,
+      )
+      .all(most.sdsId, pool.id, least.sdsId, REBALANCE_CANDIDATES_MAX) as { chunk_id: number }[];
+    for (const replicas of replicaRowsOf(db, movable.map((row) => row.chunk_id)).values()) {
       if (replicas.some((row) => row.state !== 'CURRENT' || row.sds_state !== 'UP')) continue;
       if (!replicas.some((row) => row.sds_id === most.sdsId)) continue;
       if (replicas.some((row) => row.sds_id === least.sdsId)) continue;
@@ -479,22 +554,16 @@ export class Rebuilder {
 
   /**
    * True when no source took a write after the replica was fenced and the returning SDS has no
-   * write intent for it, as the listings `listingOf` gives say.
+   * write intent for it, as `facts` (what each SDS said of the chunk) show.
    */
-  private async unchangedSinceFence(
-    sdsId: number,
-    staleEpoch: number | null,
-    sourceIds: number[],
-    need: ChunkNeed,
-    listingOf: (sdsId: number) => Promise<Map<string, SdsChunk> | undefined>,
-  ): Promise<boolean> {
+  private unchangedSinceFence(sdsId: number, staleEpoch: number | null, sourceIds: number[], need: ChunkNeed, facts: ChunkFacts): boolean {
     if (staleEpoch === null) return false;
     const key = `${need.volume_id}:${need.chunk_index}`;
-    const mine = (await listingOf(sdsId))?.get(key);
+    const mine = facts.get(sdsId)?.get(key);
     // The returning replica took no write after its fence (it refuses newer epochs' writes anyway).
     if (mine === undefined || mine.needs_resync || mine.rebuilding || mine.lost || mine.written_epoch > staleEpoch) return false;
     for (const sourceId of sourceIds) {
-      const theirs = (await listingOf(sourceId))?.get(key);
+      const theirs = facts.get(sourceId)?.get(key);
       if (theirs === undefined || theirs.written_epoch > staleEpoch) return false;
       // The sources hold data the returning replica does not: it never got (or lost) it.
       if (theirs.stored && !mine.stored) return false;
@@ -502,19 +571,61 @@ export class Rebuilder {
     return true;
   }
 
-  /** An SDS's chunk listing, from a cache of LISTING_TTL_MS unless `fresh`. */
+  /**
+   * What each SDS says now of the chunks asked of it (one /chunks/query per SDS). An SDS that does
+   * not answer is left out: nothing it holds is taken for unchanged.
+   */
+  private async chunkFacts(asks: readonly { sdsId: number; need: ChunkNeed }[]): Promise<ChunkFacts> {
+    const bySds = new Map<number, { volume_id: number; chunk_index: number }[]>();
+    for (const { sdsId, need } of asks) pushTo(bySds, sdsId, { volume_id: need.volume_id, chunk_index: need.chunk_index });
+    const facts: ChunkFacts = new Map();
+    await Promise.all(
+      [...bySds].map(async ([sdsId, chunks]) => {
+        try {
+          const known = await this.fencing.queryChunks(sdsId, chunks);
+          facts.set(sdsId, new Map(known.map((chunk) => [`${chunk.volume_id}:${chunk.chunk_index}`, chunk])));
+        } catch (error) {
+          this.context.log.debug({ sdsId, err: (error as Error).message }, 'cannot ask an SDS about its chunks');
+        }
+      }),
+    );
+    return facts;
+  }
+
+  /**
+   * An SDS's chunks that need attention (write intents, rebuilds, lost devices), from a cache of
+   * LISTING_TTL_MS unless `fresh`.
+   */
   private async listing(sdsId: number, fresh = false): Promise<Map<string, SdsChunk> | undefined> {
     const cached = this.listings.get(sdsId);
     if (!fresh && cached !== undefined && Date.now() - cached.atMs < LISTING_TTL_MS) return cached.chunks;
     try {
-      const answer = (await this.fencing.listChunks(sdsId)) as { chunks: SdsChunk[] };
-      const chunks = new Map(answer.chunks.map((chunk) => [`${chunk.volume_id}:${chunk.chunk_index}`, chunk]));
+      const listed = await this.fencing.listChunksNeedingAttention(sdsId);
+      const chunks = new Map(listed.map((chunk) => [`${chunk.volume_id}:${chunk.chunk_index}`, chunk]));
       this.listings.set(sdsId, { atMs: Date.now(), chunks });
-      if (!answer.chunks.some((chunk) => chunk.needs_resync)) this.mayNeedResync.delete(sdsId);
+      if (!listed.some((chunk) => chunk.needs_resync)) this.mayNeedResync.delete(sdsId);
       return chunks;
     } catch (error) {
       this.context.log.debug({ sdsId, err: (error as Error).message }, 'cannot list the chunks of an SDS');
       return undefined;
+    }
+  }
+
+  /**
+   * SDS that may hold crash-time write intents: the chunks they list as needing a resync are
+   * watched, so the pass that looks at them replaces the suspect replica.
+   */
+  private async watchSuspects(): Promise<void> {
+    const { db } = this.context;
+    const chunkOf = db.prepare('SELECT c.id, v.pool_id FROM chunks c JOIN volumes v ON v.id = c.volume_id WHERE c.volume_id = ? AND c.chunk_index = ?');
+    const up = db.prepare(`SELECT 1 FROM sds WHERE id = ? AND state = 'UP'`);
+    for (const sdsId of [...this.mayNeedResync]) {
+      if (up.get(sdsId) === undefined) continue;
+      for (const chunk of (await this.listing(sdsId))?.values() ?? []) {
+        if (!chunk.needs_resync) continue;
+        const row = chunkOf.get(chunk.volume_id, chunk.chunk_index) as { id: number; pool_id: number } | undefined;
+        if (row !== undefined) this.queue.watch(row.pool_id, row.id);
+      }
     }
   }
 
@@ -561,20 +672,13 @@ export class Rebuilder {
     })();
     if (bumped.length === 0) return;
     const failedSources = await this.fencing.installEpochs(sourceOrders);
-    const fresh = new Map<number, Promise<Map<string, SdsChunk> | undefined>>();
-    const listingOf = (sdsId: number): Promise<Map<string, SdsChunk> | undefined> => {
-      let pending = fresh.get(sdsId);
-      if (pending === undefined) {
-        pending = this.listing(sdsId, true);
-        fresh.set(sdsId, pending);
-      }
-      return pending;
-    };
+    // Asked again now that the sources drained every write of the old epoch.
+    const facts = await this.chunkFacts(bumped.flatMap((candidate) => [candidate.sdsId, ...candidate.sourceIds].map((sdsId) => ({ sdsId, need: candidate.need }))));
     const returning = new Map<number, EpochOrder[]>();
     const clean: (CleanReturn & { epoch: number })[] = [];
     for (const candidate of bumped) {
       if (candidate.sourceIds.some((id) => failedSources.has(id))) continue;
-      if (!(await this.unchangedSinceFence(candidate.sdsId, candidate.staleEpoch, candidate.sourceIds, candidate.need, listingOf))) continue;
+      if (!this.unchangedSinceFence(candidate.sdsId, candidate.staleEpoch, candidate.sourceIds, candidate.need, facts)) continue;
       clean.push(candidate);
       pushTo(returning, candidate.sdsId, { volume_id: candidate.need.volume_id, chunk_index: candidate.need.chunk_index, pool_id: pool.id, epoch: candidate.epoch });
     }
@@ -656,6 +760,7 @@ export class Rebuilder {
       .catch((error: unknown) => this.context.log.error({ err: error, chunk: `${job.volumeId}:${job.chunkIndex}` }, 'rebuild job failed'))
       .finally(() => {
         this.active.delete(job.chunkId);
+        this.queue.watch(job.poolId, job.chunkId); // done, failed or never begun: looked at again
         this.jobsDone.splice(this.jobsDone.indexOf(done), 1);
         this.kick();
       });

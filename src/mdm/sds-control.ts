@@ -6,8 +6,11 @@
 import type { MdmContext } from './context.js';
 import { SdsDataClient } from '../common/sds-client.js';
 import { deriveControlCredential, Opcode, Status } from '../common/sds-protocol.js';
+import type { ChunkListing } from '../common/chunk-listing.js';
 
 export const CONTROL_TIMEOUT_MS = 5000;
+/** Chunks per /chunks/query request (the SDS takes up to CONTROL_CHUNKS_PER_REQUEST_MAX). */
+const QUERY_CHUNKS_MAX = 5000;
 const PROBE_TIMEOUT_MS = 1500;
 
 export class SdsControl {
@@ -31,9 +34,22 @@ export class SdsControl {
     return text.length > 0 ? JSON.parse(text) : undefined;
   }
 
-  /** The chunks an SDS knows (GET /chunks on its control plane). */
-  listChunks(sdsId: number): Promise<unknown> {
-    return this.call(sdsId, '/chunks', undefined, CONTROL_TIMEOUT_MS, 'GET');
+  /**
+   * The chunks of an SDS that need the MDM's attention (write intents, rebuilds, lost devices):
+   * a list that follows what is going on, never every chunk it stores.
+   */
+  async listChunksNeedingAttention(sdsId: number): Promise<ChunkListing[]> {
+    return ((await this.call(sdsId, '/chunks?attention=1', undefined, CONTROL_TIMEOUT_MS, 'GET')) as { chunks: ChunkListing[] }).chunks;
+  }
+
+  /** What an SDS knows of these chunks (those it does not know are left out), in requests of QUERY_CHUNKS_MAX. */
+  async queryChunks(sdsId: number, chunks: readonly { volume_id: number; chunk_index: number }[]): Promise<ChunkListing[]> {
+    const known: ChunkListing[] = [];
+    for (let first = 0; first < chunks.length; first += QUERY_CHUNKS_MAX) {
+      const part = chunks.slice(first, first + QUERY_CHUNKS_MAX).map((chunk) => ({ volume_id: chunk.volume_id, chunk_index: chunk.chunk_index }));
+      known.push(...((await this.call(sdsId, '/chunks/query', { chunks: part })) as { chunks: ChunkListing[] }).chunks);
+    }
+    return known;
   }
 }
 

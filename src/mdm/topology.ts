@@ -310,6 +310,7 @@ export function removeSds(db: Db, ref: string | number): SdsRow {
       });
     }
     db.prepare('DELETE FROM sds_devices WHERE sds_id = ?').run(sds.id);
+    db.prepare('DELETE FROM sds_pool_usage WHERE sds_id = ?').run(sds.id);
     db.prepare('DELETE FROM sds WHERE id = ?').run(sds.id);
     db.prepare(`DELETE FROM cluster_nodes WHERE node_id = ? AND roles LIKE '%sds%'`).run(sds.name);
     recordEvent(db, 'info', 'SDS_REMOVED', `SDS ${sds.name} removed`, { pdId: sds.pd_id });

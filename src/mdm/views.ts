@@ -117,8 +117,8 @@ export function sdsView(db: Db, sds: SdsRow) {
     .all(sds.id) as (DeviceRow & { pool: string })[];
   const replicas = db
     .prepare(
-      `SELECT COUNT(*) AS n, COALESCE(SUM(p.chunk_size_bytes),0) AS bytes FROM replicas r JOIN storage_pools p ON p.id = r.pool_id
-       WHERE r.sds_id = ?`,
+      `SELECT COALESCE(SUM(u.replica_count),0) AS n, COALESCE(SUM(u.replica_count * p.chunk_size_bytes),0) AS bytes
+       FROM sds_pool_usage u JOIN storage_pools p ON p.id = u.pool_id WHERE u.sds_id = ?`,
     )
     .get(sds.id) as { n: number; bytes: number };
   return {

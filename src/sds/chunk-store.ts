@@ -475,21 +475,41 @@ export class ChunkStore {
   }
 
   listChunks(): ChunkListing[] {
-    return [...this.chunks.values()].map((entry) => {
-      const key = chunkKey(entry.volumeId, entry.chunkIndex);
-      return {
-        volume_id: entry.volumeId,
-        chunk_index: entry.chunkIndex,
-        pool_id: entry.poolId,
-        epoch: entry.epoch,
-        written_epoch: entry.writtenEpoch,
-        rebuilding: entry.rebuild !== undefined,
-        stored: entry.slotIndex !== null && !entry.lost,
-        dirty: this.intents.has(key),
-        needs_resync: this.intents.isSuspect(key),
-        lost: entry.lost,
-      };
-    });
+    return [...this.chunks.values()].map((entry) => this.listingOf(entry));
+  }
+
+  /**
+   * Only the chunks the MDM must look at: a write intent (dirty, or suspect after a crash), a
+   * rebuild in progress, or a lost device. Its size follows what is going on, not what is stored.
+   */
+  listChunksNeedingAttention(): ChunkListing[] {
+    const listed: ChunkListing[] = [];
+    for (const [key, entry] of this.chunks) {
+      if (this.intents.has(key) || entry.rebuild !== undefined || entry.lost) listed.push(this.listingOf(entry));
+    }
+    return listed;
+  }
+
+  /** What this SDS knows of one chunk; undefined when it knows nothing of it. */
+  chunkListing(volumeId: number, chunkIndex: number): ChunkListing | undefined {
+    const entry = this.chunks.get(chunkKey(volumeId, chunkIndex));
+    return entry === undefined ? undefined : this.listingOf(entry);
+  }
+
+  private listingOf(entry: ChunkEntry): ChunkListing {
+    const key = chunkKey(entry.volumeId, entry.chunkIndex);
+    return {
+      volume_id: entry.volumeId,
+      chunk_index: entry.chunkIndex,
+      pool_id: entry.poolId,
+      epoch: entry.epoch,
+      written_epoch: entry.writtenEpoch,
+      rebuilding: entry.rebuild !== undefined,
+      stored: entry.slotIndex !== null && !entry.lost,
+      dirty: this.intents.has(key),
+      needs_resync: this.intents.isSuspect(key),
+      lost: entry.lost,
+    };
   }
 
   deviceReport(): ReturnType<DeviceSet['report']> {

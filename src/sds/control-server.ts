@@ -32,6 +32,8 @@ const deleteSchema = z.strictObject({
   // kept. Otherwise the data goes and a record at `epoch` stays, refusing older requests.
   chunks: z.array(chunkRef.extend({ epoch: u32.optional() })).min(1).max(CONTROL_CHUNKS_PER_REQUEST_MAX),
 });
+const listQuerySchema = z.strictObject({ attention: z.enum(['0', '1']).optional() });
+const querySchema = z.strictObject({ chunks: z.array(chunkRef).min(1).max(CONTROL_CHUNKS_PER_REQUEST_MAX) });
 const resyncedSchema = z.strictObject({ chunks: z.array(chunkRef).min(1).max(CONTROL_CHUNKS_PER_REQUEST_MAX) });
 const sourceSchema = z.strictObject({ host: z.string().max(253).regex(/^[A-Za-z0-9.:_-]+$/), data_port: z.number().int().min(1).max(65535) });
 const copySchema = chunkWithEpoch.extend({
@@ -97,7 +99,25 @@ export function buildControlServer(deps: ControlServerDeps): FastifyInstance {
     if (failWith !== undefined) throw pflexError(failWith >= 500 ? 'UNAVAILABLE' : 'BAD_REQUEST', `fault injection: ${request.url} refused on purpose`);
   });
 
-  app.get('/chunks', async () => ({ chunks: deps.store.listChunks() }));
+  /**
+   * What this SDS knows of its chunks. `?attention=1`: only those the MDM must look at (write
+   * intents, rebuilds, lost devices), a list that follows what is going on, not what is stored.
+   */
+  app.get('/chunks', async (request) => {
+    const query = listQuerySchema.parse(request.query ?? {});
+    return { chunks: query.attention === '1' ? deps.store.listChunksNeedingAttention() : deps.store.listChunks() };
+  });
+
+  /** What this SDS knows of the chunks named (those it does not know are left out). */
+  app.post('/chunks/query', async (request) => {
+    const input = querySchema.parse(request.body ?? {});
+    const chunks = [];
+    for (const chunk of input.chunks) {
+      const listing = deps.store.chunkListing(chunk.volume_id, chunk.chunk_index);
+      if (listing !== undefined) chunks.push(listing);
+    }
+    return { chunks };
+  });
 
   /**
    * Installs new epochs, then waits until no write admitted under an older epoch is in flight:

@@ -110,6 +110,10 @@ t.test('repeated kill -9 and restart of random SDS under verified writes', async
   t.equal(verify.code, 0, verify.stderr);
   const report = JSON.parse(verify.stdout) as { clean: boolean; mismatches?: unknown[] };
   t.equal(report.clean, true, `pflex vol verify is clean: ${JSON.stringify(report.mismatches ?? []).slice(0, 500)}`);
+  const check = await e2e.pflex('--json', 'cluster', 'check');
+  const invariants = JSON.parse(check.stdout) as { chunks_checked: number; violations: string[] };
+  t.same(invariants.violations, [], `pflex cluster check: every chunk's metadata invariants hold (${invariants.chunks_checked} chunks)`);
+  t.equal(check.code, 0, 'and it exits 0');
   for (const region of [...written].sort((a, b) => a - b)) {
     const result = await run('fio', fioArgs(region, true), { timeoutMs: 120_000 });
     t.equal(result.code, 0, `region ${region} verifies again after the chaos: ${result.stderr.slice(0, 300)}`);

@@ -88,6 +88,19 @@ export function registerClusterCommands(program: Command): void {
       );
     });
   cluster
+    .command('check')
+    .description("every chunk's metadata invariants: replica counts, pools, fault sets, placement counters, thick volumes (exit 1 on a violation)")
+    .action(async (_options: unknown, command: Command) => {
+      const { client, output } = contextOf(command);
+      const report = await client.get<{ chunks_checked: number; violation_count: number; violations: string[] }>('/cluster/invariants');
+      print(output, report, () =>
+        report.violation_count === 0
+          ? `${pc.green('clean')}: ${report.chunks_checked} chunks checked`
+          : [`${pc.red(`${report.violation_count} violation(s)`)} over ${report.chunks_checked} chunks:`, ...report.violations.map((line) => `  ${line}`)].join('\n'),
+      );
+      if (report.violation_count > 0) process.exitCode = 1;
+    });
+  cluster
     .command('join-token')
     .description('create a join token that lets SDS/SDC/MGMT nodes register')
     .option('--roles <roles>', 'comma-separated roles it admits: sds,sdc,mgmt', 'sds,sdc,mgmt')

@@ -7,6 +7,7 @@ import { pflexError } from '../../common/errors.js';
 import { getRow } from '../lookup.js';
 import { clusterStatus } from '../views.js';
 import { listEvents } from '../events.js';
+import { checkInvariants } from '../invariants.js';
 import {
   createJoinToken,
   createJoinTokenSchema,
@@ -72,6 +73,8 @@ export function registerClusterRoutes(
     // Epoch installs and chunk deletions not yet delivered (an SDS that did not answer): retried.
     sds_orders_pending: fencing.orders.pending(),
   }));
+  // Every chunk's invariants (invariants.ts): for tests, chaos runs and operators after an incident.
+  app.get('/cluster/invariants', async () => checkInvariants(context.db));
   app.get('/rebuild/status', { config: { access: 'admin-or-node' } }, async () => ({ pools: rebuilder.status() }));
   app.post('/cluster/join-token', async (request, reply) =>
     reply.status(201).send(createJoinToken(db, createJoinTokenSchema.parse(bodyOf(request)))),

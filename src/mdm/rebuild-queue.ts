@@ -1,0 +1,103 @@
+/**
+ * The rebuilder's work queue (issue 11): the chunks that may need a job, so a planning pass reads
+ * what changed and what is still owed, never every chunk of the cluster.
+ *
+ * Triggers in powerflex.db (schema v6) queue a chunk whenever one of its replicas is added in a
+ * state other than CURRENT, changes state or goes away, and an SDS whenever its state changes
+ * (DOWN, back UP, REMOVING): every chunk it holds is looked at again. A sweep at start and every
+ * SWEEP_INTERVAL_MS reads every chunk in pages, yielding between them, and watches any that is
+ * short of replicas or has one that is not CURRENT or not on an UP SDS: nothing a path forgot
+ * to queue stays unseen for long.
+ */
+import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
+import type { Db } from './database.js';
+import { copiesOf, type ProtectionPolicy } from './rows.js';
+
+/** Chunks read per page of a sweep; each page is one short query, the event loop runs between them. */
+export const SWEEP_PAGE_CHUNKS = 5000;
+export const SWEEP_INTERVAL_MS = 10 * 60_000;
+
+export class RebuildQueue {
+  /** Pool id -> chunks to look at in its next planning pass. */
+  private readonly watched = new Map<number, Set<number>>();
+  private sweeping: Promise<void> | undefined;
+
+  constructor(private readonly db: Db) {}
+
+  watch(poolId: number, chunkId: number): void {
+    let chunks = this.watched.get(poolId);
+    if (chunks === undefined) {
+      chunks = new Set();
+      this.watched.set(poolId, chunks);
+    }
+    chunks.add(chunkId);
+  }
+
+  /** Nothing to do for this chunk until something changes it (a trigger queues it again). */
+  settle(poolId: number, chunkId: number): void {
+    this.watched.get(poolId)?.delete(chunkId);
+  }
+
+  /** The chunks of a pool to look at, in id order. */
+  chunksOf(poolId: number): number[] {
+    return [...(this.watched.get(poolId) ?? [])].sort((a, b) => a - b);
+  }
+
+  size(poolId: number): number {
+    return this.watched.get(poolId)?.size ?? 0;
+  }
+
+  /** Moves what the triggers queued into the watch sets; one transaction, so nothing is lost between. */
+  drain(): void {
+    const { db } = this;
+    // Most passes find nothing queued: two reads, no write transaction (whose commit would sync).
+    const queued = db.prepare('SELECT EXISTS (SELECT 1 FROM rebuild_queue) OR EXISTS (SELECT 1 FROM rebuild_queue_sds) AS queued').get() as { queued: number };
+    if (queued.queued === 0) return;
+    db.transaction(() => {
+      const chunks = db
+        .prepare(`SELECT q.chunk_id, v.pool_id FROM rebuild_queue q JOIN chunks c ON c.id = q.chunk_id JOIN volumes v ON v.id = c.volume_id`)
+        .all() as { chunk_id: number; pool_id: number }[];
+      for (const row of chunks) this.watch(row.pool_id, row.chunk_id);
+      db.prepare('DELETE FROM rebuild_queue').run();
+      const sdsIds = db.prepare('SELECT sds_id FROM rebuild_queue_sds').all() as { sds_id: number }[];
+      const held = db.prepare('SELECT chunk_id, pool_id FROM replicas WHERE sds_id = ?');
+      for (const { sds_id: sdsId } of sdsIds) {
+        for (const row of held.iterate(sdsId) as Iterable<{ chunk_id: number; pool_id: number }>) this.watch(row.pool_id, row.chunk_id);
+      }
+      db.prepare('DELETE FROM rebuild_queue_sds').run();
+    })();
+  }
+
+  /**
+   * Reads every chunk, a page at a time, and watches those short of replicas or with a replica
+   * not CURRENT or not on an UP (or NEW) SDS. One sweep at a time; `stopped` ends it early.
+   */
+  sweep(stopped: () => boolean): Promise<void> {
+    if (this.sweeping !== undefined) return this.sweeping;
+    this.sweeping = this.sweepPages(stopped).finally(() => {
+      this.sweeping = undefined;
+    });
+    return this.sweeping;
+  }
+
+  private async sweepPages(stopped: () => boolean): Promise<void> {
+    const page = this.db.prepare(
+      `SELECT c.id AS chunk_id, v.pool_id, p.protection_policy, COUNT(r.chunk_id) AS replicas,
+              COALESCE(SUM(r.state != 'CURRENT' OR s.state NOT IN ('UP','NEW')), 0) AS unusual
+       FROM chunks c JOIN volumes v ON v.id = c.volume_id JOIN storage_pools p ON p.id = v.pool_id
+       LEFT JOIN replicas r ON r.chunk_id = c.id LEFT JOIN sds s ON s.id = r.sds_id
+       WHERE c.id > ? GROUP BY c.id ORDER BY c.id LIMIT ?`,
+    );
+    let afterId = 0;
+    for (;;) {
+      if (stopped()) return;
+      const rows = page.all(afterId, SWEEP_PAGE_CHUNKS) as { chunk_id: number; pool_id: number; protection_policy: ProtectionPolicy; replicas: number; unusual: number }[];
+      for (const row of rows) {
+        if (row.unusual > 0 || row.replicas < copiesOf(row.protection_policy)) this.watch(row.pool_id, row.chunk_id);
+      }
+      if (rows.length < SWEEP_PAGE_CHUNKS) return;
+      afterId = rows[rows.length - 1]!.chunk_id;
+      await yieldToEventLoop();
+    }
+  }
+}
