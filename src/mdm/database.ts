@@ -239,6 +239,8 @@ const MIGRATIONS: readonly string[] = [
   CREATE TRIGGER sds_queue_state AFTER UPDATE OF state ON sds WHEN NEW.state != OLD.state BEGIN
     INSERT OR IGNORE INTO rebuild_queue_sds (sds_id) VALUES (NEW.id);
   END;
+  -- Issued tokens are remembered in memory (tx-acks.ts): no database write per authorization.
+  DROP TABLE io_tokens;
   -- Epochs only grow (DESIGN §6): an update that would lower one fails, whatever path made it.
   CREATE TRIGGER chunks_epoch_grows BEFORE UPDATE OF epoch ON chunks WHEN NEW.epoch < OLD.epoch BEGIN
     SELECT RAISE(ABORT, 'a chunk epoch never goes back');

@@ -19,6 +19,7 @@ import { SdsControl } from './sds-control.js';
 import { SdsOrders } from './sds-orders.js';
 import { ReplicaFaults } from './replica-faults.js';
 import { Rebuilder } from './rebuild.js';
+import { TxAcks } from './tx-acks.js';
 import { pruneEvents, recordEvent } from './events.js';
 import { newSigningKey } from '../common/secrets.js';
 import type { Logger } from '../common/logger.js';
@@ -71,7 +72,8 @@ export async function startMdm(options: MdmOptions): Promise<RunningMdm> {
   const fencing = new Fencing(context, sdsControl, orders);
   const replicaFaults = new ReplicaFaults(context, fencing);
   const rebuilder = new Rebuilder(context, fencing);
-  registerClusterRoutes(app, context, startedAtMs, fencing, rebuilder, replicaFaults);
+  const txAcks = new TxAcks(context);
+  registerClusterRoutes(app, context, startedAtMs, fencing, rebuilder, replicaFaults, txAcks);
   registerTopologyRoutes(app, context, () => rebuilder.kick());
   registerVolumeRoutes(app, context, orders);
   registerMetrics(app, context);
@@ -93,6 +95,7 @@ export async function startMdm(options: MdmOptions): Promise<RunningMdm> {
   );
   rebuilder.start();
   orders.start();
+  txAcks.start();
   const pruneTimer = setInterval(() => pruneEvents(db), 60_000);
   pruneTimer.unref();
   recordEvent(db, 'info', 'MDM_STARTED', `MDM started on ${options.host}:${port}`);
@@ -112,6 +115,7 @@ export async function startMdm(options: MdmOptions): Promise<RunningMdm> {
       clearInterval(pruneTimer);
       await rebuilder.stop();
       await app.close();
+      txAcks.stop();
       recordEvent(db, 'info', 'MDM_STOPPED', 'MDM stopped');
       db.close();
       options.log.info('MDM stopped');

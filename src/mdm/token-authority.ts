@@ -105,11 +105,6 @@ export function authorize(
       },
       context.signingKey,
     );
-    db.prepare(
-      `INSERT INTO io_tokens (token_id, volume_id, sdc_id, operations, chunk_first, chunk_count, issued_at_ms, expires_at_ms)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-    ).run(tokenId.toString('hex'), volume.id, sdc.id, token.readUInt8(5), input.chunk_first, input.chunk_count, nowMs, expiresAtMs);
-    db.prepare('DELETE FROM io_tokens WHERE expires_at_ms < ?').run(nowMs - 60_000);
     return {
       token: token.toString('base64'),
       token_id: tokenId.toString('hex'),
@@ -204,43 +199,3 @@ export const txAckSchema = z.strictObject({
     )
     .max(TX_ACKS_PER_BATCH_MAX),
 });
-
-/**
- * Applies a batch of an SDS's acknowledgements: write-like operations bump the replica's
- * generation and byte count (and the chunk's, which is its most advanced replica's). Acks for unknown tokens or chunks this SDS does not hold are
- * counted as ignored, never applied.
- */
-export function applyTxAcks(
-  context: MdmContext,
-  sdsName: string,
-  input: z.infer<typeof txAckSchema>,
-): { accepted: number; ignored: number } {
-  const { db } = context;
-  const sds = getRow<{ id: number }>(db, 'sds', sdsName);
-  let accepted = 0;
-  db.transaction(() => {
-    const tokenKnown = db.prepare('SELECT volume_id FROM io_tokens WHERE token_id = ?');
-    const replicaOnSds = db.prepare(
-      `SELECT r.id AS replica_id, c.id AS chunk_id FROM chunks c JOIN replicas r ON r.chunk_id = c.id
-       WHERE c.volume_id = ? AND c.chunk_index = ? AND r.sds_id = ?`,
-    );
-    const bumpReplica = db.prepare('UPDATE replicas SET generation = generation + ?, bytes_written = bytes_written + ? WHERE id = ?');
-    // The chunk's generation is its most advanced replica's: replicas behind it are suspect.
-    const bumpChunk = db.prepare(
-      `UPDATE chunks SET generation = MAX(generation, (SELECT generation FROM replicas WHERE id = ?)),
-         bytes_written = MAX(bytes_written, (SELECT bytes_written FROM replicas WHERE id = ?)) WHERE id = ?`,
-    );
-    for (const ack of input.acks) {
-      const token = tokenKnown.get(ack.token_id) as { volume_id: number } | undefined;
-      if (token !== undefined && token.volume_id !== ack.volume_id) continue;
-      const row = replicaOnSds.get(ack.volume_id, ack.chunk_index, sds.id) as { replica_id: number; chunk_id: number } | undefined;
-      if (row === undefined) continue;
-      if (ack.operation !== 'read') {
-        bumpReplica.run(ack.requests, ack.bytes, row.replica_id);
-        bumpChunk.run(row.replica_id, row.replica_id, row.chunk_id);
-      }
-      accepted += 1;
-    }
-  })();
-  return { accepted, ignored: input.acks.length - accepted };
-}

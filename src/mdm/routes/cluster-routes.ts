@@ -19,7 +19,8 @@ import {
   registerNode,
   registerSchema,
 } from '../membership.js';
-import { applyTxAcks, authorize, authorizeSchema, txAckSchema } from '../token-authority.js';
+import { authorize, authorizeSchema, txAckSchema } from '../token-authority.js';
+import type { TxAcks } from '../tx-acks.js';
 import type { SdcRow } from '../rows.js';
 import type { Caller } from '../auth.js';
 import type { Fencing, EpochOrder } from '../fencing.js';
@@ -56,6 +57,7 @@ export function registerClusterRoutes(
   fencing: Fencing,
   rebuilder: Rebuilder,
   replicaFaults: ReplicaFaults,
+  txAcks: TxAcks,
 ): void {
   const { db } = context;
 
@@ -161,7 +163,9 @@ export function registerClusterRoutes(
     }
     // Never hand out a token whose epochs are not yet installed on the survivors.
     await fencing.settled();
-    return authorize(context, refParam(request), sdcRef, input);
+    const answer = authorize(context, refParam(request), sdcRef, input);
+    txAcks.tokenIssued(answer.token_id, answer.volume.id, Date.parse(answer.expires_at));
+    return answer;
   });
   /** An SDC could not reach an SDS: the MDM probes it and fences it at once if it is gone. */
   app.post('/sds/report-unreachable', { config: { access: 'node' } }, async (request) => {
@@ -202,6 +206,6 @@ export function registerClusterRoutes(
     return answer;
   });
   app.post('/io/tx/ack', { config: { access: 'node' } }, async (request) =>
-    applyTxAcks(context, nodeCaller(request, 'sds').nodeId, txAckSchema.parse(bodyOf(request))),
+    txAcks.record(nodeCaller(request, 'sds').nodeId, txAckSchema.parse(bodyOf(request)).acks),
   );
 }
