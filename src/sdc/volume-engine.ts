@@ -129,6 +129,8 @@ export class VolumeEngine {
    * gone, and the FLUSH fails with EIO instead of promising them.
    */
   private unflushed = new Map<number, Map<string, number>>();
+  /** What each FLUSH still running took from `unflushed`: later FLUSHes check it too. */
+  private readonly sealed = new Set<Map<number, Map<string, number>>>();
   /**
    * Replicas that failed a write the MDM could not be told of yet (it is away), per chunk, with
    * the epoch of the plan: they may lack a write their peers took, so they serve no read here
@@ -190,23 +192,37 @@ export class VolumeEngine {
    * it (its replicas are stale and need no flush), so the flush is retried on the new plan.
    */
   async flush(): Promise<void> {
-    const covered = this.unflushed;
+    // What this FLUSH promises: every write acknowledged before it. It takes those (a fresh map
+    // collects later writes), and it checks too what FLUSHes still running took: those writes were
+    // acknowledged before this FLUSH as well, so every FLUSH that covers a lost write reports it.
+    const mine = this.unflushed;
     this.unflushed = new Map();
+    this.sealed.add(mine);
+    const covered = [...this.sealed];
     let flushed: Set<string>;
     try {
       flushed = await this.flushAll();
     } catch (error) {
-      // Not made durable: a later FLUSH must cover these writes again.
-      for (const [chunk, acks] of covered) if (!this.unflushed.has(chunk)) this.unflushed.set(chunk, acks);
+      // Not made durable: a later FLUSH must cover these writes again (the oldest generation counts).
+      this.sealed.delete(mine);
+      for (const [chunk, acks] of mine) {
+        const now = this.unflushed.get(chunk);
+        if (now === undefined) this.unflushed.set(chunk, acks);
+        else for (const [key, generation] of acks) now.set(key, Math.min(generation, now.get(key) ?? generation));
+      }
       throw error;
     }
+    this.sealed.delete(mine);
     const held = (key: string, generation: number): boolean => flushed.has(key) && this.pool.endpointByKey(key)?.generation === generation;
-    const lost = [...covered.entries()].filter(([, acks]) => ![...acks.entries()].some(([key, generation]) => held(key, generation)));
+    const lost = covered.flatMap((map) => [...map.entries()]).filter(([, acks]) => ![...acks.entries()].some(([key, generation]) => held(key, generation)));
     if (lost.length > 0) {
       // Every replica that took these writes lost its connection since (its SDS restarted): the
       // writes may be gone, and no FLUSH can bring them back. Reported once, as fsync does.
       this.counters.errors += 1;
-      throw new VolumeIoError('EIO', `flush of ${this.volume.name}: writes to chunk(s) ${lost.map(([chunk]) => chunk).join(',')} may be lost: every replica that took them restarted before they were flushed`);
+      const chunks = [...new Set(lost.map(([chunk]) => chunk))].sort((a, b) => a - b);
+      const message = `flush of ${this.volume.name}: writes to chunk(s) ${chunks.join(',')} may be lost: every replica that took them restarted before they were flushed`;
+      this.log.error({ volume: this.volume.name, chunks }, 'FLUSH failed: acknowledged writes may be lost (every replica that took them restarted before they were flushed); reported once, as fsync does');
+      throw new VolumeIoError('EIO', message);
     }
   }
 

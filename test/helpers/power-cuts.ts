@@ -6,7 +6,8 @@
  *
  * The model: in-flight writes never overlap, so each 4 KiB block has a history of writes in
  * order. A write is durable once it was acknowledged with FUA, or acknowledged before an
- * acknowledged FLUSH was sent. After the last cut and a recovery, each block must hold the bytes
+ * acknowledged FLUSH was sent, unless a FLUSH sent after its acknowledgement failed first (that
+ * FLUSH reported it as possibly lost, once, as fsync does). After the last cut and a recovery, each block must hold the bytes
  * of its last durable write (zeros if none) or of any write issued after it — nothing older,
  * nothing else. Seeded: the same seed replays the cut schedule (which SDS, torn or not, how
  * long down) and each writer's choices; the interleaving of the IO is real time.
@@ -39,6 +40,10 @@ interface Write {
   /** 'acked' with the event number of its acknowledgement. */
   state: 'inflight' | 'acked' | 'failed';
   ackEvent: number;
+  /** Covered by an acknowledged FLUSH. */
+  flushed?: boolean;
+  /** Covered by a FLUSH that failed: it may be lost, whatever another FLUSH said. */
+  flushFailed?: boolean;
 }
 
 export interface PowerCutReport {
@@ -49,6 +54,8 @@ export interface PowerCutReport {
   acked: number;
   failed: number;
   flushes: number;
+  /** FLUSHes that failed (writes they covered were reported as possibly lost). */
+  flushesFailed: number;
   durable: number;
   blocksChecked: number;
   bad: string[];
@@ -73,7 +80,7 @@ export async function runPowerCuts(e2e: E2eCluster, options: PowerCutOptions): P
   const writes: Write[] = [];
   let event = 0;
   let stop = false;
-  const report: PowerCutReport = { seed: options.seed, cuts: 0, doubleCuts: 0, writes: 0, acked: 0, failed: 0, flushes: 0, durable: 0, blocksChecked: 0, bad: [], epochsWentBack: [] };
+  const report: PowerCutReport = { seed: options.seed, cuts: 0, doubleCuts: 0, writes: 0, acked: 0, failed: 0, flushes: 0, flushesFailed: 0, durable: 0, blocksChecked: 0, bad: [], epochsWentBack: [] };
 
   /** Acknowledged writes without FUA that no acknowledged FLUSH covers yet. */
   let notYetDurable: Write[] = [];
@@ -92,10 +99,14 @@ export async function runPowerCuts(e2e: E2eCluster, options: PowerCutOptions): P
         const covered = notYetDurable.filter((write) => write.ackEvent < sentAt);
         const error = await connection.flush();
         report.flushes += 1;
-        if (error === 0) {
-          for (const write of covered) makeDurable(write);
-          const done = new Set(covered);
-          notYetDurable = notYetDurable.filter((write) => !done.has(write));
+        const done = new Set(covered);
+        notYetDurable = notYetDurable.filter((write) => !done.has(write));
+        if (error === 0) for (const write of covered) write.flushed = true;
+        else {
+          // A FLUSH that failed said these writes may be lost; like fsync, it says so once, so no
+          // other FLUSH (a later one, or one running beside it) promises them.
+          report.flushesFailed += 1;
+          for (const write of covered) write.flushFailed = true;
         }
         continue;
       }
@@ -118,8 +129,7 @@ export async function runPowerCuts(e2e: E2eCluster, options: PowerCutOptions): P
       if (error === 0) {
         write.state = 'acked';
         write.ackEvent = ++event;
-        if (write.fua) makeDurable(write);
-        else notYetDurable.push(write);
+        if (!write.fua) notYetDurable.push(write);
       } else write.state = 'failed';
       for (let b = first; b < first + length; b += 1) busy[b] = 0;
     }
@@ -166,6 +176,9 @@ export async function runPowerCuts(e2e: E2eCluster, options: PowerCutOptions): P
   const recovered = await waitWhole(e2e, 180_000, true);
   if (!recovered) throw new Error('the cluster did not recover within 180 s after the last power cut');
   await checkEpochs();
+
+  // Durable: acknowledged with FUA, or covered by an acknowledged FLUSH and by no failed one.
+  for (const write of writes) if (write.state === 'acked' && (write.fua || (write.flushed === true && write.flushFailed !== true))) makeDurable(write);
 
   // Every block: its last durable write, or a write issued after it.
   const reader = connections[0]!;

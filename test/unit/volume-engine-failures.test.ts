@@ -14,7 +14,7 @@
  */
 import t from 'tap';
 import { createLogger } from '../../src/common/logger.js';
-import { Status } from '../../src/common/sds-protocol.js';
+import { Opcode, Status } from '../../src/common/sds-protocol.js';
 import { VolumeEngine, VolumeIoError, type ReplicaFailure, type ReplicaFailureOutcome } from '../../src/sdc/volume-engine.js';
 import type { ChunkRoute, Lease, VolumeLeases } from '../../src/sdc/token-leases.js';
 import type { SdsPool } from '../../src/sdc/sds-pool.js';
@@ -230,4 +230,36 @@ t.test('a FLUSH never promises writes every replica of which restarted before th
   t.ok(failed instanceof VolumeIoError && failed.errno === 'EIO' && /chunk\(s\) 0 may be lost/.test(failed.message), 'the FLUSH fails with EIO naming the chunk', { error: String(failed) });
   await e.flush();
   t.pass('reported once: the next FLUSH (nothing new written) succeeds');
+});
+
+t.test('FLUSHes running at the same time all report a possible loss, not only the first one', async (t) => {
+  const leases = new FakeLeases();
+  leases.plans.set(0, { epoch: 1, sds: [1, 2] });
+  leases.plans.set(1, { epoch: 1, sds: [2, 3] });
+  // FLUSHes are slow here, so two overlap; everything else answers at once.
+  const pool = new FakePool(async (fields) => {
+    if (fields.opcode === Opcode.FLUSH) await delay(30);
+    return ok();
+  });
+  const e = engine(leases, pool, async () => []);
+  await e.write(0, Buffer.alloc(4096, 1), false); // chunk 0, on SDS 1 and 2, not yet flushed
+  pool.generations.set(1, 2);
+  pool.generations.set(2, 2); // both restarted before any FLUSH
+  leases.plans.set(0, { epoch: 2, sds: [] });
+  const outcome = (promise: Promise<void>): Promise<string> => promise.then(() => 'ok', (error: unknown) => (error instanceof VolumeIoError ? error.errno : String(error)));
+  const first = outcome(e.flush());
+  await delay(5);
+  const second = outcome(e.flush()); // sent while the first runs: it covers the same write
+  t.same(await Promise.all([first, second]), ['EIO', 'EIO'], 'both fail');
+  t.equal(await outcome(e.flush()), 'ok', 'a FLUSH that starts after they reported it succeeds (reported once, as fsync does)');
+
+  leases.plans.set(0, { epoch: 3, sds: [1, 2] }); // the replicas are back
+  await e.write(0, Buffer.alloc(4096, 2), false);
+  const slow = outcome(e.flush());
+  await delay(5);
+  await e.write(0, Buffer.alloc(4096, 3), false); // after the FLUSH began: not covered by it
+  pool.generations.set(1, 3);
+  pool.generations.set(2, 3);
+  t.equal(await slow, 'EIO', 'the running FLUSH sees its write lost');
+  t.equal(await outcome(e.flush()), 'EIO', 'and the write that came after it is still owed: the next FLUSH reports it');
 });
