@@ -224,6 +224,8 @@ const MIGRATIONS: readonly string[] = [
       ON CONFLICT (sds_id, pool_id) DO UPDATE SET replica_count = replica_count + 1;
   END;
   CREATE INDEX replicas_not_current ON replicas(chunk_id) WHERE state != 'CURRENT';
+  -- An SDS's replicas in one state (its stale ones when it returns, its current ones when down).
+  CREATE INDEX replicas_by_sds_state ON replicas(sds_id, state);
   -- The rebuilder's work queue (rebuild-queue.ts): chunks whose replica set changed, SDS whose state did.
   CREATE TABLE rebuild_queue (chunk_id INTEGER PRIMARY KEY);
   CREATE TABLE rebuild_queue_sds (sds_id INTEGER PRIMARY KEY);

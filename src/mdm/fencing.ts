@@ -71,8 +71,8 @@ export class Fencing {
     const candidates = db
       .prepare(
         `SELECT c.id AS chunk_id, c.volume_id, c.chunk_index, c.epoch, r.sds_id, r.pool_id, r.stale_epoch
-         FROM replicas r INDEXED BY replicas_not_current JOIN chunks c ON c.id = r.chunk_id JOIN sds s ON s.id = r.sds_id
-         WHERE r.state != 'CURRENT' AND r.state = 'STALE' AND s.state = 'UP' AND r.failed_reason IS NULL
+         FROM sds s CROSS JOIN replicas r ON r.sds_id = s.id AND r.state = 'STALE' JOIN chunks c ON c.id = r.chunk_id
+         WHERE s.state = 'UP' AND r.failed_reason IS NULL
            AND NOT EXISTS (SELECT 1 FROM replicas x WHERE x.chunk_id = c.id AND x.state = 'CURRENT')
            AND r.stale_epoch = (SELECT MAX(y.stale_epoch) FROM replicas y WHERE y.chunk_id = c.id AND y.failed_reason IS NULL)
          ORDER BY c.id, r.sds_id`,

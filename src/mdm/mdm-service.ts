@@ -126,7 +126,7 @@ export async function startMdm(options: MdmOptions): Promise<RunningMdm> {
 /** Checks recovering lost chunks and fencing DOWN holders need at least this often, changes or not. */
 const SDS_STATE_RECHECK_MS = 30_000;
 
-/** Whether any SDS changed state or an event happened (or a while passed) since it last said so: one short query. */
+/** Whether any SDS changed state or incarnation (or a while passed) since it last said so: one short query. */
 class SdsStateWatch {
   private last = '';
   private lastAtMs = 0;
@@ -134,11 +134,11 @@ class SdsStateWatch {
   constructor(private readonly db: Db) {}
 
   changed(nowMs = Date.now()): boolean {
-    // SDS states, and the last event (registrations, fences, replica faults all record one).
+    // SDS states and incarnations (an SDS that restarted with its state lost stays UP).
     const row = this.db
-      .prepare(`SELECT (SELECT group_concat(id || ':' || state, ',') FROM (SELECT id, state FROM sds ORDER BY id)) AS states, (SELECT MAX(id) FROM events) AS event_id`)
-      .get() as { states: string | null; event_id: number | null };
-    const signature = `${row.states ?? ''}/${row.event_id ?? 0}`;
+      .prepare(`SELECT group_concat(id || ':' || state || ':' || COALESCE(incarnation, ''), ',') AS states FROM (SELECT id, state, incarnation FROM sds ORDER BY id)`)
+      .get() as { states: string | null };
+    const signature = row.states ?? '';
     if (signature === this.last && nowMs - this.lastAtMs < SDS_STATE_RECHECK_MS) return false;
     this.last = signature;
     this.lastAtMs = nowMs;
@@ -155,12 +155,14 @@ class SdsStateWatch {
 function fenceDownHolders(context: MdmContext, fencing: Fencing): void {
   const { db } = context;
   // From the DOWN SDS (few) to their replicas (by index), never from every replica.
-  const holds = db.prepare(
-    `SELECT 1 FROM replicas r WHERE r.sds_id = ? AND (r.state = 'REBUILDING' OR (r.state = 'CURRENT' AND EXISTS (
+  // Each by the (sds_id, state) index: a fenced SDS's stale replicas are never read.
+  const rebuilding = db.prepare(`SELECT 1 FROM replicas WHERE sds_id = ? AND state = 'REBUILDING' LIMIT 1`);
+  const currentWithLivePeer = db.prepare(
+    `SELECT 1 FROM replicas r WHERE r.sds_id = ? AND r.state = 'CURRENT' AND EXISTS (
        SELECT 1 FROM replicas o JOIN sds os ON os.id = o.sds_id
-       WHERE o.chunk_id = r.chunk_id AND o.sds_id != r.sds_id AND o.state = 'CURRENT' AND os.state != 'DOWN'))) LIMIT 1`,
+       WHERE o.chunk_id = r.chunk_id AND o.sds_id != r.sds_id AND o.state = 'CURRENT' AND os.state != 'DOWN') LIMIT 1`,
   );
   for (const sds of db.prepare(`SELECT id FROM sds WHERE state = 'DOWN'`).all() as { id: number }[]) {
-    if (holds.get(sds.id) !== undefined) void fencing.fence(sds.id, 'down');
+    if (rebuilding.get(sds.id) !== undefined || currentWithLivePeer.get(sds.id) !== undefined) void fencing.fence(sds.id, 'down');
   }
 }

@@ -233,11 +233,13 @@ export class Rebuilder {
    */
   resyncAfterSdcLoss(sdcName: string): void {
     const { db, log } = this.context;
+    // Every live SDS of the pools of its volumes (a few rows), not every replica of the volumes:
+    // each lists only its chunks with write intents, and those are the ones that matter.
     const holders = db
       .prepare(
-        `SELECT DISTINCT r.sds_id FROM volume_mappings m JOIN sdc ON sdc.id = m.sdc_id JOIN chunks c ON c.volume_id = m.volume_id
-         JOIN replicas r ON r.chunk_id = c.id JOIN sds s ON s.id = r.sds_id
-         WHERE sdc.name = ? AND r.state = 'CURRENT' AND s.state != 'DOWN'`,
+        `SELECT DISTINCT d.sds_id FROM volume_mappings m JOIN sdc ON sdc.id = m.sdc_id JOIN volumes v ON v.id = m.volume_id
+         JOIN sds_devices d ON d.pool_id = v.pool_id JOIN sds s ON s.id = d.sds_id
+         WHERE sdc.name = ? AND s.state != 'DOWN'`,
       )
       .all(sdcName) as { sds_id: number }[];
     if (holders.length === 0) return;
