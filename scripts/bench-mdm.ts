@@ -15,10 +15,11 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { GiB, MiB, TiB } from '../src/common/units.js';
 import { ConfigError, describeConfig, helpRequested, helpText, loadConfig, type BenchConfig } from './mdm-sim/config.js';
-import { runProfile, type RunProfile, type RunResult } from './mdm-sim/scale-run.js';
+import { runProfile, type PhaseResult, type RunProfile, type RunResult } from './mdm-sim/scale-run.js';
 import { hotSpots, scaleTable, sharedPhases, sweepTable } from './mdm-sim/report.js';
 import { MachineLoadMeter } from './mdm-sim/machine-load.js';
 import { sleep } from './mdm-sim/stats.js';
+import { liveChildren } from './mdm-sim/ipc.js';
 
 const DEVICE_BYTES_MIN = 64 * MiB;
 const QUIET_WINDOW_MS = 5000;
@@ -135,6 +136,8 @@ async function main(): Promise<number> {
   const startedAt = new Date().toISOString();
   const measured = `${config.label === '' ? (gitCommit() ?? 'unknown commit') : config.label}, ${new Date().toISOString().slice(0, 10)}`;
   const results: RunResult[] = [];
+  /** The run in progress, phase by phase: saved with the others, so a stopped run leaves its figures. */
+  let current: { label: string; phases: readonly PhaseResult[] } | undefined;
   const machine = { cpus: cpus().length, cpu_model: cpus()[0]?.model ?? 'unknown', memory_bytes: totalmem(), node: process.version, kernel: release() };
   const write = (finished: boolean): void => {
     mkdirSync(dirname(resolve(config.outJson)), { recursive: true });
@@ -149,6 +152,7 @@ async function main(): Promise<number> {
       machine,
       config,
       runs: results,
+      run_in_progress: current ?? null,
       tables: render(results, command, measured),
     };
     writeFileSync(config.outJson, `${JSON.stringify(document, null, 1)}\n`);
@@ -158,7 +162,8 @@ async function main(): Promise<number> {
   const onSignal = (signal: NodeJS.Signals): void => {
     if (interrupted) return;
     interrupted = true;
-    log(`${signal}: stopping (children stop when their IPC channel closes)`);
+    log(`${signal}: stopping; the MDM and simulators get SIGTERM (by PID)`);
+    for (const child of liveChildren) child.kill('SIGTERM');
     write(false);
     if (!config.keep) rmSync(runDir, { recursive: true, force: true });
     process.exit(130);
@@ -170,7 +175,13 @@ async function main(): Promise<number> {
     if (config.quietWaitS > 0) await waitForQuiet(config.quietWaitS);
     log(`run ${index + 1}/${runs.length}: ${profile.label}`);
     try {
-      results.push(await runProfile(config, profile, runDir, config.seed + index * 7919, log));
+      current = { label: profile.label, phases: [] };
+      const result = await runProfile(config, profile, runDir, config.seed + index * 7919, log, (phases) => {
+        current = { label: profile.label, phases: [...phases] };
+        write(false);
+      });
+      current = undefined;
+      results.push(result);
     } catch (error) {
       log(`${profile.label} could not run: ${(error as Error).message}`);
     }

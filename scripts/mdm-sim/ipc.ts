@@ -21,6 +21,14 @@ export interface RpcReply {
   readonly error?: string;
 }
 
+/** Every child process the benchmark started and that has not exited: stopped by PID on a signal. */
+export const liveChildren = new Set<ChildProcess>();
+
+export function trackChild(child: ChildProcess): void {
+  liveChildren.add(child);
+  child.once('exit', () => liveChildren.delete(child));
+}
+
 export type RpcHandlers = Record<string, (params: never) => Promise<unknown> | unknown>;
 
 function isRequest(message: unknown): message is RpcRequest {
@@ -104,6 +112,7 @@ export class RpcChannel {
 /** Forks a simulator host (a compiled module of scripts/mdm-sim) with an RPC channel. */
 export function forkHost(name: string, modulePath: string, execArgv: readonly string[] = []): RpcChannel {
   const child = fork(modulePath, [], { serialization: 'advanced', stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: [...execArgv] });
+  trackChild(child);
   return new RpcChannel(name, child);
 }
 

@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { createWriteStream, readFileSync, statSync, existsSync } from 'node:fs';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { RpcChannel, stopChild } from './ipc.js';
+import { RpcChannel, stopChild, trackChild } from './ipc.js';
 import { JsonHttp } from './http-json.js';
 import { sleep } from './stats.js';
 import type { ProbeReport } from './mdm-probe.js';
@@ -100,6 +100,7 @@ export class MdmProcess {
       stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
       env: { ...process.env, PFLEX_ADMIN_TOKEN: adminToken },
     });
+    trackChild(child);
     child.stderr!.pipe(createWriteStream(stderrFile, { flags: 'a' }));
     let stderrText = '';
     const listening = new Promise<string>((resolveUrl, reject) => {

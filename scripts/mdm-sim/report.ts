@@ -89,7 +89,7 @@ function rebuilt(run: RunResult): Cell {
   if (failure.rebuilt_s !== null) return seconds(failure.rebuilt_s);
   if (failure.timed_out) {
     const elapsedS = failure.timeline.at(-1)?.t_s ?? 0;
-    return `not in ${num(elapsedS, 0)} s: ${failure.rebuild.chunks_done}/${failure.affected_chunks} done, projected ${num(failure.rebuild.projected_total_s, 0)} s`;
+    return `not in ${num(elapsedS, 0)} s: the pool copied ${failure.rebuild.chunks_done} chunks (the failed SDS held ${failure.affected_chunks}), projected ${num(failure.rebuild.projected_total_s, 0)} s`;
   }
   return failure.error ?? '-';
 }
@@ -138,7 +138,10 @@ const SCALE_ROWS: readonly Row[] = [
     return `${ratePerS(authorizeRenew(phase)?.count, phase)} / ${ratePerS(phase?.sdc?.report.authorize.errors['renew TIMEOUT'] ?? 0, phase)}`;
   }],
   ['steady: authorize p50 / p99 / max', 'ms', (run) => triple(authorizeRenew(phaseOf(run, 'steady')))],
-  ['steady: authorize answer, largest', 'KiB', (run) => num((phaseOf(run, 'steady')?.sdc?.report.authorize.answer_bytes_max ?? NaN) / 1024, 1)],
+  ['steady: authorize answer, largest', 'KiB', (run) => {
+    const bytes = phaseOf(run, 'steady')?.sdc?.report.authorize.answer_bytes_max ?? 0;
+    return bytes === 0 ? '-' : num(bytes / 1024, 1);
+  }],
   ['steady: SDS heartbeat RTT p50 / p99 / max', 'ms', (run) => triple(phaseOf(run, 'steady')?.sds?.report.heartbeats.rtt_ms)],
   ['steady: SDS heartbeats late / missed', 'count', (run) => lateMissed(phaseOf(run, 'steady')?.sds?.report.heartbeats.late, phaseOf(run, 'steady')?.sds?.report.heartbeats.missed)],
   ['steady: SDC heartbeat RTT p50 / p99 / max', 'ms', (run) => triple(phaseOf(run, 'steady')?.sdc?.report.heartbeats.rtt_ms)],
@@ -205,7 +208,7 @@ const SWEEP_ROWS: readonly Row[] = [
   ['time to rebuilt', 's', rebuilt],
   ['rebuild rate', 'chunks/s (MB/s)', (run) => (run.failure === null ? '-' : `${num(run.failure.rebuild.chunks_per_s, 1)} (${num(run.failure.rebuild.mb_per_s, 1)})`)],
   ['copies in flight peak / average', 'copies', copies],
-  ['copy targets / sources used', 'SDS', (run) => {
+  ['copy targets / sources used (sources: whose reads the copies shared)', 'SDS', (run) => {
     const report = phaseOf(run, 'failure')?.sds?.report.copies;
     return report === undefined ? '-' : `${report.targets} / ${report.sources}`;
   }],

@@ -199,6 +199,7 @@ class Run {
     readonly sdsHost: RpcChannel,
     readonly sdcHost: RpcChannel,
     private readonly log: (line: string) => void,
+    private readonly onPhase: (phases: readonly PhaseResult[]) => void,
   ) {
     this.phaseCpuMs = mdm.cpuMs();
     this.machine = new MachineLoadMeter(() => [mdm.pid, sdsHost.child.pid, sdcHost.child.pid].filter((pid): pid is number => pid !== undefined));
@@ -245,6 +246,7 @@ class Run {
       sdc,
     };
     this.phases.push(result);
+    this.onPhase(this.phases);
     this.phaseName = next;
     this.phaseStartedMs = Date.now();
     this.phaseCpuMs = this.mdm.cpuMs();
@@ -253,7 +255,18 @@ class Run {
   }
 }
 
-export async function runProfile(config: BenchConfig, profile: RunProfile, runDir: string, seed: number, logLine: (line: string) => void): Promise<RunResult> {
+/**
+ * One run. `onPhase` hears of every phase as it ends (the benchmark saves them, so a run that is
+ * stopped half way still leaves what it measured).
+ */
+export async function runProfile(
+  config: BenchConfig,
+  profile: RunProfile,
+  runDir: string,
+  seed: number,
+  logLine: (line: string) => void,
+  onPhase: (phases: readonly PhaseResult[]) => void = () => undefined,
+): Promise<RunResult> {
   const log = (line: string): void => logLine(`[${profile.label}] ${line}`);
   const startedMs = Date.now();
   const dataDir = join(runDir, slug(profile.label));
@@ -300,7 +313,7 @@ export async function runProfile(config: BenchConfig, profile: RunProfile, runDi
   const lag = new LagProbe(mdm.url, config.lagProbeMs);
   const sdsHost = forkHost('sds-host', SDS_HOST_MODULE);
   const sdcHost = forkHost('sdc-host', SDC_HOST_MODULE);
-  const run = new Run(mdm, admin, queries, lag, sdsHost, sdcHost, log);
+  const run = new Run(mdm, admin, queries, lag, sdsHost, sdcHost, log, onPhase);
   const alive = (): boolean => !mdm.exited;
   const prng = new Prng(seed ^ 0x5eed);
   try {

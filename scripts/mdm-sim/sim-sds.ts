@@ -10,7 +10,8 @@
  *     with the control credential, on in-memory chunk records: GET /chunks (and ?attention=1),
  *     POST /chunks/query, /chunks/epoch, /chunks/assign, /chunks/delete, /chunks/resynced,
  *     /chunks/rebuild, /chunks/copy, /devices/add.
- *     A copy completes after chunk_size / copy rate, one at a time per SDS (its write bandwidth);
+ *     A copy takes chunk_size / copy rate on the target (writes) and on the source (reads), each
+ *     SDS doing one copy write and one copy read at a time (its device bandwidth);
  *   - a data port that answers PING (sim-data-port.ts);
  *   - fail(): heartbeats and acks stop, every port closes, open connections drop.
  */
@@ -162,7 +163,9 @@ export class SimSds {
   private ackTimer: NodeJS.Timeout | undefined;
   private lastHeartbeatMs: number | undefined;
   private copiesHere = 0;
-  private copyBusyUntilMs = 0;
+  /** When this SDS's device is free again for copy writes (as a target) and copy reads (as a source). */
+  private copyWritesBusyUntilMs = 0;
+  private copyReadsBusyUntilMs = 0;
   private readonly prng: Prng;
   private readonly incarnation: string;
 
@@ -535,10 +538,16 @@ export class SimSds {
     phase.copyTargets.add(this.name);
     phase.copySources.add(sourcePort);
     try {
-      const startMs = Math.max(receivedMs, this.copyBusyUntilMs);
-      const doneMs = startMs + (chunkBytes / this.shared.settings.copyBytesPerS) * 1000;
-      this.copyBusyUntilMs = doneMs;
-      phase.copyQueueMs.add(startMs - receivedMs);
+      // The target writes and the source reads the chunk, each at the copy rate and one copy at
+      // a time (FIFO); the copy is done when both are. A source shared by many copies is the
+      // limit then, as a real SDS's read bandwidth would be.
+      const transferMs = (chunkBytes / this.shared.settings.copyBytesPerS) * 1000;
+      const writeStartMs = Math.max(receivedMs, this.copyWritesBusyUntilMs);
+      this.copyWritesBusyUntilMs = writeStartMs + transferMs;
+      const readStartMs = source === undefined ? receivedMs : Math.max(receivedMs, source.copyReadsBusyUntilMs);
+      if (source !== undefined) source.copyReadsBusyUntilMs = readStartMs + transferMs;
+      const doneMs = Math.max(writeStartMs, readStartMs) + transferMs;
+      phase.copyQueueMs.add(Math.max(writeStartMs, readStartMs) - receivedMs);
       await new Promise((resolve) => setTimeout(resolve, Math.max(0, doneMs - receivedMs)));
       const now = this.chunks.get(key);
       if (now === undefined || !now.rebuilding || now.epoch !== epoch) {
