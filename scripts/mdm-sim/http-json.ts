@@ -14,6 +14,8 @@ export class JsonHttpError extends Error {
     readonly code: string,
     readonly status: number | undefined,
     readonly ms: number,
+    /** The MDM's error details (BUSY: retry_after_ms). */
+    readonly details?: Record<string, unknown>,
   ) {
     super(message);
     this.name = 'JsonHttpError';
@@ -39,13 +41,21 @@ export class JsonHttp {
   private readonly port: number;
   readonly timeoutMs: number;
 
-  constructor(options: JsonHttpOptions) {
+  constructor(private readonly options: JsonHttpOptions) {
     const url = new URL(options.baseUrl);
     if (url.protocol !== 'http:') throw new Error(`only http URLs: ${options.baseUrl}`);
     this.host = url.hostname;
     this.port = Number(url.port || 80);
     this.timeoutMs = options.timeoutMs;
     this.agent = new Agent({ keepAlive: true, maxSockets: options.socketsMax, maxFreeSockets: options.socketsMax, scheduling: 'lifo' });
+  }
+
+  /**
+   * A client of the same MDM with connections of its own: one per simulated node, as each real
+   * node (its own process, its own connection pool) never waits behind another node's requests.
+   */
+  ownConnections(socketsMax: number): JsonHttp {
+    return new JsonHttp({ ...this.options, socketsMax });
   }
 
   get<T>(path: string, credential?: string, timeoutMs?: number): Promise<JsonAnswer<T>> {
@@ -99,8 +109,8 @@ export class JsonHttp {
           }
           const status = res.statusCode ?? 0;
           if (status < 200 || status >= 300) {
-            const error = (parsed as { error?: { code?: string; message?: string } } | undefined)?.error;
-            fail(new JsonHttpError(`${method} ${path}: HTTP ${status} ${error?.code ?? ''} ${error?.message ?? text.slice(0, 200)}`.trim(), error?.code ?? `HTTP_${status}`, status, ms));
+            const error = (parsed as { error?: { code?: string; message?: string; details?: Record<string, unknown> } } | undefined)?.error;
+            fail(new JsonHttpError(`${method} ${path}: HTTP ${status} ${error?.code ?? ''} ${error?.message ?? text.slice(0, 200)}`.trim(), error?.code ?? `HTTP_${status}`, status, ms, error?.details));
             return;
           }
           settled = true;

@@ -15,10 +15,16 @@
 import { createServer, type Server } from 'node:http';
 import { TOKEN_CHUNKS_MAX } from '../../src/common/io-token.js';
 import type { PlanChunk } from '../../src/common/io-plan.js';
-import { errorCode, type JsonHttp } from './http-json.js';
+import { errorCode, JsonHttpError, type JsonHttp } from './http-json.js';
 import { classifyGap, Counters, Samples, SampleSets, type Summary } from './stats.js';
 
+/** Connections each simulated node keeps to the MDM. */
+const SDC_MDM_SOCKETS_MAX = 2;
+/** As AUTHORIZE_IN_FLIGHT_MAX of src/sdc/volume-registry.ts. */
+const SDC_AUTHORIZE_SOCKETS_MAX = 8;
 const RENEW_RETRY_MS = 1000;
+/** As AUTHORIZE_BUSY_RETRY_MS_MAX of src/sdc/volume-registry.ts. */
+const AUTHORIZE_BUSY_RETRY_MS_MAX = 20_000;
 /** How soon an SDC that could not register tries again (src/common/node-link.ts). */
 const REGISTER_RETRY_MS = 2000;
 const REFRESH_INTERVAL_MS_MIN = 200;
@@ -107,10 +113,20 @@ export class SimSdc {
   private stopped = false;
   private leasing = false;
 
+  /** This node's own connections to the MDM (a real node's pool is its own). */
+  private readonly mdm: JsonHttp;
+  /** Its authorizations: at most AUTHORIZE_IN_FLIGHT_MAX in flight (src/sdc/volume-registry.ts), never ahead of its heartbeats. */
+  private readonly mdmAuthorize: JsonHttp;
+  private authorizeInFlight = 0;
+  private readonly authorizeWaiting: (() => void)[] = [];
+
   constructor(
     readonly name: string,
     private readonly shared: SimSdcShared,
-  ) {}
+  ) {
+    this.mdm = shared.mdm.ownConnections(SDC_MDM_SOCKETS_MAX);
+    this.mdmAuthorize = shared.mdm.ownConnections(SDC_AUTHORIZE_SOCKETS_MAX);
+  }
 
   async bind(): Promise<void> {
     this.control = createServer((request, response) => {
@@ -149,7 +165,7 @@ export class SimSdc {
       const phase = this.shared.phase();
       const startedMs = performance.now();
       try {
-        const answer = await this.shared.mdm.post<{ credential: string; sdc_id: number; heartbeat_interval_ms: number }>('/discovery/register', {
+        const answer = await this.mdm.post<{ credential: string; sdc_id: number; heartbeat_interval_ms: number }>('/discovery/register', {
           join_token: joinToken,
           node_id: this.name,
           roles: ['sdc'],
@@ -208,7 +224,7 @@ export class SimSdc {
     const phase = this.shared.phase();
     let mappings: Mapping[];
     try {
-      const answer = await this.shared.mdm.get<{ mappings: Mapping[] }>('/discovery/mappings', this.credential);
+      const answer = await this.mdm.get<{ mappings: Mapping[] }>('/discovery/mappings', this.credential);
       phase.mappingsMs.add(answer.ms);
       mappings = answer.body.mappings;
     } catch (error) {
@@ -240,7 +256,7 @@ export class SimSdc {
     if (this.stopped) return;
     const phase = this.shared.phase();
     try {
-      const answer = await this.shared.mdm.post<{ heartbeat_interval_ms: number }>(
+      const answer = await this.mdm.post<{ heartbeat_interval_ms: number }>(
         '/discovery/heartbeat',
         {
           status: 'UP',
@@ -280,11 +296,7 @@ export class SimSdc {
     if (this.stopped) return;
     const phase = this.shared.phase();
     try {
-      const answer = await this.shared.mdm.post<AuthorizeAnswer>(
-        `/vol/${volume.mapping.volume_id}/io/authorize`,
-        { operations: this.operationsOf(volume), chunk_first: window.first, chunk_count: window.count },
-        this.credential,
-      );
+      const answer = await this.authorizeRetryingBusy(volume.mapping.volume_id, { operations: this.operationsOf(volume), chunk_first: window.first, chunk_count: window.count }, kind);
       phase.authorizeMs.add(kind, answer.ms);
       phase.authorizeAnswerBytes += answer.bytes;
       phase.authorizeAnswerBytesMax = Math.max(phase.authorizeAnswerBytesMax, answer.bytes);
@@ -293,6 +305,36 @@ export class SimSdc {
     } catch (error) {
       phase.authorizeErrors.add(`${kind} ${errorCode(error)}`);
       this.schedule(volume, window, RENEW_RETRY_MS);
+    }
+  }
+
+  /** As src/sdc/volume-registry.ts: a BUSY answer is asked again after its hint (with jitter), for a while. */
+  private async authorizeRetryingBusy(volumeId: number, body: unknown, kind: string) {
+    // At most SDC_AUTHORIZE_SOCKETS_MAX in flight, the rest waiting here (not in the agent, whose
+    // queue would count toward the request timeout): the real SDC's slots, handed over in order.
+    if (this.authorizeInFlight >= SDC_AUTHORIZE_SOCKETS_MAX) await new Promise<void>((resolve) => this.authorizeWaiting.push(resolve));
+    else this.authorizeInFlight += 1;
+    try {
+      return await this.authorizeSlot(volumeId, body, kind);
+    } finally {
+      const next = this.authorizeWaiting.shift();
+      if (next !== undefined) next();
+      else this.authorizeInFlight -= 1;
+    }
+  }
+
+  private async authorizeSlot(volumeId: number, body: unknown, kind: string) {
+    const startedAtMs = Date.now();
+    for (;;) {
+      try {
+        return await this.mdmAuthorize.post<AuthorizeAnswer>(`/vol/${volumeId}/io/authorize`, body, this.credential);
+      } catch (error) {
+        if (!(error instanceof JsonHttpError) || error.code !== 'PFLEX_ERR_BUSY' || Date.now() - startedAtMs > AUTHORIZE_BUSY_RETRY_MS_MAX) throw error;
+        this.shared.phase().authorizeErrors.add(`${kind} BUSY (retried)`);
+        const hinted = Number(error.details?.retry_after_ms);
+        const baseMs = Number.isFinite(hinted) ? Math.min(2000, Math.max(50, hinted)) : 50;
+        await new Promise((resolve) => setTimeout(resolve, baseMs * (0.5 + Math.random())));
+      }
     }
   }
 
@@ -353,11 +395,7 @@ export class SimSdc {
         if (next === undefined) return;
         const phase = this.shared.phase();
         try {
-          const answer = await this.shared.mdm.post<AuthorizeAnswer>(
-            `/vol/${next.volume.mapping.volume_id}/io/authorize`,
-            { operations: OPERATIONS_READ_WRITE, chunk_first: next.index, chunk_count: 1, allocate: true },
-            this.credential,
-          );
+          const answer = await this.authorizeRetryingBusy(next.volume.mapping.volume_id, { operations: OPERATIONS_READ_WRITE, chunk_first: next.index, chunk_count: 1, allocate: true }, 'allocate');
           phase.authorizeMs.add('allocate', answer.ms);
           this.learn(next.volume, answer.body.chunks);
           if (answer.body.chunks.some((chunk) => chunk.index === next.index && chunk.placed)) phase.placements += 1;
@@ -376,7 +414,7 @@ export class SimSdc {
   async reportUnreachable(sdsId: number): Promise<void> {
     const phase = this.shared.phase();
     try {
-      const answer = await this.shared.mdm.post<{ fenced: boolean }>(
+      const answer = await this.mdm.post<{ fenced: boolean }>(
         '/sds/report-unreachable',
         { sds_id: sdsId, problem: `127.0.0.1: connect ECONNREFUSED (simulated by the MDM benchmark)` },
         this.credential,

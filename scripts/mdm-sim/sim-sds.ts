@@ -25,6 +25,8 @@ import { classifyGap, Counters, Samples, SampleSets, TimeWeightedGauge, type Sum
 
 export const CONTROL_BODY_BYTES_MAX = 4 * 1024 * 1024;
 export const CONTROL_CHUNKS_PER_REQUEST_MAX = 10_000;
+/** Connections each simulated node keeps to the MDM. */
+const SDS_MDM_SOCKETS_MAX = 4;
 const TX_ACK_INTERVAL_MS = 1000;
 const BYTES_PER_MB = 1_000_000;
 const HEARTBEAT_LATE_FACTOR = 1.5;
@@ -169,11 +171,15 @@ export class SimSds {
   private readonly prng: Prng;
   private readonly incarnation: string;
 
+  /** This node's own connections to the MDM (a real node's pool is its own). */
+  private readonly mdm: JsonHttp;
+
   constructor(
     readonly name: string,
     private readonly shared: SimSdsShared,
     seed: number,
   ) {
+    this.mdm = shared.mdm.ownConnections(SDS_MDM_SOCKETS_MAX);
     this.prng = new Prng(seed);
     this.incarnation = this.prng.bytes(16).toString('hex');
   }
@@ -197,7 +203,7 @@ export class SimSds {
   async register(joinToken: string): Promise<void> {
     const startedMs = performance.now();
     try {
-      const answer = await this.shared.mdm.post<Registration>('/discovery/register', {
+      const answer = await this.mdm.post<Registration>('/discovery/register', {
         join_token: joinToken,
         node_id: this.name,
         roles: ['sds'],
@@ -216,7 +222,7 @@ export class SimSds {
 
   /** Re-registers with its own credential (after a 401), as the real SDS does. */
   private async reregister(): Promise<void> {
-    const answer = await this.shared.mdm.post<Registration>(
+    const answer = await this.mdm.post<Registration>(
       '/discovery/register',
       { node_id: this.name, roles: ['sds'], host: this.shared.settings.host, ports: { ...this.ports }, incarnation: this.incarnation, device_states: this.deviceStates() },
       this.credential,
@@ -316,7 +322,7 @@ export class SimSds {
     if (this.failed) return;
     const phase = this.shared.phase();
     try {
-      const answer = await this.shared.mdm.post<{ heartbeat_interval_ms: number; devices?: DeviceAssignment[] }>(
+      const answer = await this.mdm.post<{ heartbeat_interval_ms: number; devices?: DeviceAssignment[] }>(
         '/discovery/heartbeat',
         { status: 'UP', devices: this.deviceReport(), io: { iops: 0, bytes_per_second: 0 }, write_intents_at_start: 0, tx_acks_dropped: 0 },
         this.credential,
@@ -354,7 +360,7 @@ export class SimSds {
       acks.push({ token_id: tokenId, volume_id: Math.floor(key / 4294967296), chunk_index: key % 4294967296, operation: 'write', requests, bytes: requests * 4096 });
     }
     try {
-      const answer = await this.shared.mdm.post<{ accepted: number; ignored: number }>('/io/tx/ack', { acks }, this.credential);
+      const answer = await this.mdm.post<{ accepted: number; ignored: number }>('/io/tx/ack', { acks }, this.credential);
       phase.ackRttMs.add(answer.ms);
       phase.ackBatches += 1;
       phase.acksAccepted += answer.body.accepted;

@@ -32,6 +32,8 @@ export const ERRORS = {
   PLACEMENT_IMPOSSIBLE: { code: 'PFLEX_ERR_PLACEMENT_IMPOSSIBLE', httpStatus: 507 },
   JOIN_TOKEN_INVALID: { code: 'PFLEX_ERR_JOIN_TOKEN_INVALID', httpStatus: 401 },
   UNAVAILABLE: { code: 'PFLEX_ERR_UNAVAILABLE', httpStatus: 503 },
+  /** Overloaded for now: retry after `details.retry_after_ms`. */
+  BUSY: { code: 'PFLEX_ERR_BUSY', httpStatus: 503 },
   INTERNAL: { code: 'PFLEX_ERR_INTERNAL', httpStatus: 500 },
 } as const satisfies Record<string, ErrorSpec>;
 

@@ -248,6 +248,13 @@ const MIGRATIONS: readonly string[] = [
     SELECT RAISE(ABORT, 'a chunk epoch never goes back');
   END;
   `,
+  /* v7: an SDC's mappings and a pool's devices by index: an SDC's registration or loss looks up
+     the SDS of the pools of its volumes without reading every mapping and every device. */ `
+  CREATE INDEX volume_mappings_by_sdc ON volume_mappings(sdc_id);
+  CREATE INDEX sds_devices_by_pool ON sds_devices(pool_id);
+  -- A pool's provisioned bytes (capacity checks at every volume create) from the index alone.
+  CREATE INDEX volumes_by_pool ON volumes(pool_id, provisioning, size_bytes);
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
@@ -258,4 +265,21 @@ export const SCHEMA_VERSION = MIGRATIONS.length;
  */
 export function openDatabase(path: string): Db {
   return openSqlite(path, { synchronous: 'FULL', foreignKeys: true, migrations: MIGRATIONS });
+}
+
+/**
+ * Runs `work` as a transaction whose commit is not fsync'd (synchronous=NORMAL for it, WAL
+ * mode): for writes a power cut may lose without harm, such as heartbeat times (a restarted MDM
+ * gives every node a full miss window anyway). Without it every heartbeat of every node is an
+ * fsync on the MDM's event loop. The next FULL commit makes it durable along with its own.
+ * Never for epochs, replica states or anything an SDS is told.
+ */
+export function withoutSync<T>(db: Db, work: () => T): T {
+  if (db.inTransaction) return db.transaction(work)(); // part of a durable one: its rules
+  db.pragma('synchronous = NORMAL');
+  try {
+    return db.transaction(work)();
+  } finally {
+    db.pragma('synchronous = FULL');
+  }
 }

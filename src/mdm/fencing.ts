@@ -1,7 +1,7 @@
 /**
  * Fencing an SDS that failed (DESIGN §6): its replicas become STALE, the epoch of every chunk it
  * held goes up by one, and the new epochs are installed on the surviving replicas before any
- * token carries them (authorize waits for fences in progress). From then on the survivors refuse
+ * token carries them (an authorization of a chunk waits while its new epoch is installed: heldIn). From then on the survivors refuse
  * the old epoch, so a write still in flight to the fenced SDS can never surface as current data.
  *
  * Triggers: the health monitor (missed heartbeats) and SDC error reports, which the MDM confirms
@@ -17,8 +17,15 @@ import type { ChunkDeletion, EpochOrder, SdsOrders } from './sds-orders.js';
 export type { ChunkDeletion, EpochOrder } from './sds-orders.js';
 
 export class Fencing {
-  /** Fences in progress: authorize waits for them, so tokens never carry an uninstalled epoch. */
+  /** The chain of epoch changes (fences, membership changes): one task at a time. */
   private inProgress: Promise<void> = Promise.resolve();
+  /** Fences queued in the chain and not started yet, by SDS. */
+  private readonly fencesWaiting = new Map<number, Promise<void>>();
+  private recoveryWaiting: Promise<void> | undefined;
+  /** Chunks whose new epoch is being installed, by volume and index: until when (heldIn). */
+  private readonly held = new Map<number, Map<number, Promise<void>>>();
+  /** The chain task running now and the chunks it holds. */
+  private task: { done: Promise<void>; holds: [number, number][] } | undefined;
 
   constructor(
     private readonly context: MdmContext,
@@ -26,17 +33,78 @@ export class Fencing {
     readonly orders: SdsOrders,
   ) {}
 
-  /** Resolves when every fence started so far has installed its epochs. */
-  settled(): Promise<void> {
-    return this.inProgress;
+  /**
+   * What an authorization of these chunks must wait for first: the end of the chain task that
+   * changed the epoch of one of them and has not finished installing it (or undefined: none
+   * did). Synchronous, so the caller plans right after it answers undefined, in the same turn:
+   *
+   *     for (let wait = fencing.heldIn(v, a, n); wait !== undefined; wait = fencing.heldIn(v, a, n)) await wait;
+   *
+   * An authorization never waits for the chain as a whole: a fence of one SDS holds up only the
+   * chunks it touched, and only while their new epochs are being installed.
+   */
+  heldIn(volumeId: number, chunkFirst: number, chunkCount: number): Promise<void> | undefined {
+    const byIndex = this.held.get(volumeId);
+    if (byIndex === undefined) return undefined;
+    if (byIndex.size < chunkCount) {
+      for (const [index, until] of byIndex) if (index >= chunkFirst && index < chunkFirst + chunkCount) return until;
+      return undefined;
+    }
+    for (let index = chunkFirst; index < chunkFirst + chunkCount; index += 1) {
+      const until = byIndex.get(index);
+      if (until !== undefined) return until;
+    }
+    return undefined;
+  }
+
+  /** Chunks held (see heldIn), for status views and tests. */
+  heldCount(): number {
+    let count = 0;
+    for (const byIndex of this.held.values()) count += byIndex.size;
+    return count;
+  }
+
+  /**
+   * One task of the chain: epoch changes it installs hold their chunks (heldIn) until it ends,
+   * so a task that also tells a rebuild target to start (Rebuilder.begin) is whole before any
+   * token names that target.
+   */
+  private async runTask<T>(task: () => Promise<T>): Promise<T> {
+    let release!: () => void;
+    const done = new Promise<void>((resolve) => (release = resolve));
+    const holds: [number, number][] = [];
+    this.task = { done, holds };
+    try {
+      return await task();
+    } finally {
+      this.task = undefined;
+      for (const [volumeId, index] of holds) this.release(volumeId, index, done);
+      release();
+    }
+  }
+
+  private hold(volumeId: number, index: number, until: Promise<void>): void {
+    let byIndex = this.held.get(volumeId);
+    if (byIndex === undefined) {
+      byIndex = new Map();
+      this.held.set(volumeId, byIndex);
+    }
+    byIndex.set(index, until);
+  }
+
+  private release(volumeId: number, index: number, until: Promise<void>): void {
+    const byIndex = this.held.get(volumeId);
+    if (byIndex?.get(index) !== until) return; // held again since, by a later task
+    byIndex.delete(index);
+    if (byIndex.size === 0) this.held.delete(volumeId);
   }
 
   /**
    * Runs a change of chunk membership (rebuild targets added or dropped) in the same chain as
-   * fences: one epoch change at a time, and authorize waits for it.
+   * fences: one epoch change at a time; authorizations of the chunks it changes wait for it.
    */
   serialize<T>(task: () => Promise<T>): Promise<T> {
-    const run = this.inProgress.then(task);
+    const run = this.inProgress.then(() => this.runTask(task));
     this.inProgress = run.then(
       () => undefined,
       () => undefined,
@@ -44,11 +112,23 @@ export class Fencing {
     return run;
   }
 
-  /** Fences an SDS. Idempotent: a fenced SDS has no CURRENT replica left to fence. */
+  /**
+   * Fences an SDS. Idempotent: a fenced SDS has no CURRENT replica left to fence. A fence of an
+   * SDS already waiting its turn is that one: a burst of reports (every SDC that had IO to a dead
+   * SDS reports it) costs one fence, not one per report.
+   */
   fence(sdsId: number, reason: string): Promise<void> {
-    const run = this.inProgress.then(() => this.fenceNow(sdsId, reason)).catch((error: unknown) => {
-      this.context.log.error({ err: error, sdsId }, 'fencing failed');
-    });
+    const waiting = this.fencesWaiting.get(sdsId);
+    if (waiting !== undefined) return waiting;
+    const run = this.inProgress
+      .then(() => {
+        this.fencesWaiting.delete(sdsId);
+        return this.runTask(() => this.fenceNow(sdsId, reason));
+      })
+      .catch((error: unknown) => {
+        this.context.log.error({ err: error, sdsId }, 'fencing failed');
+      });
+    this.fencesWaiting.set(sdsId, run);
     this.inProgress = run;
     return run;
   }
@@ -59,9 +139,17 @@ export class Fencing {
    * that was acknowledged) is UP again, that replica serves again at a new epoch.
    */
   recoverLost(): Promise<void> {
-    const run = this.inProgress.then(() => this.recoverLostNow()).catch((error: unknown) => {
-      this.context.log.error({ err: error }, 'recovering lost chunks failed');
-    });
+    // One waiting its turn covers every later call: it reads the state when it runs.
+    if (this.recoveryWaiting !== undefined) return this.recoveryWaiting;
+    const run = this.inProgress
+      .then(() => {
+        this.recoveryWaiting = undefined;
+        return this.runTask(() => this.recoverLostNow());
+      })
+      .catch((error: unknown) => {
+        this.context.log.error({ err: error }, 'recovering lost chunks failed');
+      });
+    this.recoveryWaiting = run;
     this.inProgress = run;
     return run;
   }
@@ -179,9 +267,12 @@ export class Fencing {
       }
       return { chunks: fenced, bySurvivor, cancelled };
     })();
+    // The new epochs are held (installEpochs) in this turn, right after their commit: no
+    // authorization can plan with one before it is installed.
+    const installing = this.installEpochs(orders.bySurvivor);
     await this.deleteChunks(orders.cancelled);
+    await installing;
     if (orders.chunks === 0) return;
-    await this.installEpochs(orders.bySurvivor);
     recordEvent(db, 'warning', 'SDS_FENCED', `SDS ${name} fenced (${reason}): ${orders.chunks} chunk(s) now at a new epoch on their survivors`, { sdsId });
     log.warn({ sds: name, chunks: orders.chunks, reason }, 'SDS fenced');
   }
@@ -221,7 +312,21 @@ export class Fencing {
    * until it reaches them, and the order is retried until it does (or they are fenced).
    */
   installEpochs(bySds: Map<number, EpochOrder[]>): Promise<Set<number>> {
-    return this.orders.installEpochs(bySds);
+    // Held from now (the caller's turn, right after its epoch bump committed): in a chain task
+    // until it ends, otherwise until this install ends.
+    const installing = this.orders.installEpochs(bySds);
+    const task = this.task;
+    const until = task?.done ?? installing.then(() => undefined, () => undefined);
+    const holds: [number, number][] = [];
+    for (const list of bySds.values()) {
+      for (const order of list) {
+        this.hold(order.volume_id, order.chunk_index, until);
+        holds.push([order.volume_id, order.chunk_index]);
+      }
+    }
+    if (task !== undefined) task.holds.push(...holds);
+    else void until.then(() => holds.forEach(([volumeId, index]) => this.release(volumeId, index, until)));
+    return installing;
   }
 }
 

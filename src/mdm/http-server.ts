@@ -11,7 +11,11 @@ import { resolveCaller, type AdminCredentials, type Caller } from './auth.js';
 import type { Db } from './database.js';
 
 export const HTTP_BODY_BYTES_MAX = 1024 * 1024;
-export const HTTP_CONNECTIONS_MAX = 1024;
+/**
+ * Connections the MDM holds open at most: every node keeps a few (an SDC at most
+ * AUTHORIZE_IN_FLIGHT_MAX for authorizations plus its heartbeats and reports), for thousands of nodes.
+ */
+export const HTTP_CONNECTIONS_MAX = 8192;
 export const HTTP_REQUEST_TIMEOUT_MS = 30_000;
 
 export type Access = 'public' | 'admin' | 'node' | 'admin-or-node';

@@ -87,9 +87,9 @@ export async function startMdm(options: MdmOptions): Promise<RunningMdm> {
     (sdsId) => void fencing.fence(sdsId, 'missed heartbeats'),
     () => {
       // Both look at replicas of SDS that changed state: only when some SDS did, or now and then.
-      if (!sdsStates.changed()) return;
-      void fencing.recoverLost();
-      fenceDownHolders(context, fencing);
+      const change = sdsStates.changes();
+      if (change.returned) void fencing.recoverLost();
+      if (change.down) fenceDownHolders(context, fencing);
     },
     (sdcName) => rebuilder.resyncAfterSdcLoss(sdcName),
   );
@@ -126,23 +126,35 @@ export async function startMdm(options: MdmOptions): Promise<RunningMdm> {
 /** Checks recovering lost chunks and fencing DOWN holders need at least this often, changes or not. */
 const SDS_STATE_RECHECK_MS = 30_000;
 
-/** Whether any SDS changed state or incarnation (or a while passed) since it last said so: one short query. */
+/**
+ * Which SDS changed state or incarnation since the last pass (one short query): `returned` when
+ * some SDS is UP again or restarted with its state lost (lost chunks may be served again), `down`
+ * when some SDS went DOWN (its replicas may need a fence). Both now and then regardless.
+ */
 class SdsStateWatch {
-  private last = '';
-  private lastAtMs = 0;
+  private last = new Map<number, string>();
+  private lastAllAtMs = 0;
 
   constructor(private readonly db: Db) {}
 
-  changed(nowMs = Date.now()): boolean {
-    // SDS states and incarnations (an SDS that restarted with its state lost stays UP).
-    const row = this.db
-      .prepare(`SELECT group_concat(id || ':' || state || ':' || COALESCE(incarnation, ''), ',') AS states FROM (SELECT id, state, incarnation FROM sds ORDER BY id)`)
-      .get() as { states: string | null };
-    const signature = row.states ?? '';
-    if (signature === this.last && nowMs - this.lastAtMs < SDS_STATE_RECHECK_MS) return false;
-    this.last = signature;
-    this.lastAtMs = nowMs;
-    return true;
+  changes(nowMs = Date.now()): { returned: boolean; down: boolean } {
+    const rows = this.db.prepare(`SELECT id, state, COALESCE(incarnation, '') AS incarnation FROM sds`).all() as { id: number; state: string; incarnation: string }[];
+    const now = new Map<number, string>();
+    let returned = false;
+    let down = false;
+    for (const row of rows) {
+      const signature = `${row.state}:${row.incarnation}`;
+      now.set(row.id, signature);
+      if (this.last.get(row.id) === signature) continue;
+      if (row.state === 'DOWN') down = true;
+      else returned = true;
+    }
+    this.last = now;
+    if (nowMs - this.lastAllAtMs >= SDS_STATE_RECHECK_MS) {
+      this.lastAllAtMs = nowMs;
+      return { returned: true, down: true };
+    }
+    return { returned, down };
   }
 }
 

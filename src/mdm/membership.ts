@@ -2,8 +2,9 @@
  * Membership (DESIGN §4): join tokens, registration that issues each node its own credential,
  * heartbeats, deregistration, and the health monitor that marks silent nodes DOWN.
  */
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { z } from 'zod';
-import type { Db } from './database.js';
+import { withoutSync, type Db } from './database.js';
 import type { MdmContext } from './context.js';
 import { pflexError } from '../common/errors.js';
 import { nameSchema, refSchema } from '../common/names.js';
@@ -315,7 +316,8 @@ export function heartbeat(context: MdmContext, nodeId: string, report: Record<st
   if (metadata.length > NODE_METADATA_BYTES_MAX) {
     throw pflexError('PAYLOAD_TOO_LARGE', `heartbeat report larger than ${NODE_METADATA_BYTES_MAX} bytes`);
   }
-  return db.transaction(() => {
+  // Not fsync'd: a heartbeat's time and report are worth nothing after a power cut.
+  return withoutSync(db, () => {
     const node = db.prepare('SELECT roles, status FROM cluster_nodes WHERE node_id = ?').get(nodeId) as
       | { roles: string; status: string }
       | undefined;
@@ -339,7 +341,7 @@ export function heartbeat(context: MdmContext, nodeId: string, report: Record<st
     }
     if (roles.includes('sdc')) markUp(db, 'sdc', nodeId, nowMs);
     return answer;
-  })();
+  });
 }
 
 function markUp(db: Db, table: 'sds' | 'sdc', name: string, nowMs: number): void {
@@ -409,6 +411,12 @@ export function markSilentNodesDown(context: MdmContext, nowMs = Date.now(), hea
   })();
 }
 
+/** A pass whose typical event-loop turn came this late or later: the MDM is saturated. */
+export const OVERLOAD_LOOP_DELAY_MS = 100;
+const LOOP_DELAY_RESOLUTION_MS = 20;
+/** How long (in heartbeat miss windows) a saturated MDM judges nobody by heartbeats. */
+export const OVERLOAD_GRACE_WINDOWS = 5;
+
 /**
  * The health monitor: a pass every half heartbeat interval. A pass that runs late by more than
  * its own interval means the MDM was stalled (its event loop blocked, the process paused):
@@ -421,16 +429,39 @@ export function startHealthMonitor(
   onSdcDown: (nodeId: string) => void = () => undefined,
 ): () => void {
   const passMs = Math.max(100, Math.floor(context.settings.heartbeatIntervalMs / 2));
+  const windowMs = context.settings.heartbeatIntervalMs * context.settings.heartbeatMissesMax;
   let lastPassMs = Date.now();
   let heardUntilMs = 0;
+  const loopDelay = monitorEventLoopDelay({ resolution: LOOP_DELAY_RESOLUTION_MS });
+  loopDelay.enable();
+  /** When the MDM's event loop became saturated (undefined: it is not). */
+  let overloadedSinceMs: number | undefined;
   const timer = setInterval(() => {
     const nowMs = Date.now();
     const lateMs = nowMs - lastPassMs - passMs;
     lastPassMs = nowMs;
+    // Most turns of the loop this pass came late: new requests (heartbeats) wait that long.
+    const typicalDelayMs = loopDelay.count > 0 ? loopDelay.percentile(50) / 1e6 - LOOP_DELAY_RESOLUTION_MS : 0;
+    loopDelay.reset();
     if (lateMs > passMs) {
       heardUntilMs = nowMs;
       context.log.warn({ stalledMs: lateMs + passMs }, 'the MDM was stalled: no node is judged by its heartbeats until a full window has passed');
       recordEvent(context.db, 'warning', 'MDM_STALLED', `the MDM could not run for ${lateMs + passMs} ms; heartbeat deadlines restart from now`);
+    }
+    // A saturated event loop hears heartbeats late (they wait in its sockets behind other work)
+    // even when no single stall is long: nobody is judged while it lasts, for at most
+    // OVERLOAD_GRACE_WINDOWS miss windows (a dead SDS is still fenced if the load never ends).
+    // Busy alone is not late: heavy work that yields (admission.ts) keeps the delay short.
+    if (typicalDelayMs >= OVERLOAD_LOOP_DELAY_MS) {
+      if (overloadedSinceMs === undefined) {
+        overloadedSinceMs = nowMs;
+        context.log.warn({ loopDelayMs: Math.round(typicalDelayMs) }, 'the MDM is saturated: heartbeat deadlines wait until it is not');
+        recordEvent(context.db, 'warning', 'MDM_OVERLOADED', `the MDM's event loop is saturated (its turns come ${Math.round(typicalDelayMs)} ms late): heartbeats are heard late, so nobody is judged by them until it is not (for at most ${(OVERLOAD_GRACE_WINDOWS * windowMs) / 1000} s)`);
+      }
+      if (nowMs - overloadedSinceMs < OVERLOAD_GRACE_WINDOWS * windowMs) heardUntilMs = nowMs;
+    } else if (overloadedSinceMs !== undefined) {
+      context.log.info({ overloadedMs: nowMs - overloadedSinceMs }, 'the MDM is no longer saturated');
+      overloadedSinceMs = undefined;
     }
     try {
       onPass();
@@ -445,7 +476,10 @@ export function startHealthMonitor(
     }
   }, passMs);
   timer.unref();
-  return () => clearInterval(timer);
+  return () => {
+    clearInterval(timer);
+    loopDelay.disable();
+  };
 }
 
 // ---------------------------------------------------------------- discovery

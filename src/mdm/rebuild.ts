@@ -152,6 +152,9 @@ export class Rebuilder {
   private readonly jobsDone: Promise<void>[] = [];
   /** Chunks an SDC may have died writing: one replica is copied again from another. */
   private readonly resyncAfterSdc = new Set<number>();
+  /** SDCs lost or restarted whose chunks are to be looked at, and the round doing it (resyncAfterSdcLoss). */
+  private readonly sdcLossesPending = new Set<string>();
+  private sdcLossRound: Promise<void> | undefined;
   /**
    * SDS that may hold crash-time write intents (`needs_resync`): every SDS when this MDM starts,
    * and each one that registers again. Their chunk lists are read until they show none.
@@ -232,42 +235,65 @@ export class Rebuilder {
    * others. Every chunk of its volumes with a write intent on some SDS is resynced.
    */
   resyncAfterSdcLoss(sdcName: string): void {
-    const { db, log } = this.context;
-    // Every live SDS of the pools of its volumes (a few rows), not every replica of the volumes:
-    // each lists only its chunks with write intents, and those are the ones that matter.
-    const holders = db
-      .prepare(
-        `SELECT DISTINCT d.sds_id FROM volume_mappings m JOIN sdc ON sdc.id = m.sdc_id JOIN volumes v ON v.id = m.volume_id
-         JOIN sds_devices d ON d.pool_id = v.pool_id JOIN sds s ON s.id = d.sds_id
-         WHERE sdc.name = ? AND s.state != 'DOWN'`,
-      )
-      .all(sdcName) as { sds_id: number }[];
-    if (holders.length === 0) return;
-    const volumes = new Set(
-      (db.prepare(`SELECT m.volume_id FROM volume_mappings m JOIN sdc ON sdc.id = m.sdc_id WHERE sdc.name = ?`).all(sdcName) as { volume_id: number }[]).map((row) => row.volume_id),
-    );
-    void (async () => {
-      let queued = 0;
-      for (const { sds_id: sdsId } of holders) {
-        this.listings.delete(sdsId);
-        const listing = await this.listing(sdsId);
-        for (const chunk of listing?.values() ?? []) {
-          if (!chunk.dirty || !volumes.has(chunk.volume_id)) continue;
-          const row = db
-            .prepare('SELECT c.id, v.pool_id FROM chunks c JOIN volumes v ON v.id = c.volume_id WHERE c.volume_id = ? AND c.chunk_index = ?')
-            .get(chunk.volume_id, chunk.chunk_index) as { id: number; pool_id: number } | undefined;
-          if (row !== undefined && !this.resyncAfterSdc.has(row.id)) {
-            this.resyncAfterSdc.add(row.id);
-            this.queue.watch(row.pool_id, row.id);
-            queued += 1;
-          }
-        }
+    // Coalesced: SDCs that register or go down while a round runs share the next one, so a
+    // hundred SDCs starting together cost a few listings per SDS, not one per SDC.
+    this.sdcLossesPending.add(sdcName);
+    if (this.sdcLossRound !== undefined) return;
+    this.sdcLossRound = (async () => {
+      while (this.sdcLossesPending.size > 0) {
+        const names = [...this.sdcLossesPending];
+        this.sdcLossesPending.clear();
+        await this.resyncAfterSdcLossRound(names);
       }
-      if (queued === 0) return;
+    })()
+      .catch((error: unknown) => this.context.log.error({ err: error }, 'could not collect the chunks an SDC was writing'))
+      .finally(() => {
+        this.sdcLossRound = undefined;
+        if (this.sdcLossesPending.size > 0) this.resyncAfterSdcLoss([...this.sdcLossesPending][0]!);
+      });
+  }
+
+  /** One round of resyncAfterSdcLoss for these SDCs: each live SDS of their pools listed once, fresh. */
+  private async resyncAfterSdcLossRound(sdcNames: readonly string[]): Promise<void> {
+    const { db, log } = this.context;
+    // Every live SDS of the pools of their volumes (a few rows), not every replica of the
+    // volumes: each lists only its chunks with write intents, and those are the ones that matter.
+    // First the (few) pools of their volumes, then their devices: both by index.
+    const holdersOf = db.prepare(
+      `SELECT DISTINCT d.sds_id FROM sds_devices d JOIN sds s ON s.id = d.sds_id
+       WHERE s.state != 'DOWN' AND d.pool_id IN (
+         SELECT DISTINCT v.pool_id FROM sdc JOIN volume_mappings m ON m.sdc_id = sdc.id JOIN volumes v ON v.id = m.volume_id WHERE sdc.name = ?)`,
+    );
+    const volumesOf = db.prepare(`SELECT m.volume_id FROM volume_mappings m JOIN sdc ON sdc.id = m.sdc_id WHERE sdc.name = ?`);
+    const holders = new Set<number>();
+    /** Volume id -> the SDCs (of this round) it is mapped to. */
+    const volumes = new Map<number, string[]>();
+    for (const name of sdcNames) {
+      for (const row of holdersOf.all(name) as { sds_id: number }[]) holders.add(row.sds_id);
+      for (const row of volumesOf.all(name) as { volume_id: number }[]) pushTo(volumes, row.volume_id, name);
+    }
+    if (holders.size === 0) return;
+    const chunkOf = db.prepare('SELECT c.id, v.pool_id FROM chunks c JOIN volumes v ON v.id = c.volume_id WHERE c.volume_id = ? AND c.chunk_index = ?');
+    const queuedBySdc = new Map<string, number>();
+    for (const sdsId of holders) {
+      this.listings.delete(sdsId); // listed after these SDCs went: their writes in flight show
+      const listing = await this.listing(sdsId);
+      for (const chunk of listing?.values() ?? []) {
+        const writers = volumes.get(chunk.volume_id);
+        if (!chunk.dirty || writers === undefined) continue;
+        const row = chunkOf.get(chunk.volume_id, chunk.chunk_index) as { id: number; pool_id: number } | undefined;
+        if (row === undefined || this.resyncAfterSdc.has(row.id)) continue;
+        this.resyncAfterSdc.add(row.id);
+        this.queue.watch(row.pool_id, row.id);
+        for (const name of writers) queuedBySdc.set(name, (queuedBySdc.get(name) ?? 0) + 1);
+      }
+    }
+    if (queuedBySdc.size === 0) return;
+    for (const [sdcName, queued] of queuedBySdc) {
       recordEvent(db, 'warning', 'RESYNC_AFTER_SDC', `SDC ${sdcName} left or restarted: ${queued} chunk(s) it was writing are resynced`);
       log.warn({ sdc: sdcName, chunks: queued }, 'resyncing chunks an SDC was writing');
-      this.kick();
-    })().catch((error: unknown) => log.error({ err: error }, 'could not collect the chunks an SDC was writing'));
+    }
+    this.kick();
   }
 
   status(): PoolRebuildStatus[] {

@@ -13,6 +13,15 @@ import { VolumeLeases, type AuthorizeAnswer, type AuthorizeRequest } from './tok
 import { VolumeEngine, type ReplicaFailure, type ReplicaFailureOutcome } from './volume-engine.js';
 
 const REPORT_INTERVAL_MS = 1000;
+/** An authorization the MDM answers BUSY is asked again (after its hint) for at most this long. */
+export const AUTHORIZE_BUSY_RETRY_MS_MAX = 20_000;
+const AUTHORIZE_BUSY_WAIT_MS_MIN = 50;
+const AUTHORIZE_BUSY_WAIT_MS_MAX = 2000;
+/**
+ * Authorizations this SDC has in flight at most (the others wait here, in order): a host with
+ * hundreds of volumes mapped primes every window at once, and the MDM serves thousands of SDCs.
+ */
+export const AUTHORIZE_IN_FLIGHT_MAX = 8;
 /** Failed-replica reports kept while the MDM cannot be told (oldest dropped beyond). */
 export const FAILURE_REPORTS_PENDING_MAX = 10_000;
 const FAILURE_REPORTS_PER_CALL_MAX = 1024;
@@ -36,6 +45,8 @@ export class VolumeRegistry {
   /** Failed-replica reports the MDM has not taken yet (it was unreachable): sent again. */
   private pendingFailures: ReplicaFailure[] = [];
   private failureRetry: NodeJS.Timeout | undefined;
+  private authorizeInFlight = 0;
+  private readonly authorizeWaiting: (() => void)[] = [];
 
   constructor(
     private readonly mdm: () => HttpClient | undefined,
@@ -70,11 +81,7 @@ export class VolumeRegistry {
       const leases = new VolumeLeases(
         chunkCountOfVolume(mapping.size_bytes, mapping.chunk_size_bytes),
         operationsOf(mapping),
-        (request: AuthorizeRequest) => {
-          const client = this.mdm();
-          if (client === undefined) return Promise.reject(new Error('not registered with the MDM'));
-          return client.post<AuthorizeAnswer>(`/vol/${volumeId}/io/authorize`, request);
-        },
+        (request: AuthorizeRequest) => this.authorize(volumeId, request),
         this.log,
       );
       const engine = new VolumeEngine(
@@ -101,6 +108,41 @@ export class VolumeRegistry {
   }
 
   /** At most one report per SDS per REPORT_INTERVAL_MS; fire and forget (the MDM probes). */
+  /**
+   * One authorization. An MDM that is BUSY (admission.ts: a burst of them is queued) says when to
+   * ask again; the SDC does, with jitter so a crowd of SDCs does not return at once, for at most
+   * AUTHORIZE_BUSY_RETRY_MS_MAX. Every other failure goes to the caller as it is.
+   */
+  private async authorize(volumeId: number, request: AuthorizeRequest): Promise<AuthorizeAnswer> {
+    // A slot ends with its holder, who hands it to the first waiter (the count stays) or frees it.
+    if (this.authorizeInFlight >= AUTHORIZE_IN_FLIGHT_MAX) await new Promise<void>((resolve) => this.authorizeWaiting.push(resolve));
+    else this.authorizeInFlight += 1;
+    try {
+      return await this.authorizeRetryingBusy(volumeId, request);
+    } finally {
+      const next = this.authorizeWaiting.shift();
+      if (next !== undefined) next();
+      else this.authorizeInFlight -= 1;
+    }
+  }
+
+  private async authorizeRetryingBusy(volumeId: number, request: AuthorizeRequest): Promise<AuthorizeAnswer> {
+    const startedAtMs = Date.now();
+    for (;;) {
+      const client = this.mdm();
+      if (client === undefined) throw new Error('not registered with the MDM');
+      try {
+        return await client.post<AuthorizeAnswer>(`/vol/${volumeId}/io/authorize`, request);
+      } catch (error) {
+        if (!(error instanceof HttpClientError) || error.code !== 'PFLEX_ERR_BUSY') throw error;
+        if (Date.now() - startedAtMs > AUTHORIZE_BUSY_RETRY_MS_MAX) throw error;
+        const hinted = Number((error.details as { retry_after_ms?: unknown } | undefined)?.retry_after_ms);
+        const baseMs = Number.isFinite(hinted) ? Math.min(AUTHORIZE_BUSY_WAIT_MS_MAX, Math.max(AUTHORIZE_BUSY_WAIT_MS_MIN, hinted)) : AUTHORIZE_BUSY_WAIT_MS_MIN;
+        await new Promise((resolve) => setTimeout(resolve, baseMs * (0.5 + Math.random())));
+      }
+    }
+  }
+
   private reportUnreachable(sdsId: number, problem: string): void {
     const now = Date.now();
     if (now - (this.lastReportMs.get(sdsId) ?? 0) < REPORT_INTERVAL_MS) return;

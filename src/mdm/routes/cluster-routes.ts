@@ -21,6 +21,7 @@ import {
 } from '../membership.js';
 import { authorize, authorizeSchema, txAckSchema } from '../token-authority.js';
 import type { TxAcks } from '../tx-acks.js';
+import { Admission } from '../admission.js';
 import type { SdcRow } from '../rows.js';
 import type { Caller } from '../auth.js';
 import type { Fencing, EpochOrder } from '../fencing.js';
@@ -60,6 +61,7 @@ export function registerClusterRoutes(
   txAcks: TxAcks,
 ): void {
   const { db } = context;
+  const authorizations = new Admission('authorize');
 
   app.get('/health', { config: { access: 'public' } }, async () => ({
     status: 'ok',
@@ -74,6 +76,8 @@ export function registerClusterRoutes(
     rebuild: rebuilder.status(),
     // Epoch installs and chunk deletions not yet delivered (an SDS that did not answer): retried.
     sds_orders_pending: fencing.orders.pending(),
+    // Authorizations waiting their turn, and those refused as BUSY (admission.ts).
+    authorize_admission: authorizations.stats(),
   }));
   // Every chunk's invariants (invariants.ts): for tests, chaos runs and operators after an incident.
   app.get('/cluster/invariants', async () => checkInvariants(context.db));
@@ -161,11 +165,22 @@ export function registerClusterRoutes(
       if (input.sdc === undefined) throw pflexError('VALIDATION', 'sdc: required for admin callers', { field: 'sdc' });
       sdcRef = input.sdc;
     }
-    // Never hand out a token whose epochs are not yet installed on the survivors.
-    await fencing.settled();
-    const answer = authorize(context, refParam(request), sdcRef, input);
-    txAcks.tokenIssued(answer.token_id, answer.volume.id, Date.parse(answer.expires_at));
-    return answer;
+    const volumeId = getRow<{ id: number }>(db, 'volume', refParam(request)).id;
+    // In its turn (admission.ts: a burst of authorizations never holds up heartbeats), and never
+    // with an epoch not yet installed on the survivors: an epoch change of these chunks in
+    // progress (only those) is waited for, then the plan is made in the same turn as the check.
+    for (;;) {
+      const outcome = await authorizations.run(() => {
+        const wait = fencing.heldIn(volumeId, input.chunk_first, input.chunk_count);
+        return wait !== undefined ? { wait } : { answer: authorize(context, volumeId, sdcRef, input) };
+      });
+      if (outcome.answer === undefined) {
+        await outcome.wait;
+        continue;
+      }
+      txAcks.tokenIssued(outcome.answer.token_id, outcome.answer.volume.id, Date.parse(outcome.answer.expires_at));
+      return outcome.answer;
+    }
   });
   /** An SDC could not reach an SDS: the MDM probes it and fences it at once if it is gone. */
   app.post('/sds/report-unreachable', { config: { access: 'node' } }, async (request) => {
