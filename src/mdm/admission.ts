@@ -91,7 +91,7 @@ export class Admission {
       const taskStartMs = performance.now();
       if (taskStartMs - item.queuedAtMs > this.waitMsMax) {
         this.refusedWaitedTotal += 1;
-        item.reject(this.busy(`a ${this.what} request waited ${Math.round(taskStartMs - item.queuedAtMs)} ms`));
+        item.reject(this.busy(`an ${this.what} request waited ${Math.round(taskStartMs - item.queuedAtMs)} ms`));
         continue;
       }
       try {

@@ -16,6 +16,12 @@ export const HTTP_BODY_BYTES_MAX = 1024 * 1024;
  * AUTHORIZE_IN_FLIGHT_MAX for authorizations plus its heartbeats and reports), for thousands of nodes.
  */
 export const HTTP_CONNECTIONS_MAX = 8192;
+/**
+ * Connections waiting to be accepted (the kernel caps it at net.core.somaxconn). Node's 511 was
+ * too few: a hundred SDCs starting while the MDM was busy overflowed it, and every dropped SYN
+ * is retried after 1, 3, 7 s, so requests timed out before the MDM ever saw them.
+ */
+export const HTTP_LISTEN_BACKLOG = 4096;
 export const HTTP_REQUEST_TIMEOUT_MS = 30_000;
 
 export type Access = 'public' | 'admin' | 'node' | 'admin-or-node';
@@ -98,13 +104,15 @@ export function buildHttpServer(log: Logger, db: Db, admin: AdminCredentials): F
 
   app.addHook('onResponse', async (request, reply) => {
     if (reply.statusCode >= 400) {
-      request.log.info({ method: request.method, url: request.url, status: reply.statusCode }, 'request refused');
+      // BUSY answers come in bursts by nature (admission.ts counts them): not one line each.
+      const level = reply.statusCode === ERRORS.BUSY.httpStatus ? 'debug' : 'info';
+      request.log[level]({ method: request.method, url: request.url, status: reply.statusCode }, 'request refused');
     }
   });
 
   app.setErrorHandler((error, request, reply) => {
     const pflex = toPflexError(error);
-    if (pflex.httpStatus >= 500) request.log.error({ err: error, url: request.url }, 'request failed');
+    if (pflex.httpStatus >= 500 && pflex.code !== ERRORS.BUSY.code) request.log.error({ err: error, url: request.url }, 'request failed');
     void reply.status(pflex.httpStatus).send(pflex.toBody());
   });
 

@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import { openDatabase, type Db } from './database.js';
 import { ensureAdminCredential } from './auth.js';
-import { buildHttpServer } from './http-server.js';
+import { buildHttpServer, HTTP_LISTEN_BACKLOG } from './http-server.js';
 import { registerTopologyRoutes } from './routes/topology-routes.js';
 import { registerVolumeRoutes } from './routes/volume-routes.js';
 import { registerClusterRoutes } from './routes/cluster-routes.js';
@@ -78,7 +78,7 @@ export async function startMdm(options: MdmOptions): Promise<RunningMdm> {
   registerVolumeRoutes(app, context, orders);
   registerMetrics(app, context);
 
-  await app.listen({ host: options.host, port: options.port });
+  await app.listen({ host: options.host, port: options.port, backlog: HTTP_LISTEN_BACKLOG });
   const address = app.server.address();
   const port = typeof address === 'object' && address !== null ? address.port : options.port;
   const sdsStates = new SdsStateWatch(db);

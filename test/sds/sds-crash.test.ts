@@ -265,8 +265,14 @@ t.test('write intents after the restart: the storm chunks need resync', async (t
 t.test('the suspect replicas serve no read: the MDM fences them, their peer is current', async (t) => {
   const old = await TokenSession.authorize(mdm.admin, 'storm', layout.sdc, ['read'], 0, CHUNKS);
   t.notOk(old.targetsOf(0).includes(node.sds_id), 'a new token no longer names the restarted SDS for a storm chunk');
-  const events = await mdm.admin.get<{ type: string; message: string }[]>('/event/list?type=REPLICAS_SUSPECT');
-  t.ok(events.some((event) => event.message.includes(record.name)), 'a REPLICAS_SUSPECT event names the SDS');
+  // The event is recorded when the fence's epochs are installed: soon after the token changes.
+  let named = false;
+  for (let i = 0; i < 100 && !named; i += 1) {
+    const events = await mdm.admin.get<{ type: string; message: string }[]>('/event/list?type=REPLICAS_SUSPECT');
+    named = events.some((event) => event.message.includes(record.name));
+    if (!named) await sleep(50);
+  }
+  t.ok(named, 'a REPLICAS_SUSPECT event names the SDS');
 });
 
 /** A chunk's bytes as they sit in the device file (plain pread at the slot sds_local.db names). */

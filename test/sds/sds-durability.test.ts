@@ -61,8 +61,16 @@ let session = await TokenSession.authorize(mdm.admin, 'dur', layout.sdc, ['read'
 const mine = session.answer.chunks.filter((chunk) => chunk.replicas.some((r) => r.sds_id === node.sds_id)).map((chunk) => chunk.index);
 
 /** A connection with a fresh token installed (chunks fenced by earlier cuts are not used again). */
-async function connect(hello = false, timeoutMs = 20_000): Promise<SdsDataClient> {
-  session = await TokenSession.authorize(mdm.admin, 'dur', layout.sdc, ['read', 'write', 'flush'], 0, 16);
+async function connect(chunks: readonly number[], hello = false, timeoutMs = 20_000): Promise<SdsDataClient> {
+  // After a cut the SDS's replicas may be fenced and resynced: a token taken meanwhile does not
+  // name it (an authorization waits only for epoch installs in progress, not for the resync).
+  // Wait until it is a target of the chunks the caller uses again.
+  for (let attempt = 0; ; attempt += 1) {
+    session = await TokenSession.authorize(mdm.admin, 'dur', layout.sdc, ['read', 'write', 'flush'], 0, 16);
+    if (chunks.every((chunk) => session.targetsOf(chunk).includes(node.sds_id))) break;
+    if (attempt >= 400) throw new Error(`the SDS under test is still not a target of chunks ${chunks.join(',')} after 20 s`);
+    await sleep(50);
+  }
   const client = new SdsDataClient('127.0.0.1', sds.dataPort, timeoutMs, undefined, hello);
   clients.push(client);
   const installed = await session.install(client);
@@ -111,7 +119,7 @@ t.test('setup', async (t) => {
 
 t.test('the cache model: an unsynced write is gone after a power cut, a flushed one stays', async (t) => {
   const chunk = mine[0]!;
-  const client = await connect();
+  const client = await connect([chunk]);
   const flushed = patternBytes(11, BLOCK);
   const unsynced = patternBytes(12, BLOCK);
   expectOk(t, (await session.write(client, chunk, 0, flushed)).status, 'write block 0');
@@ -124,7 +132,7 @@ t.test('the cache model: an unsynced write is gone after a power cut, a flushed 
 
 t.test('FUA: durable when acknowledged', async (t) => {
   const chunk = mine[1]!;
-  const client = await connect();
+  const client = await connect([chunk]);
   const data = patternBytes(21, 2 * BLOCK);
   expectOk(t, (await session.write(client, chunk, 0, data, { fua: true })).status, 'FUA write');
   await powerCutAndRestart();
@@ -133,7 +141,7 @@ t.test('FUA: durable when acknowledged', async (t) => {
 
 t.test('a FLUSH arriving while an older sync runs waits for a sync that covers it', async (t) => {
   const chunk = mine[2]!;
-  const client = await connect();
+  const client = await connect([chunk]);
   await faults({ volatile_cache: true, device_latency: [{ op: 'sync', ms: 1500 }] });
   const data = patternBytes(31, BLOCK);
   expectOk(t, (await session.write(client, chunk, 0, data)).status, 'write, acknowledged, not yet durable');
@@ -152,7 +160,7 @@ t.test('a FLUSH arriving while an older sync runs waits for a sync that covers i
 
 t.test('a reused slot never shows the previous chunk after a power cut', async (t) => {
   const [old, fresh] = [mine[3]!, mine[4]!];
-  const client = await connect();
+  const client = await connect([old, fresh]);
   const oldBytes = patternBytes(41, CHUNK_BYTES);
   expectOk(t, (await session.write(client, old, 0, oldBytes, { fua: true })).status, 'the old chunk, written whole and durable');
   const forget = await httpCall(`${sds.controlUrl}/chunks/delete`, { authorization: auth, json: { chunks: [{ volume_id: session.volumeId, chunk_index: old }] } });
@@ -167,7 +175,7 @@ t.test('a reused slot never shows the previous chunk after a power cut', async (
 
 t.test('a request given up on never lands after its retry: a stalled connection', async (t) => {
   const chunk = mine[5]!;
-  const client = await connect(true, 1000); // HELLO on every connection; 1 s request timeout
+  const client = await connect([chunk], true, 1000); // HELLO on every connection; 1 s request timeout
   const before = patternBytes(51, BLOCK);
   expectOk(t, (await session.write(client, chunk, 0, before, { fua: true })).status, 'a first write');
   await faults({ volatile_cache: true, data: [{ kind: 'stall', ms: 3000 }] }); // the SDS stops reading this connection
