@@ -2,7 +2,8 @@
  * Fencing an SDS that failed (DESIGN §6): its replicas become STALE, the epoch of every chunk it
  * held goes up by one, and the new epochs are installed on the surviving replicas before any
  * token carries them (an authorization of a chunk waits while its new epoch is installed:
- * heldIn). From then on the survivors refuse the old epoch, so a write still in flight to the fenced SDS can never surface as current data.
+ * heldIn). From then on the survivors refuse the old epoch, so a write still in flight to the
+ * fenced SDS can never surface as current data.
  *
  * Triggers: the health monitor (missed heartbeats) and SDC error reports, which the MDM confirms
  * by probing the SDS's data port first.
