@@ -49,6 +49,12 @@ function passSummary(phase: PhaseResult | undefined, key: string): Summary | und
   return phase?.probe?.passes[key];
 }
 
+/** A lease renewal request (POST /io/renew, many leases each): what an SDC waits for at half-life. */
+function renewBatch(phase: PhaseResult | undefined): Summary | undefined {
+  return phase?.sdc?.report.authorize.ms['renew-batch'];
+}
+
+/** Authorizations of a window whose lease could not be renewed (its plan changed). */
 function authorizeRenew(phase: PhaseResult | undefined): Summary | undefined {
   return phase?.sdc?.report.authorize.ms.renew;
 }
@@ -133,11 +139,22 @@ const SCALE_ROWS: readonly Row[] = [
   ['steady: event-loop stalls > 50 ms (count / longest)', 'n / ms', (run) => stalls(phaseOf(run, 'steady'))],
   ['steady: GET /health from outside p50 / p99 / max', 'ms', (run) => triple(phaseOf(run, 'steady')?.lag.rtt_ms)],
   ['steady: MDM CPU', '%', (run) => num(phaseOf(run, 'steady')?.mdm.cpu_percent)],
-  ['steady: authorize renewals answered / timed out', 'per s', (run) => {
+  ['steady: leases renewed / authorized again (plan changed)', 'per s', (run) => {
     const phase = phaseOf(run, 'steady');
-    return `${ratePerS(authorizeRenew(phase)?.count, phase)} / ${ratePerS(phase?.sdc?.report.authorize.errors['renew TIMEOUT'] ?? 0, phase)}`;
+    const renewals = phase?.sdc?.report.renewals;
+    return `${ratePerS(renewals?.renewed, phase)} / ${ratePerS(renewals?.replanned, phase)}`;
   }],
-  ['steady: authorize p50 / p99 / max', 'ms', (run) => triple(authorizeRenew(phaseOf(run, 'steady')))],
+  ['steady: renew requests / leases per request p50 / max', 'per s / n', (run) => {
+    const phase = phaseOf(run, 'steady');
+    const tokens = phase?.sdc?.report.renewals?.tokens_per_request;
+    return `${ratePerS(renewBatch(phase)?.count, phase)} / ${tokens === undefined || tokens.count === 0 ? '-' : `${num(tokens.p50)} / ${num(tokens.max)}`}`;
+  }],
+  ['steady: renew request p50 / p99 / max', 'ms', (run) => triple(renewBatch(phaseOf(run, 'steady')))],
+  ['steady: renew requests refused or timed out', 'count', (run) => {
+    const errors = phaseOf(run, 'steady')?.sdc?.report.authorize.errors ?? {};
+    return num(Object.entries(errors).filter(([key]) => key.startsWith('renew')).reduce((total, [, count]) => total + count, 0));
+  }],
+  ['steady: authorize (plan changed) p50 / p99 / max', 'ms', (run) => triple(authorizeRenew(phaseOf(run, 'steady')))],
   ['steady: authorize answer, largest', 'KiB', (run) => {
     const bytes = phaseOf(run, 'steady')?.sdc?.report.authorize.answer_bytes_max ?? 0;
     return bytes === 0 ? '-' : num(bytes / 1024, 1);
@@ -174,7 +191,8 @@ const SCALE_ROWS: readonly Row[] = [
     return report === undefined ? '-' : `${report.targets} / ${report.sources}`;
   }],
   ['failure: rebuild rate', 'chunks/s (MB/s)', (run) => (run.failure === null ? '-' : `${num(run.failure.rebuild.chunks_per_s, 1)} (${num(run.failure.rebuild.mb_per_s, 1)})`)],
-  ['failure: authorize p50 / p99 / max', 'ms', (run) => triple(authorizeRenew(phaseOf(run, 'failure')))],
+  ['failure: renew request p50 / p99 / max', 'ms', (run) => triple(renewBatch(phaseOf(run, 'failure')))],
+  ['failure: authorize (plan changed) p50 / p99 / max', 'ms', (run) => triple(authorizeRenew(phaseOf(run, 'failure')))],
   ['failure: SDS heartbeat RTT p99 / max', 'ms', (run) => {
     const rtt = phaseOf(run, 'failure')?.sds?.report.heartbeats.rtt_ms;
     return rtt === undefined || rtt.count === 0 ? '-' : `${num(rtt.p99)} / ${num(rtt.max)}`;

@@ -2,12 +2,14 @@
  * A simulated SDC: the real SDC's conversation with the MDM, without NBD or data IO.
  *
  *   - registration with the join token, then its mappings (GET /discovery/mappings), pulled
- *     again after every heartbeat and on the MDM's push (POST /control/refresh on its control
- *     port, rate limited as src/sdc/sdc-http.ts), as src/sdc/sdc-service.ts;
+ *     again when a heartbeat answer's mappings_version differs from the last pull's, and on the
+ *     MDM's push (POST /control/refresh on its control port, rate limited as
+ *     src/sdc/sdc-http.ts), as src/sdc/sdc-service.ts;
  *   - heartbeats with the real body (per-volume IO counters), each after the previous answer;
  *   - IO token leases as src/sdc/token-leases.ts: one lease per window of ≤ 1024 chunks per
- *     mapped volume, all fetched when the volume appears, each renewed at half its lifetime (a
- *     failed renewal again after 1 s);
+ *     mapped volume, all fetched when the volume appears, each renewed at half its lifetime
+ *     through src/sdc/lease-renewer.ts (renewals due within a second share one POST /io/renew;
+ *     a lease whose plan changed is authorized afresh; a failed renewal again after 1 s);
  *   - first writes to thin chunks (authorize with allocate: true, one chunk each) on request;
  *   - unreachable-SDS reports (POST /sds/report-unreachable) on request, as an SDC whose IO to
  *     that SDS failed.
@@ -15,6 +17,8 @@
 import { createServer, type Server } from 'node:http';
 import { TOKEN_CHUNKS_MAX } from '../../src/common/io-token.js';
 import type { PlanChunk } from '../../src/common/io-plan.js';
+import { HttpClientError } from '../../src/common/http-client.js';
+import { LeaseRenewer, type RenewOutcome } from '../../src/sdc/lease-renewer.js';
 import { errorCode, JsonHttpError, type JsonHttp } from './http-json.js';
 import { classifyGap, Counters, Samples, SampleSets, type Summary } from './stats.js';
 
@@ -46,11 +50,18 @@ export class SdcPhaseStats {
   readonly heartbeatErrors = new Counters();
   readonly mappingsMs = new Samples(9);
   readonly mappingsErrors = new Counters();
-  /** Authorize latency by kind: prime (a window's first lease), renew, allocate (first write). */
+  /**
+   * Latency by kind: prime (a window's first lease), renew (an authorization again: the plan
+   * changed), allocate (first write), renew-batch (one POST /io/renew of many leases).
+   */
   readonly authorizeMs = new SampleSets(11);
   readonly authorizeErrors = new Counters();
   authorizeAnswerBytesMax = 0;
   authorizeAnswerBytes = 0;
+  /** Leases renewed as they were / answered PLAN_CHANGED (authorized afresh), and the tokens per renew request. */
+  leasesRenewed = 0;
+  leasesReplanned = 0;
+  readonly renewBatchTokens = new Samples(15);
   placements = 0;
   placementsRefused = 0;
   readonly reportMs = new Samples(13);
@@ -73,6 +84,10 @@ interface Window {
   readonly first: number;
   readonly count: number;
   timer: NodeJS.Timeout | undefined;
+  /** The lease held: its token (sent back to renew), expiry and lifetime. */
+  token: Buffer | undefined;
+  expiresAtMs: number;
+  ttlMs: number;
 }
 
 interface SimVolume {
@@ -86,6 +101,8 @@ interface SimVolume {
 }
 
 interface AuthorizeAnswer {
+  token: string;
+  expires_at: string;
   ttl_ms: number;
   chunks: PlanChunk[];
 }
@@ -119,6 +136,9 @@ export class SimSdc {
   private readonly mdmAuthorize: JsonHttp;
   private authorizeInFlight = 0;
   private readonly authorizeWaiting: (() => void)[] = [];
+  /** The real SDC's renewal batching (src/sdc/lease-renewer.ts). */
+  private readonly renewer = new LeaseRenewer((tokens) => this.renewBatch(tokens));
+  private mappingsVersion: string | undefined;
 
   constructor(
     readonly name: string,
@@ -198,6 +218,7 @@ export class SimSdc {
     this.stopped = true;
     if (this.heartbeatTimer !== undefined) clearTimeout(this.heartbeatTimer);
     for (const volume of this.volumes.values()) for (const window of volume.windows) if (window.timer !== undefined) clearTimeout(window.timer);
+    this.renewer.close();
     if (this.control?.listening === true) {
       this.control.closeAllConnections();
       this.control.close();
@@ -224,9 +245,10 @@ export class SimSdc {
     const phase = this.shared.phase();
     let mappings: Mapping[];
     try {
-      const answer = await this.mdm.get<{ mappings: Mapping[] }>('/discovery/mappings', this.credential);
+      const answer = await this.mdm.get<{ mappings_version?: string; mappings: Mapping[] }>('/discovery/mappings', this.credential);
       phase.mappingsMs.add(answer.ms);
       mappings = answer.body.mappings;
+      this.mappingsVersion = answer.body.mappings_version;
     } catch (error) {
       phase.mappingsErrors.add(errorCode(error));
       if (awaitPrime) throw error;
@@ -243,7 +265,7 @@ export class SimSdc {
       if (this.volumes.has(mapping.volume_id)) continue;
       const chunkCount = Math.ceil(mapping.size_bytes / mapping.chunk_size_bytes);
       const windows: Window[] = [];
-      for (let first = 0; first < chunkCount; first += TOKEN_CHUNKS_MAX) windows.push({ first, count: Math.min(TOKEN_CHUNKS_MAX, chunkCount - first), timer: undefined });
+      for (let first = 0; first < chunkCount; first += TOKEN_CHUNKS_MAX) windows.push({ first, count: Math.min(TOKEN_CHUNKS_MAX, chunkCount - first), timer: undefined, token: undefined, expiresAtMs: 0, ttlMs: 0 });
       const volume: SimVolume = { mapping, chunkCount, windows, placed: mapping.provisioning === 'thin' ? new Uint8Array(chunkCount) : undefined, cursor: 0 };
       this.volumes.set(mapping.volume_id, volume);
       // As the real SDC: every window of a new volume is fetched at once (leases.prime()).
@@ -256,7 +278,7 @@ export class SimSdc {
     if (this.stopped) return;
     const phase = this.shared.phase();
     try {
-      const answer = await this.mdm.post<{ heartbeat_interval_ms: number }>(
+      const answer = await this.mdm.post<{ heartbeat_interval_ms: number; mappings_version?: string }>(
         '/discovery/heartbeat',
         {
           status: 'UP',
@@ -277,7 +299,8 @@ export class SimSdc {
       }
       this.lastHeartbeatMs = nowMs;
       this.heartbeatIntervalMs = answer.body.heartbeat_interval_ms;
-      await this.refreshMappings();
+      const version = answer.body.mappings_version;
+      if (version === undefined || version !== this.mappingsVersion) await this.refreshMappings();
     } catch (error) {
       phase.heartbeatErrors.add(errorCode(error));
     } finally {
@@ -291,16 +314,30 @@ export class SimSdc {
     return volume.mapping.access_mode === 'readOnly' ? ['read'] : OPERATIONS_READ_WRITE;
   }
 
-  /** One authorize for a window; the renewal is scheduled at half the lease's life. */
+  /**
+   * One lease for a window: at renewal the lease is renewed as it is (lease-renewer.ts) when its
+   * plan did not change, else (and at prime) authorized; the next renewal at half its life.
+   */
   private async lease(volume: SimVolume, window: Window, kind: 'prime' | 'renew'): Promise<void> {
     if (this.stopped) return;
     const phase = this.shared.phase();
     try {
-      const answer = await this.authorizeRetryingBusy(volume.mapping.volume_id, { operations: this.operationsOf(volume), chunk_first: window.first, chunk_count: window.count }, kind);
+      if (kind === 'renew' && window.token !== undefined && window.expiresAtMs - Date.now() > window.ttlMs / 4) {
+        const renewed = await this.renewer.renew(window.token, window.ttlMs / 8);
+        if (renewed !== undefined) {
+          this.shared.phase().leasesRenewed += 1;
+          this.keep(window, renewed);
+          this.schedule(volume, window, renewed.ttl_ms / 2);
+          return;
+        }
+        this.shared.phase().leasesReplanned += 1;
+      }
+      const answer = await this.authorizeRetryingBusy(`/vol/${volume.mapping.volume_id}/io/authorize`, { operations: this.operationsOf(volume), chunk_first: window.first, chunk_count: window.count }, kind);
       phase.authorizeMs.add(kind, answer.ms);
       phase.authorizeAnswerBytes += answer.bytes;
       phase.authorizeAnswerBytesMax = Math.max(phase.authorizeAnswerBytesMax, answer.bytes);
       this.learn(volume, answer.body.chunks);
+      this.keep(window, answer.body);
       this.schedule(volume, window, answer.body.ttl_ms / 2);
     } catch (error) {
       phase.authorizeErrors.add(`${kind} ${errorCode(error)}`);
@@ -309,13 +346,13 @@ export class SimSdc {
   }
 
   /** As src/sdc/volume-registry.ts: a BUSY answer is asked again after its hint (with jitter), for a while. */
-  private async authorizeRetryingBusy(volumeId: number, body: unknown, kind: string) {
+  private async authorizeRetryingBusy<T = AuthorizeAnswer>(path: string, body: unknown, kind: string) {
     // At most SDC_AUTHORIZE_SOCKETS_MAX in flight, the rest waiting here (not in the agent, whose
     // queue would count toward the request timeout): the real SDC's slots, handed over in order.
     if (this.authorizeInFlight >= SDC_AUTHORIZE_SOCKETS_MAX) await new Promise<void>((resolve) => this.authorizeWaiting.push(resolve));
     else this.authorizeInFlight += 1;
     try {
-      return await this.authorizeSlot(volumeId, body, kind);
+      return await this.authorizeSlot<T>(path, body, kind);
     } finally {
       const next = this.authorizeWaiting.shift();
       if (next !== undefined) next();
@@ -323,11 +360,11 @@ export class SimSdc {
     }
   }
 
-  private async authorizeSlot(volumeId: number, body: unknown, kind: string) {
+  private async authorizeSlot<T>(path: string, body: unknown, kind: string) {
     const startedAtMs = Date.now();
     for (;;) {
       try {
-        return await this.mdmAuthorize.post<AuthorizeAnswer>(`/vol/${volumeId}/io/authorize`, body, this.credential);
+        return await this.mdmAuthorize.post<T>(path, body, this.credential);
       } catch (error) {
         if (!(error instanceof JsonHttpError) || error.code !== 'PFLEX_ERR_BUSY' || Date.now() - startedAtMs > AUTHORIZE_BUSY_RETRY_MS_MAX) throw error;
         this.shared.phase().authorizeErrors.add(`${kind} BUSY (retried)`);
@@ -335,6 +372,27 @@ export class SimSdc {
         const baseMs = Number.isFinite(hinted) ? Math.min(2000, Math.max(50, hinted)) : 50;
         await new Promise((resolve) => setTimeout(resolve, baseMs * (0.5 + Math.random())));
       }
+    }
+  }
+
+  private keep(window: Window, lease: { token: string; expires_at: string; ttl_ms: number }): void {
+    window.token = Buffer.from(lease.token, 'base64');
+    window.expiresAtMs = Date.parse(lease.expires_at);
+    window.ttlMs = lease.ttl_ms;
+  }
+
+  /** One POST /io/renew in an authorization slot, BUSY retried (as src/sdc/volume-registry.ts postAdmitted). */
+  private async renewBatch(tokens: string[]): Promise<{ leases: RenewOutcome[] }> {
+    this.shared.phase().renewBatchTokens.add(tokens.length);
+    try {
+      const answer = await this.authorizeRetryingBusy<{ leases: RenewOutcome[] }>('/io/renew', { tokens }, 'renew-batch');
+      this.shared.phase().authorizeMs.add('renew-batch', answer.ms);
+      return answer.body;
+    } catch (error) {
+      this.shared.phase().authorizeErrors.add(`renew-batch ${errorCode(error)}`);
+      // The renewer tells a refusal (authorize afresh) from an MDM it could not ask by this class.
+      if (error instanceof JsonHttpError) throw new HttpClientError(error.message, error.code, error.status, error.details);
+      throw error;
     }
   }
 
@@ -395,7 +453,7 @@ export class SimSdc {
         if (next === undefined) return;
         const phase = this.shared.phase();
         try {
-          const answer = await this.authorizeRetryingBusy(next.volume.mapping.volume_id, { operations: OPERATIONS_READ_WRITE, chunk_first: next.index, chunk_count: 1, allocate: true }, 'allocate');
+          const answer = await this.authorizeRetryingBusy(`/vol/${next.volume.mapping.volume_id}/io/authorize`, { operations: OPERATIONS_READ_WRITE, chunk_first: next.index, chunk_count: 1, allocate: true }, 'allocate');
           phase.authorizeMs.add('allocate', answer.ms);
           this.learn(next.volume, answer.body.chunks);
           if (answer.body.chunks.some((chunk) => chunk.index === next.index && chunk.placed)) phase.placements += 1;
@@ -439,6 +497,7 @@ export interface SdcPhaseReport {
     readonly answer_bytes_max: number;
     readonly answer_bytes_total: number;
   };
+  readonly renewals: { readonly renewed: number; readonly replanned: number; readonly tokens_per_request: Summary };
   readonly placements: { readonly done: number; readonly refused: number };
   readonly reports: { readonly ms: Summary; readonly fenced: number; readonly errors: Record<string, number> };
 }
@@ -455,6 +514,7 @@ export function sdcPhaseReport(stats: SdcPhaseStats): SdcPhaseReport {
     },
     mappings: { ms: stats.mappingsMs.summary(), errors: stats.mappingsErrors.toJSON(), pushes: stats.pushes },
     authorize: { ms: stats.authorizeMs.summaries(), errors: stats.authorizeErrors.toJSON(), answer_bytes_max: stats.authorizeAnswerBytesMax, answer_bytes_total: stats.authorizeAnswerBytes },
+    renewals: { renewed: stats.leasesRenewed, replanned: stats.leasesReplanned, tokens_per_request: stats.renewBatchTokens.summary() },
     placements: { done: stats.placements, refused: stats.placementsRefused },
     reports: { ms: stats.reportMs.summary(), fenced: stats.reportsFenced, errors: stats.reportErrors.toJSON() },
   };

@@ -25,6 +25,8 @@ export const ERRORS = {
   MULTI_MAP_NOT_ALLOWED: { code: 'PFLEX_ERR_MULTI_MAP_NOT_ALLOWED', httpStatus: 409 },
   MULTI_WRITER: { code: 'PFLEX_ERR_MULTI_WRITER', httpStatus: 409 },
   CONFLICT: { code: 'PFLEX_ERR_CONFLICT', httpStatus: 409 },
+  /** A lease renewal whose plan changed (or that this MDM cannot vouch for): authorize afresh. */
+  PLAN_CHANGED: { code: 'PFLEX_ERR_PLAN_CHANGED', httpStatus: 409 },
   PAYLOAD_TOO_LARGE: { code: 'PFLEX_ERR_PAYLOAD_TOO_LARGE', httpStatus: 413 },
   UNSUPPORTED_MEDIA_TYPE: { code: 'PFLEX_ERR_UNSUPPORTED_MEDIA_TYPE', httpStatus: 415 },
   RANGE: { code: 'PFLEX_ERR_RANGE', httpStatus: 416 },

@@ -1,4 +1,20 @@
-/** The IO plan of an authorize answer (docs/PROTOCOL.md §3): the MDM writes it, the SDC reads it. */
+/**
+ * The IO plan and lease of an authorize answer (docs/PROTOCOL.md §3), and a renewal's outcome
+ * (§3.1): the MDM writes them, the SDC reads them.
+ */
+
+/** A signed token with its session key and lifetime. */
+export interface LeaseGrant {
+  token: string;
+  token_id: string;
+  session_key: string;
+  issued_at: string;
+  expires_at: string;
+  ttl_ms: number;
+}
+
+/** One token's outcome of POST /io/renew: the lease signed again, or why not. */
+export type RenewOutcome = (LeaseGrant & { volume_id: number }) | { error: { code: string; message: string } };
 
 export interface PlanReplica {
   sds_id: number;

@@ -104,7 +104,7 @@ export class ProcessCluster {
     const mdmArgs = ['mdm', '--port', String(spec.mdmPort), '--data-dir', join(spec.dataDir, 'mdm')];
     if (spec.heartbeatIntervalMs !== undefined) mdmArgs.push('--heartbeat-interval-ms', String(spec.heartbeatIntervalMs));
     const bootstrapCluster = new ProcessCluster(spec, '');
-    bootstrapCluster.spawn('mdm', mdmArgs);
+    bootstrapCluster.spawn('mdm', mdmArgs, spec.env ?? {});
     try {
       await waitForHealth(bootstrapCluster.mdmUrl, 30_000, false, signal);
     } catch (error) {

@@ -20,6 +20,7 @@ import { SdsOrders } from './sds-orders.js';
 import { ReplicaFaults } from './replica-faults.js';
 import { Rebuilder } from './rebuild.js';
 import { TxAcks } from './tx-acks.js';
+import { ChangeTracker } from './change-tracker.js';
 import { pruneEvents, recordEvent } from './events.js';
 import { newSigningKey } from '../common/secrets.js';
 import type { Logger } from '../common/logger.js';
@@ -73,7 +74,8 @@ export async function startMdm(options: MdmOptions): Promise<RunningMdm> {
   const replicaFaults = new ReplicaFaults(context, fencing);
   const rebuilder = new Rebuilder(context, fencing);
   const txAcks = new TxAcks(context);
-  registerClusterRoutes(app, context, startedAtMs, fencing, rebuilder, replicaFaults, txAcks);
+  const changes = new ChangeTracker(db);
+  registerClusterRoutes(app, context, startedAtMs, fencing, rebuilder, replicaFaults, txAcks, changes);
   registerTopologyRoutes(app, context, () => rebuilder.kick());
   registerVolumeRoutes(app, context, orders);
   registerMetrics(app, context);

@@ -9,7 +9,7 @@ import type { MdmContext } from './context.js';
 import { pflexError } from '../common/errors.js';
 import { deriveSessionKey, signToken, TOKEN_CHUNKS_MAX, TokenOp, TOKEN_TARGETS_PER_CHUNK_MAX } from '../common/io-token.js';
 import { getRow } from './lookup.js';
-import type { PlanChunk, PlanReplica } from '../common/io-plan.js';
+import type { LeaseGrant, PlanChunk, PlanReplica } from '../common/io-plan.js';
 import { chunkCountOf, ensureChunksPlaced, mappingOf } from './volumes.js';
 import type { PoolRow, SdcRow, VolumeRow } from './rows.js';
 
@@ -37,13 +37,7 @@ export const authorizeSchema = z.strictObject({
 
 export type { PlanChunk, PlanReplica };
 
-export interface Authorization {
-  token: string;
-  token_id: string;
-  session_key: string;
-  issued_at: string;
-  expires_at: string;
-  ttl_ms: number;
+export interface Authorization extends LeaseGrant {
   volume: { id: number; name: string; pool_id: number; size_bytes: number; chunk_size_bytes: number; chunk_count: number };
   sdc_id: number;
   access_mode: string;

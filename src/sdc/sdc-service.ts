@@ -61,9 +61,11 @@ export async function startSdc(options: SdcOptions): Promise<RunningSdc> {
   const registry = new VolumeRegistry(() => mdm, log);
   registry.apply(loadMappings(db));
 
+  /** The MDM's version of the mappings last applied (change-tracker.ts): pulled again only when it differs. */
+  let mappingsVersion: string | undefined;
   const refreshMappings = async (): Promise<void> => {
     if (mdm === undefined) return;
-    const answer = await mdm.get<{ mappings: (MappingRow & { provisioning: string })[] }>('/discovery/mappings');
+    const answer = await mdm.get<{ mappings_version?: string; mappings: (MappingRow & { provisioning: string })[] }>('/discovery/mappings');
     const mappings: MappingRow[] = answer.mappings.map((m) => ({
       volume_id: m.volume_id,
       name: m.name,
@@ -74,6 +76,7 @@ export async function startSdc(options: SdcOptions): Promise<RunningSdc> {
     }));
     registry.apply(mappings);
     saveMappings(db, mappings);
+    mappingsVersion = answer.mappings_version;
   };
 
   const nbd: NbdListener = await startNbdExports(registry, options.listenHost, options.nbdPort, log);
@@ -125,14 +128,15 @@ export async function startSdc(options: SdcOptions): Promise<RunningSdc> {
     try {
       if (!registered) await register();
       else {
-        const answer = await mdm!.post<{ heartbeat_interval_ms: number }>('/discovery/heartbeat', {
+        const answer = await mdm!.post<{ heartbeat_interval_ms: number; mappings_version?: string }>('/discovery/heartbeat', {
           status: 'UP',
           volumes: registry.list().length,
           nbd_connections: nbd.connections(),
           io: registry.engines().map((engine) => ({ volume_id: engine.volume.id, ...engine.counters })),
         });
         heartbeatIntervalMs = answer.heartbeat_interval_ms;
-        await refreshMappings();
+        // An MDM that gives no version is asked every time.
+        if (answer.mappings_version === undefined || answer.mappings_version !== mappingsVersion) await refreshMappings();
       }
     } catch (error) {
       if (error instanceof HttpClientError && error.status === 401) registered = false;

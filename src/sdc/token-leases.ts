@@ -7,17 +7,12 @@
 import type { Logger } from '../common/logger.js';
 import { TOKEN_CHUNKS_MAX } from '../common/io-token.js';
 import { macKeyOf, type MacKey } from '../common/sds-protocol.js';
-import type { PlanChunk, PlanReplica } from '../common/io-plan.js';
+import type { LeaseGrant, PlanChunk, PlanReplica } from '../common/io-plan.js';
+import type { RenewedLease } from './lease-renewer.js';
 
 export type { PlanChunk, PlanReplica };
 
-export interface AuthorizeAnswer {
-  token: string;
-  token_id: string;
-  session_key: string;
-  issued_at: string;
-  expires_at: string;
-  ttl_ms: number;
+export interface AuthorizeAnswer extends LeaseGrant {
   chunk_first: number;
   chunk_count: number;
   chunks: PlanChunk[];
@@ -61,7 +56,7 @@ interface Window {
   renewTimer: NodeJS.Timeout | undefined;
 }
 
-function leaseOf(answer: AuthorizeAnswer): Lease {
+function leaseOf(answer: AuthorizeAnswer | RenewedLease): Lease {
   const tokenId = Buffer.from(answer.token_id, 'hex');
   return {
     token: Buffer.from(answer.token, 'base64'),
@@ -85,6 +80,8 @@ export class VolumeLeases {
     private operations: readonly string[],
     private readonly authorize: (request: AuthorizeRequest) => Promise<AuthorizeAnswer>,
     private readonly log: Logger,
+    /** Renews a lease whose plan did not change (lease-renewer.ts); undefined: authorize afresh. */
+    private readonly renew?: (token: Buffer, waitMs: number) => Promise<RenewedLease | undefined>,
   ) {}
 
   /** A usable route for a chunk: from the cache, or after (re)fetching its window. */
@@ -199,7 +196,7 @@ export class VolumeLeases {
     if (window.renewTimer !== undefined) clearTimeout(window.renewTimer);
     window.renewTimer = setTimeout(() => {
       window.renewTimer = undefined;
-      this.fetchWindow(window, Number.MAX_SAFE_INTEGER, true).catch((error: unknown) => {
+      this.renewWindow(window, ttlMs).catch((error: unknown) => {
         this.log.warn({ err: (error as Error).message, window: window.first }, 'token renewal failed; retrying');
         if (!this.closed) {
           window.renewTimer = setTimeout(() => this.scheduleRenewal(window, 0), RENEW_RETRY_MS);
@@ -208,6 +205,33 @@ export class VolumeLeases {
       });
     }, Math.max(0, ttlMs / 2));
     window.renewTimer.unref();
+  }
+
+  /**
+   * A lease at half its life: renewed as it is when its plan did not change (no plan travels),
+   * else the window is authorized again. A fetch that started meanwhile wins: it brings a newer
+   * plan and schedules its own renewal.
+   */
+  private async renewWindow(window: Window, ttlMs: number): Promise<void> {
+    const lease = window.lease;
+    // Still valid when the batch (at most ttl/8 later) reaches the MDM, or the MDM would refuse it.
+    if (this.renew !== undefined && lease !== undefined && window.fetching === undefined && lease.expiresAtMs - Date.now() > ttlMs / 4) {
+      const requestedAtMs = Date.now();
+      const renewed = await this.renew(lease.token, ttlMs / 8);
+      if (this.closed || window.lease !== lease || window.fetching !== undefined) return;
+      if (renewed !== undefined) {
+        const next = leaseOf(renewed);
+        // Only this window's routes of this lease: a chunk allocated since keeps its newer route.
+        for (let index = window.first; index < window.first + window.count; index += 1) {
+          const route = this.routes.get(index);
+          if (route !== undefined && route.lease === lease) this.routes.set(index, { lease: next, chunk: route.chunk, requestedAtMs });
+        }
+        window.lease = next;
+        this.scheduleRenewal(window, renewed.ttl_ms);
+        return;
+      }
+    }
+    await this.fetchWindow(window, Number.MAX_SAFE_INTEGER, true);
   }
 
   /** Installs an answer's routes, keeping newer routes (a later allocation) where they exist. */

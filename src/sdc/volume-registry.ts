@@ -10,6 +10,7 @@ import { chunkCountOfVolume } from './sizes.js';
 import type { MappingRow } from './sdc-database.js';
 import { SdsPool } from './sds-pool.js';
 import { VolumeLeases, type AuthorizeAnswer, type AuthorizeRequest } from './token-leases.js';
+import { LeaseRenewer, type RenewOutcome } from './lease-renewer.js';
 import { VolumeEngine, type ReplicaFailure, type ReplicaFailureOutcome } from './volume-engine.js';
 
 const REPORT_INTERVAL_MS = 1000;
@@ -47,6 +48,8 @@ export class VolumeRegistry {
   private failureRetry: NodeJS.Timeout | undefined;
   private authorizeInFlight = 0;
   private readonly authorizeWaiting: (() => void)[] = [];
+  /** Every volume's renewals share requests (lease-renewer.ts). */
+  private readonly renewer = new LeaseRenewer((tokens) => this.postAdmitted<{ leases: RenewOutcome[] }>('/io/renew', { tokens }));
 
   constructor(
     private readonly mdm: () => HttpClient | undefined,
@@ -83,6 +86,7 @@ export class VolumeRegistry {
         operationsOf(mapping),
         (request: AuthorizeRequest) => this.authorize(volumeId, request),
         this.log,
+        (token, waitMs) => this.renewer.renew(token, waitMs),
       );
       const engine = new VolumeEngine(
         {
@@ -107,18 +111,22 @@ export class VolumeRegistry {
     return { added, removed, changed };
   }
 
-  /** At most one report per SDS per REPORT_INTERVAL_MS; fire and forget (the MDM probes). */
   /**
-   * One authorization. An MDM that is BUSY (admission.ts: a burst of them is queued) says when to
-   * ask again; the SDC does, with jitter so a crowd of SDCs does not return at once, for at most
-   * AUTHORIZE_BUSY_RETRY_MS_MAX. Every other failure goes to the caller as it is.
+   * One authorization (or renewal). An MDM that is BUSY (admission.ts: a burst of them is
+   * queued) says when to ask again; the SDC does, with jitter so a crowd of SDCs does not return
+   * at once, for at most AUTHORIZE_BUSY_RETRY_MS_MAX. Every other failure goes to the caller as it is.
    */
-  private async authorize(volumeId: number, request: AuthorizeRequest): Promise<AuthorizeAnswer> {
+  private authorize(volumeId: number, request: AuthorizeRequest): Promise<AuthorizeAnswer> {
+    return this.postAdmitted<AuthorizeAnswer>(`/vol/${volumeId}/io/authorize`, request);
+  }
+
+  /** A request the MDM admits in turn (authorize, renew): in a slot, BUSY answers retried. */
+  private async postAdmitted<T>(path: string, body: unknown): Promise<T> {
     // A slot ends with its holder, who hands it to the first waiter (the count stays) or frees it.
     if (this.authorizeInFlight >= AUTHORIZE_IN_FLIGHT_MAX) await new Promise<void>((resolve) => this.authorizeWaiting.push(resolve));
     else this.authorizeInFlight += 1;
     try {
-      return await this.authorizeRetryingBusy(volumeId, request);
+      return await this.postRetryingBusy<T>(path, body);
     } finally {
       const next = this.authorizeWaiting.shift();
       if (next !== undefined) next();
@@ -126,13 +134,13 @@ export class VolumeRegistry {
     }
   }
 
-  private async authorizeRetryingBusy(volumeId: number, request: AuthorizeRequest): Promise<AuthorizeAnswer> {
+  private async postRetryingBusy<T>(path: string, body: unknown): Promise<T> {
     const startedAtMs = Date.now();
     for (;;) {
       const client = this.mdm();
       if (client === undefined) throw new Error('not registered with the MDM');
       try {
-        return await client.post<AuthorizeAnswer>(`/vol/${volumeId}/io/authorize`, request);
+        return await client.post<T>(path, body);
       } catch (error) {
         if (!(error instanceof HttpClientError) || error.code !== 'PFLEX_ERR_BUSY') throw error;
         if (Date.now() - startedAtMs > AUTHORIZE_BUSY_RETRY_MS_MAX) throw error;
@@ -143,6 +151,7 @@ export class VolumeRegistry {
     }
   }
 
+  /** At most one report per SDS per REPORT_INTERVAL_MS; fire and forget (the MDM probes). */
   private reportUnreachable(sdsId: number, problem: string): void {
     const now = Date.now();
     if (now - (this.lastReportMs.get(sdsId) ?? 0) < REPORT_INTERVAL_MS) return;
@@ -219,6 +228,7 @@ export class VolumeRegistry {
 
   close(): void {
     if (this.failureRetry !== undefined) clearTimeout(this.failureRetry);
+    this.renewer.close();
     for (const entry of this.entries.values()) {
       entry.leases.close();
       entry.engine.close();

@@ -4,7 +4,7 @@ import { z } from 'zod';
 import type { MdmContext } from '../context.js';
 import { bodyOf, refParam } from '../http-server.js';
 import { pflexError } from '../../common/errors.js';
-import { getRow } from '../lookup.js';
+import { findRow, getRow } from '../lookup.js';
 import { clusterStatus } from '../views.js';
 import { listEvents } from '../events.js';
 import { checkInvariants } from '../invariants.js';
@@ -20,6 +20,8 @@ import {
   registerSchema,
 } from '../membership.js';
 import { authorize, authorizeSchema, txAckSchema } from '../token-authority.js';
+import { LeaseRenewals, renewSchema, type Renewer } from '../lease-renewal.js';
+import type { ChangeTracker } from '../change-tracker.js';
 import type { TxAcks } from '../tx-acks.js';
 import { Admission } from '../admission.js';
 import type { SdcRow } from '../rows.js';
@@ -59,9 +61,11 @@ export function registerClusterRoutes(
   rebuilder: Rebuilder,
   replicaFaults: ReplicaFaults,
   txAcks: TxAcks,
+  changes: ChangeTracker,
 ): void {
   const { db } = context;
   const authorizations = new Admission('authorize');
+  const renewals = new LeaseRenewals(context, changes, (volumeId, first, count) => fencing.heldIn(volumeId, first, count) !== undefined);
 
   app.get('/health', { config: { access: 'public' } }, async () => ({
     status: 'ok',
@@ -78,6 +82,8 @@ export function registerClusterRoutes(
     sds_orders_pending: fencing.orders.pending(),
     // Authorizations waiting their turn, and those refused as BUSY (admission.ts).
     authorize_admission: authorizations.stats(),
+    // Leases renewed without a plan, and those whose plan changed (lease-renewal.ts).
+    lease_renewals: renewals.stats(),
   }));
   // Every chunk's invariants (invariants.ts): for tests, chaos runs and operators after an incident.
   app.get('/cluster/invariants', async () => checkInvariants(context.db));
@@ -111,9 +117,14 @@ export function registerClusterRoutes(
     if (answer.sds_id !== undefined) rebuilder.sdsRegistered(answer.sds_id);
     return reply.status(201).send(answer);
   });
-  app.post('/discovery/heartbeat', { config: { access: 'node' } }, async (request) =>
-    heartbeat(context, nodeCaller(request).nodeId, heartbeatSchema.parse(bodyOf(request))),
-  );
+  app.post('/discovery/heartbeat', { config: { access: 'node' } }, async (request) => {
+    const caller = nodeCaller(request);
+    const answer = heartbeat(context, caller.nodeId, heartbeatSchema.parse(bodyOf(request)));
+    if (!caller.roles.includes('sdc')) return answer;
+    // An SDC pulls its mappings only when this differs from the version of its last pull.
+    const sdc = findRow<SdcRow>(db, 'sdc', caller.nodeId);
+    return sdc === undefined ? answer : { ...answer, mappings_version: changes.mappingsVersion(sdc.id) };
+  });
   app.post('/discovery/deregister', { config: { access: 'node' } }, async (request) => {
     const nodeId = nodeCaller(request).nodeId;
     const answer = deregister(context, nodeId);
@@ -141,6 +152,8 @@ export function registerClusterRoutes(
     const sdc = getRow<SdcRow>(db, 'sdc', caller.nodeId);
     return {
       sdc_id: sdc.id,
+      // Read in the same turn as the list: equal versions, equal lists (change-tracker.ts).
+      mappings_version: changes.mappingsVersion(sdc.id),
       mappings: db
         .prepare(
           `SELECT v.id AS volume_id, v.name, v.size_bytes, v.provisioning, m.access_mode, p.id AS pool_id, p.chunk_size_bytes
@@ -172,7 +185,10 @@ export function registerClusterRoutes(
     for (;;) {
       const outcome = await authorizations.run(() => {
         const wait = fencing.heldIn(volumeId, input.chunk_first, input.chunk_count);
-        return wait !== undefined ? { wait } : { answer: authorize(context, volumeId, sdcRef, input) };
+        if (wait !== undefined) return { wait };
+        const answer = authorize(context, volumeId, sdcRef, input);
+        renewals.issued(answer.token_id, Date.parse(answer.expires_at));
+        return { answer };
       });
       if (outcome.answer === undefined) {
         await outcome.wait;
@@ -181,6 +197,19 @@ export function registerClusterRoutes(
       txAcks.tokenIssued(outcome.answer.token_id, outcome.answer.volume.id, Date.parse(outcome.answer.expires_at));
       return outcome.answer;
     }
+  });
+  /**
+   * Lease renewals, many tokens per request (lease-renewal.ts): each signed again for a new
+   * lifetime when its plan did not change, or PLAN_CHANGED. Admitted like authorizations.
+   */
+  app.post('/io/renew', { config: { access: 'admin-or-node' } }, async (request) => {
+    const input = renewSchema.parse(bodyOf(request));
+    const renewer: Renewer = request.caller?.kind === 'node' ? { sdcId: getRow<SdcRow>(db, 'sdc', nodeCaller(request, 'sdc').nodeId).id } : { admin: true };
+    const leases = await authorizations.run(() => renewals.renew(renewer, input.tokens));
+    for (const lease of leases) {
+      if ('token_id' in lease) txAcks.tokenIssued(lease.token_id, lease.volume_id, Date.parse(lease.expires_at));
+    }
+    return { leases };
   });
   /** An SDC could not reach an SDS: the MDM probes it and fences it at once if it is gone. */
   app.post('/sds/report-unreachable', { config: { access: 'node' } }, async (request) => {
