@@ -4,7 +4,7 @@
  * every write that can change
  *
  * - a volume's IO plan (planChunks in token-authority.ts reads chunks, their replicas and the
- *   SDS holding them): so a lease renewal whose plan did not change is signed again without
+ *   SDS holding them; an SDS's change stamps every volume it holds replicas of): so a lease renewal whose plan did not change is signed again without
  *   reading a single chunk (lease-renewal.ts);
  * - an SDC's mappings (what GET /discovery/mappings answers): so an SDC pulls them only when
  *   they changed, not after every heartbeat.
@@ -25,8 +25,6 @@ export class ChangeTracker {
   private seq = 1;
   /** Last change of each volume's plan (its chunks and their replicas). */
   private readonly volumePlanSeqs = new Map<number, number>();
-  /** Last change of any SDS's address or state: every plan that names an SDS may show it. */
-  private sdsSeq = NEVER_CHANGED;
   /** Last change of each SDC's mappings (a mapping, or a mapped volume's name or size). */
   private readonly sdcMappingSeqs = new Map<number, number>();
   /** Changes everything of the previous MDM's life: a version from it never matches. */
@@ -35,10 +33,6 @@ export class ChangeTracker {
   constructor(db: Db) {
     db.function('pflex_plan_changed', { deterministic: false }, (volumeId: unknown) => {
       if (typeof volumeId === 'number' || typeof volumeId === 'bigint') this.volumePlanSeqs.set(Number(volumeId), this.next());
-      return null;
-    });
-    db.function('pflex_sds_changed', { deterministic: false }, () => {
-      this.sdsSeq = this.next();
       return null;
     });
     db.function('pflex_mappings_changed', { deterministic: false }, (sdcId: unknown) => {
@@ -53,9 +47,9 @@ export class ChangeTracker {
     return this.seq;
   }
 
-  /** True when no write since `seq` touched this volume's plan or any SDS a plan names. */
+  /** True when no write since `seq` touched this volume's plan (its chunks, their replicas, the SDS holding them). */
   planUnchangedSince(volumeId: number, seq: number): boolean {
-    return (this.volumePlanSeqs.get(volumeId) ?? NEVER_CHANGED) <= seq && this.sdsSeq <= seq;
+    return (this.volumePlanSeqs.get(volumeId) ?? NEVER_CHANGED) <= seq;
   }
 
   /** The version of an SDC's mappings: equal versions mean equal answers of GET /discovery/mappings. */
@@ -69,7 +63,9 @@ export class ChangeTracker {
   }
 }
 
-// A pool's chunk size never changes (no trigger). Heartbeats rewrite an SDS's state and time, tx acks a replica's counters: only real changes
+// An SDS shows in the plans of the volumes it holds replicas of: its change (state, address)
+// stamps those (one pass over its replicas, as its fence makes anyway); an SDS can be removed only
+// once it holds none. A pool's chunk size never changes (no trigger). Heartbeats rewrite an SDS's state and time, tx acks a replica's counters: only real changes
 // count (WHEN ... IS NOT ...), or every heartbeat would invalidate every plan.
 const TRIGGERS = `
   CREATE TEMP TRIGGER IF NOT EXISTS pflex_chunk_added AFTER INSERT ON main.chunks
@@ -92,9 +88,10 @@ const TRIGGERS = `
   CREATE TEMP TRIGGER IF NOT EXISTS pflex_sds_changed AFTER UPDATE OF state, name, host, data_port, data_socket_path ON main.sds
     WHEN OLD.state IS NOT NEW.state OR OLD.name IS NOT NEW.name OR OLD.host IS NOT NEW.host
       OR OLD.data_port IS NOT NEW.data_port OR OLD.data_socket_path IS NOT NEW.data_socket_path
-    BEGIN SELECT pflex_sds_changed(); END;
-  CREATE TEMP TRIGGER IF NOT EXISTS pflex_sds_removed AFTER DELETE ON main.sds
-    BEGIN SELECT pflex_sds_changed(); END;
+    BEGIN
+      SELECT pflex_plan_changed(c.volume_id) FROM main.replicas r JOIN main.chunks c ON c.id = r.chunk_id
+        WHERE r.sds_id = NEW.id GROUP BY c.volume_id;
+    END;
 
   CREATE TEMP TRIGGER IF NOT EXISTS pflex_mapping_added AFTER INSERT ON main.volume_mappings
     BEGIN SELECT pflex_mappings_changed(NEW.sdc_id); END;

@@ -29,6 +29,9 @@ async function registerSdc(name: string): Promise<{ api: Api; sdcId: number }> {
 await admin.must('/pd/create', { name: 'pd1' });
 await admin.must('/pool/create', { pd: 'pd1', name: 'pool1' });
 for (let i = 0; i < 3; i += 1) await addSds(admin, { name: `sds${i + 1}`, pd: 'pd1', pool: 'pool1', capacityBytes: 4 * GiB, portIndex: i });
+// An SDS of another pool: it holds no replica of pool1's volumes, so no plan of theirs shows it.
+await admin.must('/pool/create', { pd: 'pd1', name: 'pool2' });
+await addSds(admin, { name: 'sds4', pd: 'pd1', pool: 'pool2', capacityBytes: 4 * GiB, portIndex: 3 });
 const sdc = await registerSdc('sdc-a');
 const other = await registerSdc('sdc-b');
 for (const name of ['vol-a', 'vol-b']) {
@@ -95,13 +98,22 @@ t.test('every change of the plan makes a token PLAN_CHANGED, and only the tokens
     const fresh = await lease('vol-a');
     t.ok('token_id' in (await renew([fresh.token]))[0], `${what}: a token planned after the change renews`);
   }
-  // An SDS that changes state (DOWN, or back) may be named by any plan.
+  // An SDS that changes state (DOWN, or back) or address shows in the plans of the volumes it holds.
+  for (const [what, change] of [
+    ['an SDS of theirs going DOWN', `UPDATE sds SET state = 'DOWN' WHERE name = 'sds3'`],
+    ['and back UP', `UPDATE sds SET state = 'UP' WHERE name = 'sds3'`],
+    ['an SDS of theirs at a new data port', `UPDATE sds SET data_port = data_port + 100 WHERE name = 'sds2'`],
+  ] as const) {
+    const a = await lease('vol-a');
+    const b = await lease('vol-b');
+    db.prepare(change).run();
+    const outcomes = await renew([a.token, b.token]);
+    t.same(outcomes.map((o) => o.error?.code), ['PFLEX_ERR_PLAN_CHANGED', 'PFLEX_ERR_PLAN_CHANGED'], `${what}: both volumes planned again`);
+  }
   const a = await lease('vol-a');
-  const b = await lease('vol-b');
-  db.prepare(`UPDATE sds SET state = 'DOWN' WHERE name = 'sds3'`).run();
-  const outcomes = await renew([a.token, b.token]);
-  t.same(outcomes.map((o) => o.error?.code), ['PFLEX_ERR_PLAN_CHANGED', 'PFLEX_ERR_PLAN_CHANGED'], 'an SDS going DOWN: every token planned again');
-  db.prepare(`UPDATE sds SET state = 'UP' WHERE name = 'sds3'`).run();
+  db.prepare(`UPDATE sds SET state = 'DOWN' WHERE name = 'sds4'`).run();
+  t.equal((await renew([a.token]))[0].volume_id, volA, 'an SDS holding none of its chunks changes nothing');
+  db.prepare(`UPDATE sds SET state = 'UP' WHERE name = 'sds4'`).run();
 });
 
 t.test('refusals: another SDC, a foreign or unknown token, garbage, an unmapped volume', async (t) => {

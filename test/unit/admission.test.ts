@@ -79,3 +79,30 @@ t.test('a request that waited past the limit is refused instead of run', async (
   t.equal(ran, 1, 'only the first ran');
   t.equal(admission.stats().refused_waited_total, 3);
 });
+
+t.test('a slice runs inside its wrapper (one transaction) and is answered after it; a failed commit fails the slice', async (t) => {
+  const log: string[] = [];
+  const committing = new Admission('test', undefined, undefined, (slice) => {
+    log.push('begin');
+    slice();
+    log.push('commit');
+  });
+  const answers = await Promise.all([1, 2, 3].map((i) => committing.run(() => (log.push(`task ${i}`), i))));
+  t.same(answers, [1, 2, 3]);
+  t.same(log, ['begin', 'task 1', 'task 2', 'task 3', 'commit'], 'three tasks, one wrapper call');
+  let answeredBeforeCommit = false;
+  let committed = false;
+  const watched = new Admission('test', undefined, undefined, (slice) => {
+    slice();
+    committed = true;
+  });
+  await watched.run(() => 1).then(() => (answeredBeforeCommit = !committed));
+  t.equal(answeredBeforeCommit, false, 'nobody hears of a task before its slice committed');
+
+  const failing = new Admission('test', undefined, undefined, (slice) => {
+    slice();
+    throw new Error('disk I/O error');
+  });
+  const results = await Promise.allSettled([1, 2].map((i) => failing.run(() => i)));
+  t.same(results.map((r) => (r.status === 'rejected' ? (r.reason as Error).message : r.value)), ['disk I/O error', 'disk I/O error'], 'every task of a slice whose commit failed fails');
+});

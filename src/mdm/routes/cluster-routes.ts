@@ -64,7 +64,9 @@ export function registerClusterRoutes(
   changes: ChangeTracker,
 ): void {
   const { db } = context;
-  const authorizations = new Admission('authorize');
+  // One transaction per slice: thin placements of a slice share one fsync (each authorization's
+  // own transaction is a savepoint in it, so one that fails undoes only itself).
+  const authorizations = new Admission('authorize', undefined, undefined, (slice) => db.transaction(slice)());
   const renewals = new LeaseRenewals(context, changes, (volumeId, first, count) => fencing.heldIn(volumeId, first, count) !== undefined);
 
   app.get('/health', { config: { access: 'public' } }, async () => ({
