@@ -11,7 +11,7 @@ import { formatBytes, MiB, TiB } from '../common/units.js';
 import { assertNameFree, getRow } from './lookup.js';
 import { recordEvent } from './events.js';
 import { placeChunks } from './placement.js';
-import { placementCandidates, poolCapacity } from './capacity.js';
+import { placementCandidates, poolCapacity, poolFreeRawBytes } from './capacity.js';
 import { pushTo } from '../common/maps.js';
 import { copiesOf, type AccessMode, type ChunkRow, type MappingRow, type PoolRow, type SdcRow, type VolumeRow } from './rows.js';
 
@@ -73,7 +73,7 @@ function placeMissingChunks(db: Db, volume: VolumeRow, pool: PoolRow, chunkIndex
   if (chunkIndexes.length === 0) return;
   const copies = copiesOf(pool.protection_policy);
   const neededRaw = chunkIndexes.length * copies * pool.chunk_size_bytes;
-  if (neededRaw > poolCapacity(db, pool).free_raw_bytes) capacityError(db, pool, neededRaw, what);
+  if (neededRaw > poolFreeRawBytes(db, pool)) capacityError(db, pool, neededRaw, what);
   const candidates = placementCandidates(db, pool);
   const plan = placeChunks(candidates, copies, pool.chunk_size_bytes, chunkIndexes.length);
   if (!plan.ok) {

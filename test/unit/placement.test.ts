@@ -8,6 +8,7 @@ import {
   faultDomainOf,
   placeChunk,
   placeChunks,
+  placeRebuildTarget,
   type ExistingReplica,
   type PlacementCandidate,
 } from '../../src/mdm/placement.js';
@@ -545,4 +546,17 @@ t.test('placeChunks: balanced across equal-size fault sets', async (t) => {
       assert(Math.max(...all) - Math.min(...all) <= 2, `per SDS: ${all}`);
     }),
   );
+});
+
+t.test('placeRebuildTarget: waits for a busy SDS of a free fault domain rather than doubling one', async (t) => {
+  const chunk = 4 * MiB;
+  const sds = (sdsId: number, faultSetId: number, capChunks = 10, usedChunks = 0) => ({ sdsId, faultSetId, capacityBytes: capChunks * chunk, usedBytes: usedChunks * chunk });
+  // The survivor is SDS 1 (fault set 1); SDS 2 shares its fault set, SDS 3 (fault set 2) is busy.
+  const all = [sds(2, 1), sds(3, 2)];
+  const existing: ExistingReplica[] = [{ sdsId: 1, faultSetId: 1 }];
+  t.same(placeRebuildTarget([sds(2, 1)], all, chunk, existing), { ok: false, wait: true, reason: 'every SDS of a fault domain the chunk does not use is busy' }, 'SDS 3 is busy: wait');
+  t.same(placeRebuildTarget(all, all, chunk, existing), { ok: true, sdsIds: [3] }, 'SDS 3 free: it');
+  const full = [sds(2, 1), sds(3, 2, 10, 10)];
+  t.same(placeRebuildTarget([sds(2, 1)], full, chunk, existing), { ok: true, sdsIds: [2] }, 'the other domain has no room at all: the same fault set, as placeChunk falls back');
+  t.same(placeRebuildTarget([], all, chunk, existing).ok, false, 'nothing free: not placed');
 });
