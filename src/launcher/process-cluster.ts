@@ -14,6 +14,9 @@ import { GiB } from '../common/units.js';
 
 export const PFLEX_BIN = resolve(dirname(fileURLToPath(import.meta.url)), '../cli/main.js');
 const STOP_GRACE_MS = 10_000;
+/** How much of a child's log a start timeout quotes. */
+const LOG_TAIL_LINES = 20;
+const LOG_TAIL_BYTES_MAX = 16 * 1024;
 
 export interface SdsPorts {
   readonly data: number;
@@ -119,7 +122,7 @@ export class ProcessCluster {
       await cluster.bootstrap();
       signal?.throwIfAborted();
       for (let index = 0; index < spec.sds.length; index += 1) cluster.startSds(index);
-      for (let index = 0; index < spec.sds.length; index += 1) await waitForHealth(`http://127.0.0.1:${spec.sds[index]!.mgmt}`, 30_000, true, signal);
+      for (let index = 0; index < spec.sds.length; index += 1) await cluster.waitForChild(cluster.sdsName(index), `http://127.0.0.1:${spec.sds[index]!.mgmt}`, 30_000, signal);
       cluster.startSdc();
       await cluster.waitForSdc(30_000, signal);
     } catch (error) {
@@ -205,7 +208,7 @@ export class ProcessCluster {
       ['sds', '--node-id', name, '--data-dir', join(this.spec.dataDir, name), '--data-port', String(ports.data), '--control-port', String(ports.control), '--mgmt-port', String(ports.mgmt)],
       this.childEnv(),
     );
-    await waitForHealth(`http://127.0.0.1:${ports.mgmt}`, 30_000, true);
+    await this.waitForChild(name, `http://127.0.0.1:${ports.mgmt}`, 30_000);
     return child;
   }
 
@@ -220,7 +223,7 @@ export class ProcessCluster {
       ],
       this.childEnv(),
     );
-    await waitForHealth(`http://127.0.0.1:${ports.mgmt}`, 30_000, true);
+    await this.waitForChild(name, `http://127.0.0.1:${ports.mgmt}`, 30_000);
     return child;
   }
 
@@ -236,6 +239,26 @@ export class ProcessCluster {
     );
   }
 
+  /**
+   * Waits until a child's /health says registered; a timeout names the child, says whether it
+   * still runs, and quotes the end of its log, so a start that fails under load can be told apart
+   * from one that crashed or could not bind its port.
+   */
+  async waitForChild(name: string, url: string, timeoutMs: number, signal?: AbortSignal): Promise<void> {
+    try {
+      await waitForHealth(url, timeoutMs, true, signal);
+    } catch (error) {
+      if (signal?.aborted === true) throw error;
+      const child = this.processes.get(name)?.child;
+      const state = child === undefined ? 'never started' : child.exitCode !== null || child.signalCode !== null ? `exited (${child.signalCode ?? `code ${child.exitCode}`})` : `still running`;
+      throw new Error(`${name} (pid ${child?.pid ?? '-'}, ${state}): ${(error as Error).message}; last lines of ${this.logPath(name)}:\n${logTail(this.logPath(name), LOG_TAIL_LINES)}`);
+    }
+  }
+
+  logPath(name: string): string {
+    return join(this.spec.dataDir, 'logs', `${name}.log`);
+  }
+
   /** Waits until the SDC is registered and exports every volume of the spec. */
   async waitForSdc(timeoutMs = 30_000, signal?: AbortSignal): Promise<void> {
     const wanted = (this.spec.volumes ?? [{ name: 'vol1' }]).filter((volume) => !('mapToSdc1' in volume) || volume.mapToSdc1 !== false).map((volume) => volume.name);
@@ -243,9 +266,8 @@ export class ProcessCluster {
   }
 
   spawn(name: string, args: string[], env: NodeJS.ProcessEnv = {}): ClusterProcess {
-    const logs = join(this.spec.dataDir, 'logs');
-    mkdirSync(logs, { recursive: true });
-    const log = openSync(join(logs, `${name}.log`), 'a');
+    mkdirSync(join(this.spec.dataDir, 'logs'), { recursive: true });
+    const log = openSync(this.logPath(name), 'a');
     const fullArgs = [...args, '--log-level', this.spec.logLevel ?? 'info'];
     // PFLEX_CHILD_NODE_ARGS: extra node flags for every child, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
     const nodeArgs = (process.env.PFLEX_CHILD_NODE_ARGS ?? '').split(' ').filter((arg) => arg.length > 0);
@@ -317,6 +339,16 @@ function stopChild(child: ChildProcess, signal: NodeJS.Signals): Promise<void> {
     });
     child.kill(signal);
   });
+}
+
+/** The last `lines` lines of a log file (empty when it cannot be read). */
+function logTail(path: string, lines: number): string {
+  try {
+    const text = readFileSync(path, 'utf8');
+    return text.slice(Math.max(0, text.length - LOG_TAIL_BYTES_MAX)).split('\n').slice(-lines - 1).join('\n');
+  } catch {
+    return '';
+  }
 }
 
 /** Creates an object unless it exists: the bootstrap runs at every start. */
