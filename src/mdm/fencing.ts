@@ -17,6 +17,9 @@ import type { ChunkDeletion, EpochOrder, SdsOrders } from './sds-orders.js';
 
 export type { ChunkDeletion, EpochOrder } from './sds-orders.js';
 
+/** Chunks one fence transaction changes at most; the event loop runs between pages. */
+export const FENCE_PAGE_CHUNKS = 512;
+
 export class Fencing {
   /** The chain of epoch changes (fences, membership changes): one task at a time. */
   private inProgress: Promise<void> = Promise.resolve();
@@ -217,17 +220,48 @@ export class Fencing {
   private async fenceNow(sdsId: number, reason: string): Promise<void> {
     const { db, log } = this.context;
     const name = (db.prepare('SELECT name FROM sds WHERE id = ?').get(sdsId) as { name: string } | undefined)?.name ?? `#${sdsId}`;
-    // One transaction: stale replicas, cancelled rebuilds and new epochs together.
-    const orders = db.transaction(() => {
-      // Replicas an SDC fenced because this SDS did not answer were not failures of their own:
-      // the whole SDS is down, and they come back like its other stale replicas (resync in place).
-      db.prepare(`UPDATE replicas SET failed_reason = NULL WHERE sds_id = ? AND state = 'STALE' AND (failed_reason LIKE '% UNREACHABLE%' OR failed_reason LIKE '% TIMEOUT%')`).run(sdsId);
+    // Replicas an SDC fenced because this SDS did not answer were not failures of their own:
+    // the whole SDS is down, and they come back like its other stale replicas (resync in place).
+    db.prepare(`UPDATE replicas SET failed_reason = NULL WHERE sds_id = ? AND state = 'STALE' AND (failed_reason LIKE '% UNREACHABLE%' OR failed_reason LIKE '% TIMEOUT%')`).run(sdsId);
+    // In pages of FENCE_PAGE_CHUNKS, each one transaction (stale replicas, cancelled rebuilds and
+    // new epochs together) whose new epochs are held in the turn it commits, so no authorization
+    // plans with one before it is installed; the loop is given back between pages (a 4 746-chunk
+    // fence was one 1 s transaction at 4 TiB, and heartbeats waited behind it). A chunk not yet
+    // reached is as before the fence began: its old epoch still stands on every replica.
+    // The orders are sent once at the end, one call per survivor and EPOCHS_PER_CALL_MAX.
+    const bySurvivor = new Map<number, EpochOrder[]>();
+    let fenced = 0;
+    let afterChunkId = 0;
+    for (;;) {
+      const page = this.fencePage(sdsId, afterChunkId);
+      fenced += page.fenced;
+      this.holdEpochs(page.bySurvivor);
+      for (const [survivor, list] of page.bySurvivor) for (const order of list) pushTo(bySurvivor, survivor, order);
+      await this.deleteChunks(page.cancelled);
+      if (page.lastChunkId === undefined) break;
+      afterChunkId = page.lastChunkId;
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    await this.orders.sendEpochs(bySurvivor);
+    if (fenced === 0) return;
+    recordEvent(db, 'warning', 'SDS_FENCED', `SDS ${name} fenced (${reason}): ${fenced} chunk(s) now at a new epoch on their survivors`, { sdsId });
+    log.warn({ sds: name, chunks: fenced, reason }, 'SDS fenced');
+  }
+
+  /**
+   * One page of a fence: the SDS's current and rebuilding replicas of chunks after
+   * `afterChunkId`, read and changed in one transaction. `lastChunkId` is where the next page
+   * starts (undefined: this was the last page).
+   */
+  private fencePage(sdsId: number, afterChunkId: number): { fenced: number; bySurvivor: Map<number, EpochOrder[]>; cancelled: Map<number, ChunkDeletion[]>; lastChunkId: number | undefined } {
+    const { db } = this.context;
+    return db.transaction(() => {
       const chunks = db
         .prepare(
           `SELECT c.id, c.volume_id, c.chunk_index, c.epoch, r.pool_id, r.state FROM replicas r JOIN chunks c ON c.id = r.chunk_id
-           WHERE r.sds_id = ? AND r.state IN ('CURRENT','REBUILDING')`,
+           WHERE r.sds_id = ? AND r.state IN ('CURRENT','REBUILDING') AND r.chunk_id > ? ORDER BY r.chunk_id LIMIT ?`,
         )
-        .all(sdsId) as { id: number; volume_id: number; chunk_index: number; epoch: number; pool_id: number; state: string }[];
+        .all(sdsId, afterChunkId, FENCE_PAGE_CHUNKS) as { id: number; volume_id: number; chunk_index: number; epoch: number; pool_id: number; state: string }[];
       const bySurvivor = new Map<number, EpochOrder[]>();
       const cancelled = new Map<number, ChunkDeletion[]>();
       const stale = db.prepare(`UPDATE replicas SET state = 'STALE', stale_epoch = ? WHERE chunk_id = ? AND sds_id = ?`);
@@ -266,16 +300,10 @@ export class Fencing {
           pushTo(bySurvivor, other.sds_id, { volume_id: chunk.volume_id, chunk_index: chunk.chunk_index, pool_id: chunk.pool_id, epoch: chunk.epoch + 1 });
         }
       }
-      return { chunks: fenced, bySurvivor, cancelled };
+      // Owed in the same commit as the epochs they install (sent at the end of the fence).
+      this.orders.oweEpochs(bySurvivor);
+      return { fenced, bySurvivor, cancelled, lastChunkId: chunks.length === FENCE_PAGE_CHUNKS ? chunks[chunks.length - 1]!.id : undefined };
     })();
-    // The new epochs are held (installEpochs) in this turn, right after their commit: no
-    // authorization can plan with one before it is installed.
-    const installing = this.installEpochs(orders.bySurvivor);
-    await this.deleteChunks(orders.cancelled);
-    await installing;
-    if (orders.chunks === 0) return;
-    recordEvent(db, 'warning', 'SDS_FENCED', `SDS ${name} fenced (${reason}): ${orders.chunks} chunk(s) now at a new epoch on their survivors`, { sdsId });
-    log.warn({ sds: name, chunks: orders.chunks, reason }, 'SDS fenced');
   }
 
   /**
@@ -316,8 +344,18 @@ export class Fencing {
     // Held from now (the caller's turn, right after its epoch bump committed): in a chain task
     // until it ends, otherwise until this install ends.
     const installing = this.orders.installEpochs(bySds);
+    this.holdEpochs(bySds, installing.then(() => undefined, () => undefined));
+    return installing;
+  }
+
+  /**
+   * Holds the chunks of epoch orders (heldIn): in a chain task until it ends, otherwise until
+   * `installed` settles. Call in the turn their epoch bump committed.
+   */
+  private holdEpochs(bySds: Map<number, EpochOrder[]>, installed?: Promise<void>): void {
     const task = this.task;
-    const until = task?.done ?? installing.then(() => undefined, () => undefined);
+    const until = task?.done ?? installed;
+    if (until === undefined) throw new Error('holdEpochs outside a chain task needs the install to wait for');
     const holds: [number, number][] = [];
     for (const list of bySds.values()) {
       for (const order of list) {
@@ -325,9 +363,8 @@ export class Fencing {
         holds.push([order.volume_id, order.chunk_index]);
       }
     }
-    if (task !== undefined) task.holds.push(...holds);
+    if (task !== undefined) for (const hold of holds) task.holds.push(hold);
     else void until.then(() => holds.forEach(([volumeId, index]) => this.release(volumeId, index, until)));
-    return installing;
   }
 }
 

@@ -20,7 +20,7 @@ import type { MdmContext } from './context.js';
 import type { ChunkDeletion, EpochOrder, Fencing } from './fencing.js';
 import { pushTo } from './fencing.js';
 import { recordEvent } from './events.js';
-import { faultDomainOf, placeRebuildTarget, type ExistingReplica } from './placement.js';
+import { faultDomainOf, placeRebuildTarget, spreadKeyOf, type ExistingReplica } from './placement.js';
 import { placementCandidates } from './capacity.js';
 import { copiesOf, type PoolRow } from './rows.js';
 import { removeSds } from './topology.js';
@@ -444,7 +444,7 @@ export class Rebuilder {
           .filter((row) => row.sds_state !== 'DOWN' || row.state === 'STALE')
           .map((row) => ({ sdsId: row.sds_id, faultSetId: row.fault_set_id }));
         const placeable = candidates.filter((candidate) => targetFree(candidate.sdsId));
-        const placed = placeRebuildTarget(placeable, candidates, pool.chunk_size_bytes, existing);
+        const placed = placeRebuildTarget(placeable, candidates, pool.chunk_size_bytes, existing, spreadKeyOf(need.volume_id, need.chunk_index));
         if ('wait' in placed) continue; // a target in another fault domain frees up soon: next pass
         if (!placed.ok) {
           const failedBack = staleBack.find((row) => targetFree(row.sds_id));
@@ -511,7 +511,7 @@ export class Rebuilder {
       .map((row) => ({ sdsId: row.sds_id, faultSetId: row.fault_set_id }));
     const holders = new Set(replicas.map((row) => row.sds_id));
     const placeable = candidates.filter((candidate) => targetFree(candidate.sdsId) && !holders.has(candidate.sdsId));
-    const placed = placeRebuildTarget(placeable, candidates.filter((candidate) => !holders.has(candidate.sdsId)), pool.chunk_size_bytes, existing);
+    const placed = placeRebuildTarget(placeable, candidates.filter((candidate) => !holders.has(candidate.sdsId)), pool.chunk_size_bytes, existing, spreadKeyOf(need.volume_id, need.chunk_index));
     if ('wait' in placed) return undefined;
     if (placed.ok) {
       const target = placed.sdsIds[0]!;

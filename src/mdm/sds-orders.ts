@@ -73,10 +73,20 @@ export class SdsOrders {
    * where that failed now (loudly logged): their orders are kept and retried until they answer.
    */
   async installEpochs(bySds: Map<number, EpochOrder[]>): Promise<Set<number>> {
-    const failed = new Set<number>();
     // Owed before sent (in the caller's turn, right after its epoch bump committed): an MDM that
     // dies now finds them at restart and sends them then.
+    this.oweEpochs(bySds);
+    return this.sendEpochs(bySds);
+  }
+
+  /** Records epoch orders as owed (in the caller's transaction when it has one), without sending them. */
+  oweEpochs(bySds: Map<number, EpochOrder[]>): void {
     for (const [sdsId, list] of bySds) this.keep(sdsId, 'epoch', list, false);
+  }
+
+  /** Sends owed epoch orders (oweEpochs); returns the SDS that did not take them (retried later). */
+  async sendEpochs(bySds: Map<number, EpochOrder[]>): Promise<Set<number>> {
+    const failed = new Set<number>();
     await Promise.all(
       [...bySds.entries()].map(async ([sdsId, list]) => {
         for (let start = 0; start < list.length; start += EPOCHS_PER_CALL_MAX) {

@@ -10,7 +10,7 @@ import { nameSchema, refSchema } from '../common/names.js';
 import { formatBytes, MiB, TiB } from '../common/units.js';
 import { assertNameFree, getRow } from './lookup.js';
 import { recordEvent } from './events.js';
-import { placeChunks } from './placement.js';
+import { placeChunks, spreadKeyOf } from './placement.js';
 import { placementCandidates, poolCapacity, poolFreeRawBytes } from './capacity.js';
 import { pushTo } from '../common/maps.js';
 import { copiesOf, type AccessMode, type ChunkRow, type MappingRow, type PoolRow, type SdcRow, type VolumeRow } from './rows.js';
@@ -75,7 +75,7 @@ function placeMissingChunks(db: Db, volume: VolumeRow, pool: PoolRow, chunkIndex
   const neededRaw = chunkIndexes.length * copies * pool.chunk_size_bytes;
   if (neededRaw > poolFreeRawBytes(db, pool)) capacityError(db, pool, neededRaw, what);
   const candidates = placementCandidates(db, pool);
-  const plan = placeChunks(candidates, copies, pool.chunk_size_bytes, chunkIndexes.length);
+  const plan = placeChunks(candidates, copies, pool.chunk_size_bytes, chunkIndexes.length, (i) => spreadKeyOf(volume.id, chunkIndexes[i]!));
   if (!plan.ok) {
     if (candidates.length < copies) {
       throw pflexError(

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { openDatabase } from '../../src/mdm/database.js';
 import { populate } from '../helpers/mdm-db.js';
-import { Fencing } from '../../src/mdm/fencing.js';
+import { Fencing, FENCE_PAGE_CHUNKS } from '../../src/mdm/fencing.js';
 import { SdsOrders } from '../../src/mdm/sds-orders.js';
 import type { SdsControl } from '../../src/mdm/sds-control.js';
 import type { MdmContext } from '../../src/mdm/context.js';
@@ -20,14 +20,14 @@ import type { Logger } from '../../src/common/logger.js';
 const SDS_COUNT = 4;
 const CHUNK_COUNT = 40;
 
-function freshContext(t: Test): MdmContext {
+function freshContext(t: Test, chunkCount = CHUNK_COUNT): MdmContext {
   const dir = mkdtempSync(join(tmpdir(), 'pflex-holds-'));
   const db = openDatabase(join(dir, 'powerflex.db'));
   t.teardown(() => {
     db.close();
     rmSync(dir, { recursive: true, force: true });
   });
-  populate(db, SDS_COUNT, CHUNK_COUNT);
+  populate(db, SDS_COUNT, chunkCount);
   return {
     db,
     log: pino({ level: 'silent' }) as unknown as Logger,
@@ -91,6 +91,37 @@ t.test('a fence holds exactly the chunks of the fenced SDS, until their new epoc
   t.equal(waited, true, 'released when the fence ends');
   t.equal(fencing.heldCount(), 0, 'nothing held afterwards');
   t.equal(fencing.heldIn(1, 0, CHUNK_COUNT), undefined);
+});
+
+t.test('a fence of many chunks goes in pages that give the loop back; the epochs are sent once per survivor', async (t) => {
+  // 1 200 chunks on 4 SDS: SDS 1 holds 600 (chunks 4k with SDS 2, chunks 4k+3 with SDS 4).
+  const chunkCount = 1200;
+  const context = freshContext(t, chunkCount);
+  const control = new HeldControl();
+  const fencing = new Fencing(context, control as unknown as SdsControl, new SdsOrders(context, control as unknown as SdsControl));
+  context.db.prepare(`UPDATE sds SET state = 'DOWN' WHERE id = 1`).run();
+  const staleCount = (): number => (context.db.prepare(`SELECT COUNT(*) AS n FROM replicas WHERE sds_id = 1 AND state = 'STALE'`).get() as { n: number }).n;
+  const owed = (): number => (context.db.prepare(`SELECT COUNT(*) AS n FROM sds_orders WHERE kind = 'epoch'`).get() as { n: number }).n;
+  const fenced = fencing.fence(1, 'test');
+  await new Promise((resolve) => setImmediate(resolve));
+  t.equal(staleCount(), FENCE_PAGE_CHUNKS, `the loop ran after the first page of ${FENCE_PAGE_CHUNKS}: only those are fenced yet`);
+  t.equal(fencing.heldCount(), FENCE_PAGE_CHUNKS, 'and held, in the turn they were committed');
+  t.equal(owed(), FENCE_PAGE_CHUNKS, 'their epoch orders owed in the same commit');
+  t.equal(control.calls.length, 0, 'nothing sent before the last page');
+  await ticks();
+  t.equal(staleCount(), 600, 'then the rest');
+  t.equal(fencing.heldCount(), 600, 'every chunk of the fenced SDS held');
+  t.same(control.calls.map((call) => call.sdsId).sort(), [2, 4], 'one epoch call per survivor, not one per page');
+  t.same(control.calls.map((call) => (call.body as { chunks: unknown[] }).chunks.length), [300, 300], '300 new epochs each');
+  control.releaseAll();
+  await fenced;
+  t.equal(fencing.heldCount(), 0, 'released when the fence ends');
+  t.equal(owed(), 0, 'no order owed once the survivors took them');
+  const bumped = context.db.prepare(`SELECT COUNT(*) AS n FROM chunks WHERE epoch = 2`).get() as { n: number };
+  t.equal(bumped.n, 600, 'each fenced chunk went up one epoch, once');
+  const event = context.db.prepare(`SELECT message FROM events WHERE type = 'SDS_FENCED'`).all() as { message: string }[];
+  t.equal(event.length, 1, 'one SDS_FENCED event');
+  t.match(event[0]?.message ?? '', /600 chunk\(s\)/, 'counting every page');
 });
 
 t.test('fences of an SDS that wait their turn are one fence; the chain goes on after it', async (t) => {

@@ -83,6 +83,14 @@ t.test('writes that change nothing a plan shows keep tokens renewable', async (t
 });
 
 t.test('every change of the plan makes a token PLAN_CHANGED, and only the tokens it touches', async (t) => {
+  // First, while nothing else changes: the changes below start fences and rebuilds of vol-a in
+  // the background (the health monitor sees sds3 DOWN), which plan it again at any moment.
+  {
+    const a = await lease('vol-a');
+    db.prepare(`UPDATE sds SET state = 'DOWN' WHERE name = 'sds4'`).run();
+    t.equal((await renew([a.token]))[0].volume_id, volA, 'an SDS holding none of its chunks changes nothing');
+    db.prepare(`UPDATE sds SET state = 'UP' WHERE name = 'sds4'`).run();
+  }
   const changes: [string, () => void][] = [
     ['an epoch of one chunk', () => db.prepare(`UPDATE chunks SET epoch = epoch + 1 WHERE volume_id = ? AND chunk_index = 7`).run(volA)],
     ['a replica marked STALE', () => db.prepare(`UPDATE replicas SET state = 'STALE' WHERE id = (SELECT r.id FROM replicas r JOIN chunks c ON c.id = r.chunk_id WHERE c.volume_id = ? AND c.chunk_index = 3 LIMIT 1)`).run(volA)],
@@ -110,10 +118,6 @@ t.test('every change of the plan makes a token PLAN_CHANGED, and only the tokens
     const outcomes = await renew([a.token, b.token]);
     t.same(outcomes.map((o) => o.error?.code), ['PFLEX_ERR_PLAN_CHANGED', 'PFLEX_ERR_PLAN_CHANGED'], `${what}: both volumes planned again`);
   }
-  const a = await lease('vol-a');
-  db.prepare(`UPDATE sds SET state = 'DOWN' WHERE name = 'sds4'`).run();
-  t.equal((await renew([a.token]))[0].volume_id, volA, 'an SDS holding none of its chunks changes nothing');
-  db.prepare(`UPDATE sds SET state = 'UP' WHERE name = 'sds4'`).run();
 });
 
 t.test('refusals: another SDC, a foreign or unknown token, garbage, an unmapped volume', async (t) => {

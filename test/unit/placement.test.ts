@@ -9,6 +9,8 @@ import {
   placeChunk,
   placeChunks,
   placeRebuildTarget,
+  spreadKeyOf,
+  spreadRank,
   type ExistingReplica,
   type PlacementCandidate,
 } from '../../src/mdm/placement.js';
@@ -56,9 +58,10 @@ const hasRoom = (candidate: PlacementCandidate, chunk: number): boolean =>
 
 /**
  * The ordering the module documents: lower utilization after placement first, then more free
- * bytes, then the lower SDS id. Negative when a ranks before b.
+ * bytes, then (with a spread key) the lower spread rank, then the lower SDS id. Negative when a
+ * ranks before b.
  */
-function rank(chunk: number) {
+function rank(chunk: number, spreadKey?: number) {
   return (a: PlacementCandidate, b: PlacementCandidate): number => {
     const ua = (a.usedBytes + chunk) / a.capacityBytes;
     const ub = (b.usedBytes + chunk) / b.capacityBytes;
@@ -66,6 +69,9 @@ function rank(chunk: number) {
     const fa = a.capacityBytes - a.usedBytes;
     const fb = b.capacityBytes - b.usedBytes;
     if (fa !== fb) return fa > fb ? -1 : 1;
+    if (spreadKey !== undefined && spreadRank(spreadKey, a.sdsId) !== spreadRank(spreadKey, b.sdsId)) {
+      return spreadRank(spreadKey, a.sdsId) < spreadRank(spreadKey, b.sdsId) ? -1 : 1;
+    }
     return a.sdsId - b.sdsId;
   };
 }
@@ -96,6 +102,8 @@ interface Topology {
   readonly candidates: readonly PlacementCandidate[];
   readonly existing: readonly ExistingReplica[];
   readonly shuffleSeed: number;
+  /** The chunk's spread key, or none (ties by SDS id). */
+  readonly spreadKey: number | undefined;
 }
 
 const chunkArb = fc.constantFrom(1, 4096, 4 * MiB);
@@ -124,8 +132,9 @@ const topologyArb: fc.Arbitrary<Topology> = fc
     sds: fc.uniqueArray(sdsArb, { minLength: 1, maxLength: 12, selector: (sds) => sds.sdsId }),
     existing: existingArb,
     shuffleSeed: fc.integer(),
+    spreadKey: fc.option(fc.nat({ max: 0xffff_ffff }), { nil: undefined }),
   })
-  .map(({ chunk, copies, sds, existing, shuffleSeed }) => {
+  .map(({ chunk, copies, sds, existing, shuffleSeed, spreadKey }) => {
     const candidates = sds.map((s) => {
       const usedChunks = Math.floor((s.capacityChunks * s.usedPermille) / 1000);
       return {
@@ -146,7 +155,7 @@ const topologyArb: fc.Arbitrary<Topology> = fc
           };
       replicas.set(replica.sdsId, replica);
     }
-    return { chunk, copies, candidates, existing: [...replicas.values()], shuffleSeed };
+    return { chunk, copies, candidates, existing: [...replicas.values()], shuffleSeed, spreadKey };
   });
 
 /** Facts about a topology the properties compare the answer against. */
@@ -161,7 +170,7 @@ function analyse(topology: Topology) {
 }
 
 function place(topology: Topology) {
-  return placeChunk(topology.candidates, topology.copies, topology.chunk, topology.existing);
+  return placeChunk(topology.candidates, topology.copies, topology.chunk, topology.existing, topology.spreadKey);
 }
 
 // ---------------------------------------------------------------- faultDomainOf
@@ -292,7 +301,7 @@ t.test('placeChunk: picks the least utilized SDS the fault-domain rule allows', 
       const { eligible, existingDomains, availableDomains } = analyse(topology);
       const result = place(topology);
       if (!result.ok) return;
-      const compare = rank(topology.chunk);
+      const compare = rank(topology.chunk, topology.spreadKey);
       const byId = new Map(topology.candidates.map((c) => [c.sdsId, c]));
       const chosen = result.sdsIds.map((id) => byId.get(id)!);
       const unchosen = eligible.filter((c) => !result.sdsIds.includes(c.sdsId));
@@ -343,7 +352,7 @@ t.test('placeChunk: deterministic and independent of the order of the candidates
       assert(JSON.stringify(first) === JSON.stringify(second), 'two calls disagree');
       const shuffledCandidates = shuffled(clone(topology.candidates), topology.shuffleSeed);
       const shuffledExisting = shuffled(topology.existing, topology.shuffleSeed ^ 0x55);
-      const third = placeChunk(shuffledCandidates, topology.copies, topology.chunk, shuffledExisting);
+      const third = placeChunk(shuffledCandidates, topology.copies, topology.chunk, shuffledExisting, topology.spreadKey);
       assert(
         JSON.stringify(first) === JSON.stringify(third),
         `order changed the answer: ${JSON.stringify(first)} vs ${JSON.stringify(third)}`,
@@ -362,7 +371,7 @@ t.test('placeChunk: does not mutate the candidates or existing replicas', async 
       const before = JSON.stringify(candidates);
       const existing = topology.existing.map((replica) => ({ ...replica }));
       const existingBefore = JSON.stringify(existing);
-      placeChunk(candidates, topology.copies, topology.chunk, existing);
+      placeChunk(candidates, topology.copies, topology.chunk, existing, topology.spreadKey);
       assert(JSON.stringify(candidates) === before, 'candidate usage or fields changed');
       assert(candidates.every((c, i) => c === frozenOrder[i]), 'candidate array was reordered');
       assert(JSON.stringify(existing) === existingBefore, 'existing replicas changed');
@@ -428,11 +437,12 @@ t.test('placeChunks: each chunk is placed as placeChunk would, seeing the previo
     'sequential equivalence',
     fc.property(arb, ({ topology, count }) => {
       const batch = clone(topology.candidates);
-      const result = placeChunks(batch, topology.copies, topology.chunk, count);
+      const keyAt = topology.spreadKey === undefined ? undefined : (i: number) => spreadKeyOf(topology.spreadKey!, i);
+      const result = placeChunks(batch, topology.copies, topology.chunk, count, keyAt);
       const manual = clone(topology.candidates);
       const placements: number[][] = [];
       for (let i = 0; i < count; i += 1) {
-        const one = placeChunk(manual, topology.copies, topology.chunk);
+        const one = placeChunk(manual, topology.copies, topology.chunk, [], keyAt?.(i));
         if (!one.ok) break;
         for (const id of one.sdsIds) manual.find((c) => c.sdsId === id)!.usedBytes += topology.chunk;
         placements.push(one.sdsIds);
@@ -450,17 +460,18 @@ t.test('placeChunks: balanced on equal SDS without fault sets', async (t) => {
     extra: fc.integer({ min: 0, max: 9 }),
     count: fc.integer({ min: 0, max: 200 }),
     ids: fc.uniqueArray(fc.integer({ min: 1, max: 500 }), { minLength: 12, maxLength: 12 }),
+    volumeId: fc.option(fc.nat(), { nil: undefined }),
   });
   holds(
     t,
-    'max - min chunks per SDS <= 1',
-    fc.property(arb, ({ copies, extra, count, ids }) => {
+    'max - min chunks per SDS <= 1, with or without spread keys',
+    fc.property(arb, ({ copies, extra, count, ids, volumeId }) => {
       const n = copies + extra;
       const chunk = 4096;
       const candidates = ids
         .slice(0, n)
         .map((sdsId) => ({ sdsId, faultSetId: null, capacityBytes: 1000 * chunk, usedBytes: 0 }));
-      const result = placeChunks(candidates, copies, chunk, count);
+      const result = placeChunks(candidates, copies, chunk, count, volumeId === undefined ? undefined : (i) => spreadKeyOf(volumeId, i));
       assert(result.ok, 'ample capacity');
       const counts = candidates.map((c) => c.usedBytes / chunk);
       assert(Math.max(...counts) - Math.min(...counts) <= 1, `unbalanced: ${counts}`);
@@ -505,11 +516,12 @@ t.test('placeChunks: balanced across equal-size fault sets', async (t) => {
     perSet: fc.integer({ min: 1, max: 4 }),
     count: fc.integer({ min: 0, max: 200 }),
     shuffleSeed: fc.integer(),
+    volumeId: fc.option(fc.nat(), { nil: undefined }),
   });
   holds(
     t,
-    'fault set balance',
-    fc.property(arb, ({ copies, extraSets, perSet, count, shuffleSeed }) => {
+    'fault set balance, with or without spread keys',
+    fc.property(arb, ({ copies, extraSets, perSet, count, shuffleSeed, volumeId }) => {
       const sets = copies + extraSets;
       const chunk = 4096;
       // Ids interleaved across fault sets in a random order, so tie-breaking by id varies.
@@ -523,7 +535,7 @@ t.test('placeChunks: balanced across equal-size fault sets', async (t) => {
         capacityBytes: 1000 * chunk,
         usedBytes: 0,
       }));
-      const result = placeChunks(candidates, copies, chunk, count);
+      const result = placeChunks(candidates, copies, chunk, count, volumeId === undefined ? undefined : (i) => spreadKeyOf(volumeId, i));
       assert(result.ok, 'ample capacity');
       const setOf = new Map(candidates.map((c) => [c.sdsId, c.faultSetId]));
       for (const placement of result.placements) {
@@ -546,6 +558,46 @@ t.test('placeChunks: balanced across equal-size fault sets', async (t) => {
       assert(Math.max(...all) - Math.min(...all) <= 2, `per SDS: ${all}`);
     }),
   );
+});
+
+t.test('placeChunks: spread keys mirror each SDS across all the others (a rebuild reads from every survivor)', async (t) => {
+  // 20 equal SDS without fault sets, 40 volumes of 50 chunks placed as thick creation places
+  // them: each SDS ends with 200 replicas. Without spread keys every tie goes to the lower id and
+  // the SDS fill in lockstep pairs: each one's partner is always the same SDS, so its rebuild has
+  // one source. With them, each SDS's chunks have their other copy spread over the 19 others.
+  const sdsCount = 20;
+  const chunk = 4096;
+  const partnersOf = (placements: number[][]): Map<number, Map<number, number>> => {
+    const partners = new Map<number, Map<number, number>>();
+    for (const [a, b] of placements) {
+      for (const [self, other] of [[a!, b!], [b!, a!]] as const) {
+        const counts = partners.get(self) ?? new Map<number, number>();
+        counts.set(other, (counts.get(other) ?? 0) + 1);
+        partners.set(self, counts);
+      }
+    }
+    return partners;
+  };
+  const placeAll = (spread: boolean): number[][] => {
+    const candidates = Array.from({ length: sdsCount }, (_, i) => ({ sdsId: i + 1, faultSetId: null, capacityBytes: 1000 * chunk, usedBytes: 0 }));
+    const placements: number[][] = [];
+    for (let volumeId = 1; volumeId <= 40; volumeId += 1) {
+      const result = placeChunks(candidates, 2, chunk, 50, spread ? (i) => spreadKeyOf(volumeId, i) : undefined);
+      assert(result.ok, 'ample capacity');
+      placements.push(...result.placements);
+    }
+    const counts = candidates.map((c) => c.usedBytes / chunk);
+    assert(Math.max(...counts) - Math.min(...counts) <= 1, `unbalanced: ${counts}`);
+    return placements;
+  };
+  const lockstep = partnersOf(placeAll(false));
+  t.ok([...lockstep.values()].every((counts) => counts.size === 1), 'without spread keys: one partner per SDS (the lockstep this fixes)');
+  const spread = partnersOf(placeAll(true));
+  const distinct = [...spread.values()].map((counts) => counts.size);
+  t.ok(Math.min(...distinct) >= sdsCount - 2, `with spread keys every SDS has ≥ ${sdsCount - 2} of ${sdsCount - 1} possible partners`, { distinct });
+  // The largest share one partner holds bounds a rebuild's time: the one source it must read most from.
+  const mostFromOne = Math.max(...[...spread.values()].map((counts) => Math.max(...counts.values())));
+  t.ok(mostFromOne <= 30, `no partner holds more than 30 of an SDS's 200 chunks (even share: 10.5): ${mostFromOne}`);
 });
 
 t.test('placeRebuildTarget: waits for a busy SDS of a free fault domain rather than doubling one', async (t) => {
