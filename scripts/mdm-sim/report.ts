@@ -193,6 +193,10 @@ const SCALE_ROWS: readonly Row[] = [
   ['failure: rebuild rate', 'chunks/s (MB/s)', (run) => (run.failure === null ? '-' : `${num(run.failure.rebuild.chunks_per_s, 1)} (${num(run.failure.rebuild.mb_per_s, 1)})`)],
   ['failure: renew request p50 / p99 / max', 'ms', (run) => triple(renewBatch(phaseOf(run, 'failure')))],
   ['failure: authorize (plan changed) p50 / p99 / max', 'ms', (run) => triple(authorizeRenew(phaseOf(run, 'failure')))],
+  ['failure: leases renewed / planned again in the renewal / authorized again', 'count', (run) => {
+    const renewals = phaseOf(run, 'failure')?.sdc?.report.renewals;
+    return renewals === undefined ? '-' : `${num(renewals.renewed)} / ${num(renewals.replanned_in_renewal ?? 0)} / ${num(renewals.replanned)}`;
+  }],
   ['failure: SDS heartbeat RTT p99 / max', 'ms', (run) => {
     const rtt = phaseOf(run, 'failure')?.sds?.report.heartbeats.rtt_ms;
     return rtt === undefined || rtt.count === 0 ? '-' : `${num(rtt.p99)} / ${num(rtt.max)}`;

@@ -58,8 +58,12 @@ export class SdcPhaseStats {
   readonly authorizeErrors = new Counters();
   authorizeAnswerBytesMax = 0;
   authorizeAnswerBytes = 0;
-  /** Leases renewed as they were / answered PLAN_CHANGED (authorized afresh), and the tokens per renew request. */
+  /**
+   * Leases renewed as they were / planned again within the renewal (`replan`) / answered
+   * PLAN_CHANGED without a plan (authorized afresh), and the tokens per renew request.
+   */
   leasesRenewed = 0;
+  leasesReplannedInRenewal = 0;
   leasesReplanned = 0;
   readonly renewBatchTokens = new Samples(15);
   placements = 0;
@@ -324,6 +328,13 @@ export class SimSdc {
     try {
       if (kind === 'renew' && window.token !== undefined && window.expiresAtMs - Date.now() > window.ttlMs / 4) {
         const renewed = await this.renewer.renew(window.token, window.ttlMs / 8);
+        if (renewed !== undefined && 'replanned' in renewed) {
+          this.shared.phase().leasesReplannedInRenewal += 1;
+          this.learn(volume, renewed.replanned.chunks);
+          this.keep(window, renewed.replanned);
+          this.schedule(volume, window, renewed.replanned.ttl_ms / 2);
+          return;
+        }
         if (renewed !== undefined) {
           this.shared.phase().leasesRenewed += 1;
           this.keep(window, renewed);
@@ -385,7 +396,7 @@ export class SimSdc {
   private async renewBatch(tokens: string[]): Promise<{ leases: RenewOutcome[] }> {
     this.shared.phase().renewBatchTokens.add(tokens.length);
     try {
-      const answer = await this.authorizeRetryingBusy<{ leases: RenewOutcome[] }>('/io/renew', { tokens }, 'renew-batch');
+      const answer = await this.authorizeRetryingBusy<{ leases: RenewOutcome[] }>('/io/renew', { tokens, replan: true }, 'renew-batch');
       this.shared.phase().authorizeMs.add('renew-batch', answer.ms);
       return answer.body;
     } catch (error) {
@@ -497,7 +508,7 @@ export interface SdcPhaseReport {
     readonly answer_bytes_max: number;
     readonly answer_bytes_total: number;
   };
-  readonly renewals: { readonly renewed: number; readonly replanned: number; readonly tokens_per_request: Summary };
+  readonly renewals: { readonly renewed: number; readonly replanned_in_renewal: number; readonly replanned: number; readonly tokens_per_request: Summary };
   readonly placements: { readonly done: number; readonly refused: number };
   readonly reports: { readonly ms: Summary; readonly fenced: number; readonly errors: Record<string, number> };
 }
@@ -514,7 +525,7 @@ export function sdcPhaseReport(stats: SdcPhaseStats): SdcPhaseReport {
     },
     mappings: { ms: stats.mappingsMs.summary(), errors: stats.mappingsErrors.toJSON(), pushes: stats.pushes },
     authorize: { ms: stats.authorizeMs.summaries(), errors: stats.authorizeErrors.toJSON(), answer_bytes_max: stats.authorizeAnswerBytesMax, answer_bytes_total: stats.authorizeAnswerBytes },
-    renewals: { renewed: stats.leasesRenewed, replanned: stats.leasesReplanned, tokens_per_request: stats.renewBatchTokens.summary() },
+    renewals: { renewed: stats.leasesRenewed, replanned_in_renewal: stats.leasesReplannedInRenewal, replanned: stats.leasesReplanned, tokens_per_request: stats.renewBatchTokens.summary() },
     placements: { done: stats.placements, refused: stats.placementsRefused },
     reports: { ms: stats.reportMs.summary(), fenced: stats.reportsFenced, errors: stats.reportErrors.toJSON() },
   };

@@ -13,8 +13,22 @@ export interface LeaseGrant {
   ttl_ms: number;
 }
 
-/** One token's outcome of POST /io/renew: the lease signed again, or why not. */
-export type RenewOutcome = (LeaseGrant & { volume_id: number }) | { error: { code: string; message: string } };
+/** A lease with the plan of its window: what an authorization answers (and a renewal that planned again). */
+export interface WindowPlan extends LeaseGrant {
+  chunk_first: number;
+  chunk_count: number;
+  chunks: PlanChunk[];
+}
+
+/**
+ * One token's outcome of POST /io/renew: the lease signed again; or, when its plan changed and
+ * the request asked for `replan`, a new lease with the window's new plan (as an authorization
+ * answers); or why not (PLAN_CHANGED without a plan: the SDC authorizes that window itself).
+ */
+export type RenewOutcome =
+  | (LeaseGrant & { volume_id: number })
+  | { volume_id: number; replanned: WindowPlan }
+  | { error: { code: string; message: string } };
 
 export interface PlanReplica {
   sds_id: number;

@@ -24,6 +24,9 @@ import {
 import type { ChangeTracker } from './change-tracker.js';
 import type { RenewOutcome } from '../common/io-plan.js';
 import { mappingOf } from './volumes.js';
+import type { OPERATION_NAMES } from './token-authority.js';
+
+type OperationName = (typeof OPERATION_NAMES)[number];
 
 /** Tokens renewed in one request at most (each at most TOKEN_BYTES_MAX; the body stays under 1 MiB). */
 export const RENEW_TOKENS_PER_CALL_MAX = 128;
@@ -33,10 +36,30 @@ export const RENEWABLE_TOKENS_MAX = 200_000;
 
 export const renewSchema = z.strictObject({
   tokens: z.array(z.string().min(1).max(TOKEN_BASE64_LENGTH_MAX)).min(1).max(RENEW_TOKENS_PER_CALL_MAX),
+  /** A token whose plan changed comes back with its window planned again (as an authorization). */
+  replan: z.boolean().default(false),
 });
 
 export type { RenewOutcome };
-export type RenewedLease = Extract<RenewOutcome, { volume_id: number }>;
+export type RenewedLease = Extract<RenewOutcome, { token_id: string }>;
+
+/** A token whose plan changed and that its SDC may have planned again: the window to authorize. */
+export interface Replan {
+  /** Its place in the request's tokens (and in the answer's leases). */
+  readonly index: number;
+  readonly volumeId: number;
+  readonly sdcId: number;
+  readonly operations: OperationName[];
+  readonly chunkFirst: number;
+  readonly chunkCount: number;
+}
+
+const OPERATION_OF_BIT: readonly [number, OperationName][] = [
+  [TokenOp.READ, 'read'],
+  [TokenOp.WRITE, 'write'],
+  [TokenOp.TRIM, 'trim'],
+  [TokenOp.FLUSH, 'flush'],
+];
 
 /** Who asks: an SDC renews only its own tokens; an admin (tools, tests) any. */
 export type Renewer = { readonly sdcId: number } | { readonly admin: true };
@@ -47,12 +70,14 @@ export interface RenewalStats {
   plan_changed_total: number;
   /** Refused otherwise (another SDC's token, not a token, unmapped). */
   refused_total: number;
+  /** Of the PLAN_CHANGED ones, planned again in the same request (`replan`). */
+  replanned_total: number;
 }
 
 export class LeaseRenewals {
   /** Token id (hex) -> the plan stamp it was issued at, oldest first (a Map keeps insertion order). */
   private readonly stamps = new Map<string, { planSeq: number; expiresAtMs: number }>();
-  private readonly counts: RenewalStats = { renewed_total: 0, plan_changed_total: 0, refused_total: 0 };
+  private readonly counts: RenewalStats = { renewed_total: 0, plan_changed_total: 0, refused_total: 0, replanned_total: 0 };
 
   constructor(
     private readonly context: MdmContext,
@@ -70,11 +95,25 @@ export class LeaseRenewals {
     }
   }
 
-  /** Each token in order: renewed, or why not (a refusal of one never fails the others). */
-  renew(renewer: Renewer, tokens: readonly string[], nowMs = Date.now()): RenewOutcome[] {
-    return tokens.map((token) => {
+  /**
+   * Each token in order: renewed, or why not (a refusal of one never fails the others). `replans`:
+   * the tokens answered PLAN_CHANGED that were this cluster's, the renewer's and of a window
+   * still in the volume: the caller may plan them again (planned) in the same request.
+   */
+  renew(renewer: Renewer, tokens: readonly string[], nowMs = Date.now()): { outcomes: RenewOutcome[]; replans: Replan[] } {
+    const replans: Replan[] = [];
+    const outcomes = tokens.map((token, index): RenewOutcome => {
       try {
-        const renewed = this.renewOne(renewer, token, nowMs);
+        const renewed = this.renewOne(renewer, token, nowMs, (fields) =>
+          replans.push({
+            index,
+            volumeId: fields.volumeId,
+            sdcId: fields.sdcId,
+            operations: OPERATION_OF_BIT.filter(([bit]) => (fields.operations & bit) !== 0).map(([, name]) => name),
+            chunkFirst: fields.chunkFirst,
+            chunkCount: fields.chunks.length,
+          }),
+        );
         this.counts.renewed_total += 1;
         return renewed;
       } catch (error) {
@@ -84,13 +123,19 @@ export class LeaseRenewals {
         return { error: { code: error.code, message: error.message } };
       }
     });
+    return { outcomes, replans };
+  }
+
+  /** A token answered PLAN_CHANGED was planned again in the same request. */
+  replanned(): void {
+    this.counts.replanned_total += 1;
   }
 
   stats(): RenewalStats {
     return { ...this.counts };
   }
 
-  private renewOne(renewer: Renewer, tokenBase64: string, nowMs: number): RenewedLease {
+  private renewOne(renewer: Renewer, tokenBase64: string, nowMs: number, planAgain: (fields: ReturnType<typeof decodeToken>['fields']) => void): RenewedLease {
     const { db, signingKey, settings } = this.context;
     let decoded;
     try {
@@ -105,9 +150,11 @@ export class LeaseRenewals {
     const tokenIdHex = fields.tokenId.toString('hex');
     const stamp = this.stamps.get(tokenIdHex);
     if (stamp === undefined || fields.expiresAtMs <= nowMs) {
+      planAgain(fields);
       throw pflexError('PLAN_CHANGED', 'the token expired or was issued by an earlier MDM; authorize again');
     }
     if (!this.changes.planUnchangedSince(fields.volumeId, stamp.planSeq) || this.held(fields.volumeId, fields.chunkFirst, fields.chunks.length)) {
+      planAgain(fields);
       throw pflexError('PLAN_CHANGED', 'the plan of these chunks changed; authorize again');
     }
     // The mapping is read every time: an unmapped volume or a mapping made readOnly renews nothing.

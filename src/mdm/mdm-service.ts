@@ -90,7 +90,8 @@ export async function startMdm(options: MdmOptions): Promise<RunningMdm> {
     () => {
       // Both look at replicas of SDS that changed state: only when some SDS did, or now and then.
       const change = sdsStates.changes();
-      if (change.returned) void fencing.recoverLost();
+      if (change.all) void fencing.recoverLost();
+      else if (change.returned.length > 0) void fencing.recoverLost(change.returned);
       if (change.down) fenceDownHolders(context, fencing);
     },
     (sdcName) => rebuilder.resyncAfterSdcLoss(sdcName),
@@ -139,24 +140,28 @@ class SdsStateWatch {
 
   constructor(private readonly db: Db) {}
 
-  changes(nowMs = Date.now()): { returned: boolean; down: boolean } {
+  /**
+   * SDS whose state or incarnation changed since the last call: those that are not DOWN now
+   * (returned, restarted), and whether any went DOWN; `all` now and then (look at every SDS).
+   */
+  changes(nowMs = Date.now()): { returned: number[]; down: boolean; all: boolean } {
     const rows = this.db.prepare(`SELECT id, state, COALESCE(incarnation, '') AS incarnation FROM sds`).all() as { id: number; state: string; incarnation: string }[];
     const now = new Map<number, string>();
-    let returned = false;
+    const returned: number[] = [];
     let down = false;
     for (const row of rows) {
       const signature = `${row.state}:${row.incarnation}`;
       now.set(row.id, signature);
       if (this.last.get(row.id) === signature) continue;
       if (row.state === 'DOWN') down = true;
-      else returned = true;
+      else returned.push(row.id);
     }
     this.last = now;
     if (nowMs - this.lastAllAtMs >= SDS_STATE_RECHECK_MS) {
       this.lastAllAtMs = nowMs;
-      return { returned: true, down: true };
+      return { returned, down: true, all: true };
     }
-    return { returned, down };
+    return { returned, down, all: false };
   }
 }
 

@@ -41,6 +41,8 @@ const JOBS_PER_POOL_MIN = 4;
 const JOBS_PER_TARGET_MAX = 2;
 /** Chunks a planning pass reads per query; the event loop runs between batches. */
 const PLAN_BATCH_CHUNKS = 1000;
+/** Rebuild jobs begun together in one chain task at most (beginMany). */
+const BEGIN_BATCH_JOBS_MAX = 256;
 /** A chunk listing of an SDS is reused for this long. */
 const LISTING_TTL_MS = 2000;
 /** The copy of one chunk gets at least this long, plus its size at 5 MB/s. */
@@ -150,6 +152,9 @@ export class Rebuilder {
   private readonly queue: RebuildQueue;
   private sweepTimer: NodeJS.Timeout | undefined;
   private readonly jobsDone: Promise<void>[] = [];
+  /** Jobs waiting to begin, and whether a chain task to begin them is queued (beginInChain). */
+  private readonly beginWaiting: { job: Job; resolve: (begun: boolean) => void }[] = [];
+  private beginScheduled = false;
   /** Chunks an SDC may have died writing: one replica is copied again from another. */
   private readonly resyncAfterSdc = new Set<number>();
   /** SDCs lost or restarted whose chunks are to be looked at, and the round doing it (resyncAfterSdcLoss). */
@@ -798,7 +803,7 @@ export class Rebuilder {
   }
 
   private async run(job: Job): Promise<void> {
-    const begun = await this.fencing.serialize(() => this.begin(job));
+    const begun = await this.beginInChain(job);
     if (!begun) {
       this.progressOf(job.poolId).failures += 1;
       return;
@@ -837,52 +842,119 @@ export class Rebuilder {
     if (startMs > now) await new Promise((resolve) => setTimeout(resolve, startMs - now));
   }
 
-  /** Step 1, in the chain: the target joins the chunk's set as REBUILDING at a new epoch. */
-  private async begin(job: Job): Promise<boolean> {
+  /**
+   * Step 1: the job's target joins the chunk's set as REBUILDING at a new epoch, in a chain task
+   * shared with every other job waiting to begin (beginMany). Each begin was a chain task of its
+   * own with two network calls inside (epochs to the sources, the target told to rebuild), so a
+   * pool rebuilt at one begin per round trip whatever its SDS count: 98 chunks/s at 10, 50 and
+   * 100 SDS in the bench sweep, 8.5 chunks/s at 4 TiB when the round trips grew.
+   */
+  private beginInChain(job: Job): Promise<boolean> {
+    return new Promise((resolve) => {
+      this.beginWaiting.push({ job, resolve });
+      if (this.beginScheduled) return;
+      this.beginScheduled = true;
+      void this.fencing
+        .serialize(async () => {
+          this.beginScheduled = false;
+          // What waits now begins together; later arrivals schedule the next task.
+          const batch = this.beginWaiting.splice(0, BEGIN_BATCH_JOBS_MAX);
+          if (this.beginWaiting.length > 0) this.scheduleBeginAgain();
+          const outcomes = await this.beginMany(batch.map((entry) => entry.job)).catch((error: unknown) => {
+            this.context.log.error({ err: error }, 'beginning rebuild jobs failed');
+            return batch.map(() => false);
+          });
+          batch.forEach((entry, i) => entry.resolve(outcomes[i] ?? false));
+        })
+        .catch((error: unknown) => this.context.log.error({ err: error }, 'rebuild begin task failed'));
+    });
+  }
+
+  /** More jobs wait than one task begins: another task after this one. */
+  private scheduleBeginAgain(): void {
+    const next = this.beginWaiting.shift();
+    if (next === undefined) return;
+    void this.beginInChain(next.job).then(next.resolve);
+  }
+
+  /** In the chain: begins each job (as one transaction), then one epoch call per SDS and one rebuild call per target. */
+  private async beginMany(jobs: readonly Job[]): Promise<boolean[]> {
     const { db } = this.context;
-    const plan = db.transaction(() => {
-      const chunk = db.prepare('SELECT epoch FROM chunks WHERE id = ?').get(job.chunkId) as { epoch: number } | undefined;
-      if (chunk === undefined || chunk.epoch !== job.epoch) return undefined; // changed since planned: next pass
-      const mine = db.prepare('SELECT state FROM replicas WHERE chunk_id = ? AND sds_id = ?').get(job.chunkId, job.targetSdsId) as { state: string } | undefined;
-      if (job.kind === 'resync' ? mine === undefined : mine !== undefined) return undefined;
-      const sources = (
-        db
-          .prepare(`SELECT r.sds_id FROM replicas r JOIN sds s ON s.id = r.sds_id WHERE r.chunk_id = ? AND r.sds_id != ? AND r.state = 'CURRENT' AND s.state != 'DOWN'`)
-          .all(job.chunkId, job.targetSdsId) as { sds_id: number }[]
-      ).map((row) => row.sds_id);
-      if (sources.length === 0) return undefined;
-      if (!sources.includes(job.sourceSdsId)) job.sourceSdsId = sources[0]!;
-      if (mine === undefined) {
-        db.prepare(`INSERT INTO replicas (chunk_id, sds_id, pool_id, state) VALUES (?, ?, ?, 'REBUILDING')`).run(job.chunkId, job.targetSdsId, job.poolId);
-      } else {
-        db.prepare(`UPDATE replicas SET state = 'REBUILDING', stale_epoch = NULL, failed_reason = NULL WHERE chunk_id = ? AND sds_id = ?`).run(job.chunkId, job.targetSdsId);
-      }
-      db.prepare('UPDATE chunks SET epoch = epoch + 1 WHERE id = ?').run(job.chunkId);
-      job.epoch = chunk.epoch + 1;
-      return sources;
-    })();
-    if (plan === undefined) return false;
+    const sourcesOf = db.transaction(() => jobs.map((job) => this.beginRows(job)))();
     const orders = new Map<number, EpochOrder[]>();
-    for (const sdsId of plan) pushTo(orders, sdsId, { volume_id: job.volumeId, chunk_index: job.chunkIndex, pool_id: job.poolId, epoch: job.epoch });
-    const failed = await this.fencing.installEpochs(orders);
-    let problem = failed.size > 0 ? `sources ${[...failed].join(',')} did not take epoch ${job.epoch}` : undefined;
-    if (problem === undefined) {
-      const source = db.prepare('SELECT host, data_port FROM sds WHERE id = ?').get(job.sourceSdsId) as { host: string; data_port: number };
-      try {
-        await this.fencing.control(job.targetSdsId, '/chunks/rebuild', {
-          chunks: [{ volume_id: job.volumeId, chunk_index: job.chunkIndex, pool_id: job.poolId, epoch: job.epoch, source }],
+    jobs.forEach((job, i) => {
+      for (const sdsId of sourcesOf[i] ?? []) pushTo(orders, sdsId, { volume_id: job.volumeId, chunk_index: job.chunkIndex, pool_id: job.poolId, epoch: job.epoch });
+    });
+    const failed = orders.size > 0 ? await this.fencing.installEpochs(orders) : new Set<number>();
+    const problems = new Map<number, string>(); // index -> why the job does not begin
+    jobs.forEach((job, i) => {
+      const down = (sourcesOf[i] ?? []).filter((sdsId) => failed.has(sdsId));
+      if (sourcesOf[i] !== undefined && down.length > 0) problems.set(i, `sources ${down.join(',')} did not take epoch ${job.epoch}`);
+    });
+    // One /chunks/rebuild per target for its jobs that are still on.
+    const byTarget = new Map<number, number[]>();
+    jobs.forEach((job, i) => {
+      if (sourcesOf[i] !== undefined && !problems.has(i)) pushTo(byTarget, job.targetSdsId, i);
+    });
+    const sourceAddress = db.prepare('SELECT host, data_port FROM sds WHERE id = ?');
+    await Promise.all(
+      [...byTarget].map(async ([targetSdsId, indexes]) => {
+        const chunks = indexes.map((i) => {
+          const job = jobs[i]!;
+          const source = sourceAddress.get(job.sourceSdsId) as { host: string; data_port: number };
+          return { volume_id: job.volumeId, chunk_index: job.chunkIndex, pool_id: job.poolId, epoch: job.epoch, source };
         });
-      } catch (error) {
-        problem = (error as Error).message;
+        try {
+          await this.fencing.control(targetSdsId, '/chunks/rebuild', { chunks });
+        } catch (error) {
+          for (const i of indexes) problems.set(i, (error as Error).message);
+        }
+      }),
+    );
+    const outcomes: boolean[] = [];
+    for (const [i, job] of jobs.entries()) {
+      if (sourcesOf[i] === undefined) {
+        outcomes.push(false); // changed since planned: next pass
+        continue;
       }
+      const problem = problems.get(i);
+      if (problem !== undefined) {
+        await this.abort(job, problem);
+        outcomes.push(false);
+        continue;
+      }
+      this.listings.delete(job.targetSdsId);
+      this.context.log.debug({ kind: job.kind, chunk: `${job.volumeId}:${job.chunkIndex}`, epoch: job.epoch, target: job.targetSdsId, source: job.sourceSdsId, from: job.fromSdsId }, 'rebuild job begun');
+      outcomes.push(true);
     }
-    if (problem !== undefined) {
-      await this.abort(job, problem);
-      return false;
+    return outcomes;
+  }
+
+  /**
+   * Inside beginMany's transaction: the target joins as REBUILDING and the epoch goes up, unless
+   * the chunk changed since it was planned. Returns the sources that must take the new epoch.
+   */
+  private beginRows(job: Job): number[] | undefined {
+    const { db } = this.context;
+    const chunk = db.prepare('SELECT epoch FROM chunks WHERE id = ?').get(job.chunkId) as { epoch: number } | undefined;
+    if (chunk === undefined || chunk.epoch !== job.epoch) return undefined; // changed since planned: next pass
+    const mine = db.prepare('SELECT state FROM replicas WHERE chunk_id = ? AND sds_id = ?').get(job.chunkId, job.targetSdsId) as { state: string } | undefined;
+    if (job.kind === 'resync' ? mine === undefined : mine !== undefined) return undefined;
+    const sources = (
+      db
+        .prepare(`SELECT r.sds_id FROM replicas r JOIN sds s ON s.id = r.sds_id WHERE r.chunk_id = ? AND r.sds_id != ? AND r.state = 'CURRENT' AND s.state != 'DOWN'`)
+        .all(job.chunkId, job.targetSdsId) as { sds_id: number }[]
+    ).map((row) => row.sds_id);
+    if (sources.length === 0) return undefined;
+    if (!sources.includes(job.sourceSdsId)) job.sourceSdsId = sources[0]!;
+    if (mine === undefined) {
+      db.prepare(`INSERT INTO replicas (chunk_id, sds_id, pool_id, state) VALUES (?, ?, ?, 'REBUILDING')`).run(job.chunkId, job.targetSdsId, job.poolId);
+    } else {
+      db.prepare(`UPDATE replicas SET state = 'REBUILDING', stale_epoch = NULL, failed_reason = NULL WHERE chunk_id = ? AND sds_id = ?`).run(job.chunkId, job.targetSdsId);
     }
-    this.listings.delete(job.targetSdsId);
-    this.context.log.debug({ kind: job.kind, chunk: `${job.volumeId}:${job.chunkIndex}`, epoch: job.epoch, target: job.targetSdsId, source: job.sourceSdsId, from: job.fromSdsId }, 'rebuild job begun');
-    return true;
+    db.prepare('UPDATE chunks SET epoch = epoch + 1 WHERE id = ?').run(job.chunkId);
+    job.epoch = chunk.epoch + 1;
+    return sources;
   }
 
   /** Step 3, in the chain: the copy is complete; the replica is current (and a move drops the old one). */

@@ -2,8 +2,10 @@
  * The SDC's lease renewals, batched (docs/PROTOCOL.md §3.1): renewals that come due within
  * RENEW_BATCH_WAIT_MS of each other travel in one `POST /io/renew`, so a host with hundreds of
  * volumes mapped renews them in a request or two a second instead of one request per window.
- * Each token's answer goes back to its window: a new lease, or undefined when the MDM says the
- * plan changed (the window then authorizes afresh).
+ * Each token's answer goes back to its window: a new lease; or, its plan having changed, a new
+ * lease with the new plan (the request asks for `replan`, so a fence that changes the plans of
+ * thousands of windows costs no extra request per window); or undefined when the MDM could not
+ * plan it there (the window then authorizes afresh).
  */
 import { HttpClientError } from '../common/http-client.js';
 import type { RenewOutcome } from '../common/io-plan.js';
@@ -16,11 +18,13 @@ export const RENEW_TOKENS_PER_CALL_MAX = 128;
 export const RENEW_BATCH_BYTES_MAX = 512 * 1024;
 
 export type { RenewOutcome };
-export type RenewedLease = Extract<RenewOutcome, { volume_id: number }>;
+export type RenewedLease = Extract<RenewOutcome, { token_id: string }>;
+/** What a renewal brings back: the lease signed again, or a new lease with the window's new plan. */
+export type Renewal = Extract<RenewOutcome, { volume_id: number }>;
 
 interface Pending {
   readonly token: string;
-  readonly resolve: (lease: RenewedLease | undefined) => void;
+  readonly resolve: (lease: Renewal | undefined) => void;
   readonly reject: (error: unknown) => void;
 }
 
@@ -32,10 +36,11 @@ export class LeaseRenewer {
   constructor(private readonly send: (tokens: string[]) => Promise<{ leases: RenewOutcome[] }>) {}
 
   /**
-   * Renews one token: its new lease, or undefined when it must be authorized afresh (its plan
-   * changed, or this MDM cannot renew). Rejects when the MDM could not be asked.
+   * Renews one token: its new lease (with a new plan when the plan changed), or undefined when
+   * it must be authorized afresh (this MDM cannot renew or plan it). Rejects when the MDM could
+   * not be asked.
    */
-  renew(token: Buffer, waitMs: number): Promise<RenewedLease | undefined> {
+  renew(token: Buffer, waitMs: number): Promise<Renewal | undefined> {
     return new Promise((resolve, reject) => {
       const encoded = token.toString('base64');
       if (this.pendingBytes + encoded.length > RENEW_BATCH_BYTES_MAX) this.flush();
@@ -69,7 +74,7 @@ export class LeaseRenewer {
       (answer) => {
         batch.forEach((item, i) => {
           const outcome = answer.leases[i];
-          item.resolve(outcome !== undefined && 'token_id' in outcome ? outcome : undefined);
+          item.resolve(outcome !== undefined && 'volume_id' in outcome ? outcome : undefined);
         });
       },
       (error: unknown) => {

@@ -7,16 +7,13 @@
 import type { Logger } from '../common/logger.js';
 import { TOKEN_CHUNKS_MAX } from '../common/io-token.js';
 import { macKeyOf, type MacKey } from '../common/sds-protocol.js';
-import type { LeaseGrant, PlanChunk, PlanReplica } from '../common/io-plan.js';
-import type { RenewedLease } from './lease-renewer.js';
+import type { PlanChunk, PlanReplica, WindowPlan } from '../common/io-plan.js';
+import type { Renewal, RenewedLease } from './lease-renewer.js';
 
 export type { PlanChunk, PlanReplica };
 
-export interface AuthorizeAnswer extends LeaseGrant {
-  chunk_first: number;
-  chunk_count: number;
-  chunks: PlanChunk[];
-}
+/** An authorization's answer: a lease and its window's plan. */
+export type AuthorizeAnswer = WindowPlan;
 
 export interface AuthorizeRequest {
   operations: string[];
@@ -80,8 +77,8 @@ export class VolumeLeases {
     private operations: readonly string[],
     private readonly authorize: (request: AuthorizeRequest) => Promise<AuthorizeAnswer>,
     private readonly log: Logger,
-    /** Renews a lease whose plan did not change (lease-renewer.ts); undefined: authorize afresh. */
-    private readonly renew?: (token: Buffer, waitMs: number) => Promise<RenewedLease | undefined>,
+    /** Renews a lease (lease-renewer.ts): as it is, or with its new plan; undefined: authorize afresh. */
+    private readonly renew?: (token: Buffer, waitMs: number) => Promise<Renewal | undefined>,
   ) {}
 
   /** A usable route for a chunk: from the cache, or after (re)fetching its window. */
@@ -219,6 +216,12 @@ export class VolumeLeases {
       const requestedAtMs = Date.now();
       const renewed = await this.renew(lease.token, ttlMs / 8);
       if (this.closed || window.lease !== lease || window.fetching !== undefined) return;
+      if (renewed !== undefined && 'replanned' in renewed) {
+        // The plan changed and the MDM planned the window again in the same request.
+        window.lease = this.apply(renewed.replanned, requestedAtMs);
+        this.scheduleRenewal(window, renewed.replanned.ttl_ms);
+        return;
+      }
       if (renewed !== undefined) {
         const next = leaseOf(renewed);
         // Only this window's routes of this lease: a chunk allocated since keeps its newer route.

@@ -49,7 +49,7 @@ export class VolumeRegistry {
   private authorizeInFlight = 0;
   private readonly authorizeWaiting: (() => void)[] = [];
   /** Every volume's renewals share requests (lease-renewer.ts). */
-  private readonly renewer = new LeaseRenewer((tokens) => this.postAdmitted<{ leases: RenewOutcome[] }>('/io/renew', { tokens }));
+  private readonly renewer = new LeaseRenewer((tokens) => this.postAdmitted<{ leases: RenewOutcome[] }>('/io/renew', { tokens, replan: true }));
 
   constructor(
     private readonly mdm: () => HttpClient | undefined,

@@ -82,6 +82,41 @@ t.test('writes that change nothing a plan shows keep tokens renewable', async (t
   t.ok('token_id' in renewed, 'renewed', { renewed });
 });
 
+t.test('replan: a token whose plan changed comes back with its window planned again, in the same request', async (t) => {
+  const a = await lease('vol-a');
+  const b = await lease('vol-b');
+  const foreign = await lease('vol-b', other.api).catch(() => undefined); // vol-b is not mapped to sdc-b
+  t.equal(foreign, undefined, 'sdc-b holds no lease of vol-b');
+  db.prepare(`UPDATE chunks SET epoch = epoch + 1 WHERE volume_id = ? AND chunk_index = 5`).run(volA);
+  const epochNow = (db.prepare(`SELECT epoch FROM chunks WHERE volume_id = ? AND chunk_index = 5`).get(volA) as { epoch: number }).epoch;
+  // Never issued by this MDM (as a token from before a restart): planned again too.
+  const unknown = signToken({ ...decodeToken(Buffer.from(b.token, 'base64')).fields, tokenId: Buffer.alloc(16, 3) }, signingKey).toString('base64');
+  const before = (await admin.ok('/cluster/status')).lease_renewals;
+  const answer = await sdc.api.post('/io/renew', { tokens: [a.token, b.token, unknown], replan: true });
+  t.equal(answer.status, 200);
+  const [outcomeA, outcomeB, outcomeUnknown] = answer.body.leases;
+  t.equal(outcomeA.volume_id, volA, 'the changed window answers for its volume');
+  const plan = outcomeA.replanned;
+  t.ok(plan !== undefined, 'with its new plan', { outcomeA });
+  t.same({ first: plan?.chunk_first, count: plan?.chunk_count, chunks: plan?.chunks.length }, { first: 0, count: 16, chunks: 16 }, 'the same window');
+  t.equal(plan?.chunks[5].epoch, epochNow, 'planned at the new epoch');
+  const token = decodeToken(Buffer.from(plan.token, 'base64'));
+  t.ok(verifyTokenSignature(token, signingKey), 'a token signed by the cluster key');
+  t.equal(token.fields.chunks[5]!.epoch, epochNow, 'that carries the new epoch');
+  t.equal(plan.session_key, deriveSessionKey(signingKey, Buffer.from(plan.token_id, 'hex')).toString('base64'), 'and its session key');
+  t.same(plan.chunks, (await lease('vol-a')).chunks, 'the plan an authorization makes now');
+  t.ok('token_id' in outcomeB, 'the unchanged window is renewed as it is, no plan', { outcomeB });
+  t.ok(outcomeUnknown.replanned !== undefined, 'a token this MDM did not issue is planned again');
+  const after = (await admin.ok('/cluster/status')).lease_renewals;
+  t.equal(after.replanned_total - before.replanned_total, 2, 'counted: replanned_total');
+  t.equal(after.plan_changed_total - before.plan_changed_total, 2, 'each also a PLAN_CHANGED');
+  t.ok('token_id' in (await renew([plan.token]))[0], 'the new lease renews like any other');
+  // Another SDC's token is refused, replan or not.
+  const theirs = await other.api.post('/io/renew', { tokens: [a.token], replan: true });
+  t.equal(theirs.body.leases[0].error?.code, 'PFLEX_ERR_FORBIDDEN', 'another SDC\'s token: refused, never planned');
+  assertApiError(t, await sdc.api.post('/io/renew', { tokens: [a.token], replan: 'yes' }), { status: 400, code: 'PFLEX_ERR_VALIDATION' }, 'replan must be a boolean');
+});
+
 t.test('every change of the plan makes a token PLAN_CHANGED, and only the tokens it touches', async (t) => {
   // First, while nothing else changes: the changes below start fences and rebuilds of vol-a in
   // the background (the health monitor sees sds3 DOWN), which plan it again at any moment.

@@ -29,6 +29,16 @@ t.test('renewals due within the wait share one request, each answered in order',
   t.ok(outcomes[2] !== undefined);
 });
 
+t.test('a window planned again in the renewal gets its new plan; a PLAN_CHANGED without one authorizes', async (t) => {
+  const plan = { token: 'new', token_id: 'ab'.repeat(16), session_key: 'k', issued_at: '', expires_at: '', ttl_ms: 30_000, chunk_first: 0, chunk_count: 1, chunks: [] };
+  const renewer = new LeaseRenewer(async (tokens) => ({
+    leases: tokens.map((_, i): RenewOutcome => (i === 0 ? { volume_id: 7, replanned: plan } : { error: { code: 'PFLEX_ERR_PLAN_CHANGED', message: 'changed' } })),
+  }));
+  const [replanned, changed] = await Promise.all([renewer.renew(Buffer.from('a'), 20), renewer.renew(Buffer.from('b'), 20)]);
+  t.same(replanned, { volume_id: 7, replanned: plan }, 'the new plan goes to its window');
+  t.equal(changed, undefined, 'no plan: the window authorizes afresh');
+});
+
 t.test('a full batch leaves at once; bytes split batches', async (t) => {
   const calls: number[] = [];
   const renewer = new LeaseRenewer(async (tokens) => {

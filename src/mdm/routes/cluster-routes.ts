@@ -3,7 +3,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { MdmContext } from '../context.js';
 import { bodyOf, refParam } from '../http-server.js';
-import { pflexError } from '../../common/errors.js';
+import { pflexError, PflexError } from '../../common/errors.js';
 import { findRow, getRow } from '../lookup.js';
 import { clusterStatus } from '../views.js';
 import { listEvents } from '../events.js';
@@ -202,16 +202,42 @@ export function registerClusterRoutes(
   });
   /**
    * Lease renewals, many tokens per request (lease-renewal.ts): each signed again for a new
-   * lifetime when its plan did not change, or PLAN_CHANGED. Admitted like authorizations.
+   * lifetime when its plan did not change, or PLAN_CHANGED. Admitted like authorizations. With
+   * `replan`, each PLAN_CHANGED window is authorized again here, each in an admission turn of
+   * its own (a batch of changed windows never holds the loop for more than a slice): a fence
+   * that changes the plans of thousands of windows costs no extra request per window. A window
+   * whose epochs are being installed, or that cannot be planned (unmapped meanwhile, BUSY), stays
+   * PLAN_CHANGED: its SDC authorizes it as before, and waits or hears why.
    */
   app.post('/io/renew', { config: { access: 'admin-or-node' } }, async (request) => {
     const input = renewSchema.parse(bodyOf(request));
     const renewer: Renewer = request.caller?.kind === 'node' ? { sdcId: getRow<SdcRow>(db, 'sdc', nodeCaller(request, 'sdc').nodeId).id } : { admin: true };
-    const leases = await authorizations.run(() => renewals.renew(renewer, input.tokens));
-    for (const lease of leases) {
-      if ('token_id' in lease) txAcks.tokenIssued(lease.token_id, lease.volume_id, Date.parse(lease.expires_at));
+    const { outcomes, replans } = await authorizations.run(() => renewals.renew(renewer, input.tokens));
+    if (input.replan) {
+      await Promise.all(
+        replans.map(async (replan) => {
+          const answer = await authorizations
+            .run(() => {
+              if (fencing.heldIn(replan.volumeId, replan.chunkFirst, replan.chunkCount) !== undefined) return undefined;
+              const planned = authorize(context, replan.volumeId, replan.sdcId, { operations: replan.operations, chunk_first: replan.chunkFirst, chunk_count: replan.chunkCount, allocate: false });
+              renewals.issued(planned.token_id, Date.parse(planned.expires_at));
+              return planned;
+            })
+            .catch((error: unknown) => {
+              if (error instanceof PflexError) return undefined; // PLAN_CHANGED stands: the SDC asks itself
+              throw error;
+            });
+          if (answer === undefined) return;
+          renewals.replanned();
+          outcomes[replan.index] = { volume_id: replan.volumeId, replanned: answer };
+        }),
+      );
     }
-    return { leases };
+    for (const outcome of outcomes) {
+      if ('token_id' in outcome) txAcks.tokenIssued(outcome.token_id, outcome.volume_id, Date.parse(outcome.expires_at));
+      else if ('replanned' in outcome) txAcks.tokenIssued(outcome.replanned.token_id, outcome.volume_id, Date.parse(outcome.replanned.expires_at));
+    }
+    return { leases: outcomes };
   });
   /** An SDC could not reach an SDS: the MDM probes it and fences it at once if it is gone. */
   app.post('/sds/report-unreachable', { config: { access: 'node' } }, async (request) => {
