@@ -83,6 +83,9 @@ export class MdmProcess {
     const execArgv: string[] = [];
     if (options.maxOldSpaceMib > 0) execArgv.push(`--max-old-space-size=${options.maxOldSpaceMib}`);
     if (options.probe) execArgv.push('--import', pathToFileURL(PROBE_MODULE).href);
+    // As for the cluster's children (src/launcher/process-cluster.ts): extra node flags for the
+    // MDM, e.g. PFLEX_CHILD_NODE_ARGS="--cpu-prof --cpu-prof-dir=/var/tmp/prof".
+    execArgv.push(...(process.env.PFLEX_CHILD_NODE_ARGS ?? '').split(' ').filter((arg) => arg.length > 0));
     const args = [
       ...execArgv,
       PFLEX_BIN,

@@ -28,6 +28,7 @@ import type { PoolRebuildStatus } from '../common/rebuild-status.js';
 import type { ChunkListing } from '../common/chunk-listing.js';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import { RebuildQueue, SWEEP_INTERVAL_MS } from './rebuild-queue.js';
+import { ChainBatch } from './chain-batch.js';
 
 const TICK_MS = 500;
 /** Passes asked for by kicks (a job finished, an SDS is draining) come at most this often. */
@@ -41,8 +42,15 @@ const JOBS_PER_POOL_MIN = 4;
 const JOBS_PER_TARGET_MAX = 2;
 /** Chunks a planning pass reads per query; the event loop runs between batches. */
 const PLAN_BATCH_CHUNKS = 1000;
-/** Rebuild jobs begun together in one chain task at most (beginMany). */
+/** Rebuild jobs begun (or finished) together in one chain task at most (beginMany, finishMany). */
 const BEGIN_BATCH_JOBS_MAX = 256;
+
+/** A job whose copy ended: what it copied, or why it failed. */
+interface Finished {
+  readonly job: Job;
+  readonly copied: { copied_bytes: number; written_bytes: number };
+  readonly problem: string | undefined;
+}
 /** A chunk listing of an SDS is reused for this long. */
 const LISTING_TTL_MS = 2000;
 /** The copy of one chunk gets at least this long, plus its size at 5 MB/s. */
@@ -152,9 +160,9 @@ export class Rebuilder {
   private readonly queue: RebuildQueue;
   private sweepTimer: NodeJS.Timeout | undefined;
   private readonly jobsDone: Promise<void>[] = [];
-  /** Jobs waiting to begin, and whether a chain task to begin them is queued (beginInChain). */
-  private readonly beginWaiting: { job: Job; resolve: (begun: boolean) => void }[] = [];
-  private beginScheduled = false;
+  /** Jobs waiting to begin, and those whose copy ended: each lot in one chain task (chain-batch.ts). */
+  private readonly begins: ChainBatch<Job, boolean>;
+  private readonly finishes: ChainBatch<Finished, undefined>;
   /** Chunks an SDC may have died writing: one replica is copied again from another. */
   private readonly resyncAfterSdc = new Set<number>();
   /** SDCs lost or restarted whose chunks are to be looked at, and the round doing it (resyncAfterSdcLoss). */
@@ -171,6 +179,15 @@ export class Rebuilder {
     private readonly fencing: Fencing,
   ) {
     this.queue = new RebuildQueue(context.db);
+    this.begins = new ChainBatch((task) => fencing.serialize(task), (jobs) => this.beginMany(jobs), BEGIN_BATCH_JOBS_MAX);
+    this.finishes = new ChainBatch(
+      (task) => fencing.serialize(task),
+      async (finished) => {
+        await this.finishMany(finished);
+        return finished.map(() => undefined);
+      },
+      BEGIN_BATCH_JOBS_MAX,
+    );
   }
 
   /** An SDS (re)registered: it may have restarted after a crash. */
@@ -803,7 +820,7 @@ export class Rebuilder {
   }
 
   private async run(job: Job): Promise<void> {
-    const begun = await this.beginInChain(job);
+    const begun = await this.begins.add(job);
     if (!begun) {
       this.progressOf(job.poolId).failures += 1;
       return;
@@ -829,7 +846,7 @@ export class Rebuilder {
     } catch (error) {
       problem = (error as Error).message;
     }
-    await this.fencing.serialize(() => (problem === undefined ? this.commit(job, copied) : this.abort(job, problem)));
+    await this.finishes.add({ job, copied, problem });
   }
 
   /** Waits for the pool's rebuild rate: chunks start no faster than rebuild_rate_mbps allows. */
@@ -843,41 +860,12 @@ export class Rebuilder {
   }
 
   /**
-   * Step 1: the job's target joins the chunk's set as REBUILDING at a new epoch, in a chain task
-   * shared with every other job waiting to begin (beginMany). Each begin was a chain task of its
-   * own with two network calls inside (epochs to the sources, the target told to rebuild), so a
-   * pool rebuilt at one begin per round trip whatever its SDS count: 98 chunks/s at 10, 50 and
-   * 100 SDS in the bench sweep, 8.5 chunks/s at 4 TiB when the round trips grew.
+   * Step 1, in the chain, for every job waiting to begin (this.begins): each target joins its
+   * chunk's set as REBUILDING at a new epoch (one transaction), then one epoch call per SDS and
+   * one rebuild call per target. Each begin was a chain task of its own with two network calls
+   * inside, so a pool rebuilt at one begin per round trip whatever its SDS count: 98 chunks/s at
+   * 10, 50 and 100 SDS in the bench sweep, 8.5 chunks/s at 4 TiB when the round trips grew.
    */
-  private beginInChain(job: Job): Promise<boolean> {
-    return new Promise((resolve) => {
-      this.beginWaiting.push({ job, resolve });
-      if (this.beginScheduled) return;
-      this.beginScheduled = true;
-      void this.fencing
-        .serialize(async () => {
-          this.beginScheduled = false;
-          // What waits now begins together; later arrivals schedule the next task.
-          const batch = this.beginWaiting.splice(0, BEGIN_BATCH_JOBS_MAX);
-          if (this.beginWaiting.length > 0) this.scheduleBeginAgain();
-          const outcomes = await this.beginMany(batch.map((entry) => entry.job)).catch((error: unknown) => {
-            this.context.log.error({ err: error }, 'beginning rebuild jobs failed');
-            return batch.map(() => false);
-          });
-          batch.forEach((entry, i) => entry.resolve(outcomes[i] ?? false));
-        })
-        .catch((error: unknown) => this.context.log.error({ err: error }, 'rebuild begin task failed'));
-    });
-  }
-
-  /** More jobs wait than one task begins: another task after this one. */
-  private scheduleBeginAgain(): void {
-    const next = this.beginWaiting.shift();
-    if (next === undefined) return;
-    void this.beginInChain(next.job).then(next.resolve);
-  }
-
-  /** In the chain: begins each job (as one transaction), then one epoch call per SDS and one rebuild call per target. */
   private async beginMany(jobs: readonly Job[]): Promise<boolean[]> {
     const { db } = this.context;
     const sourcesOf = db.transaction(() => jobs.map((job) => this.beginRows(job)))();
@@ -957,22 +945,35 @@ export class Rebuilder {
     return sources;
   }
 
-  /** Step 3, in the chain: the copy is complete; the replica is current (and a move drops the old one). */
-  private async commit(job: Job, copied: { copied_bytes: number; written_bytes: number }): Promise<void> {
+  /**
+   * Step 3, in the chain, for every job whose copy ended (this.finishes): the copied replicas are
+   * current, in one transaction (a move then drops the old one); failed copies are aborted.
+   */
+  private async finishMany(finished: readonly Finished[]): Promise<void> {
     const { db } = this.context;
-    const committed = db.transaction(() => {
-      const row = db
-        .prepare(`SELECT r.state FROM replicas r JOIN chunks c ON c.id = r.chunk_id WHERE r.chunk_id = ? AND r.sds_id = ? AND c.epoch = ?`)
-        .get(job.chunkId, job.targetSdsId, job.epoch) as { state: string } | undefined;
-      if (row?.state !== 'REBUILDING') return false; // cancelled meanwhile (a fence): nothing to commit
-      db.prepare(
-        `UPDATE replicas SET state = 'CURRENT', stale_epoch = NULL,
-           generation = (SELECT MAX(generation) FROM replicas WHERE chunk_id = ? AND state = 'CURRENT'),
-           bytes_written = (SELECT MAX(bytes_written) FROM replicas WHERE chunk_id = ? AND state = 'CURRENT')
-         WHERE chunk_id = ? AND sds_id = ?`,
-      ).run(job.chunkId, job.chunkId, job.chunkId, job.targetSdsId);
-      return true;
-    })();
+    const done = finished.filter((entry) => entry.problem === undefined);
+    const committed = db.transaction(() => done.map(({ job }) => this.commitRows(job)))();
+    for (const [i, { job, copied }] of done.entries()) await this.afterCommit(job, copied, committed[i]!);
+    for (const { job, problem } of finished) if (problem !== undefined) await this.abort(job, problem);
+  }
+
+  /** Inside finishMany's transaction: the REBUILDING replica becomes current, unless a fence cancelled it. */
+  private commitRows(job: Job): boolean {
+    const { db } = this.context;
+    const row = db
+      .prepare(`SELECT r.state FROM replicas r JOIN chunks c ON c.id = r.chunk_id WHERE r.chunk_id = ? AND r.sds_id = ? AND c.epoch = ?`)
+      .get(job.chunkId, job.targetSdsId, job.epoch) as { state: string } | undefined;
+    if (row?.state !== 'REBUILDING') return false; // cancelled meanwhile (a fence): nothing to commit
+    db.prepare(
+      `UPDATE replicas SET state = 'CURRENT', stale_epoch = NULL,
+         generation = (SELECT MAX(generation) FROM replicas WHERE chunk_id = ? AND state = 'CURRENT'),
+         bytes_written = (SELECT MAX(bytes_written) FROM replicas WHERE chunk_id = ? AND state = 'CURRENT')
+       WHERE chunk_id = ? AND sds_id = ?`,
+    ).run(job.chunkId, job.chunkId, job.chunkId, job.targetSdsId);
+    return true;
+  }
+
+  private async afterCommit(job: Job, copied: { copied_bytes: number; written_bytes: number }, committed: boolean): Promise<void> {
     this.context.log.debug({ kind: job.kind, chunk: `${job.volumeId}:${job.chunkIndex}`, epoch: job.epoch, target: job.targetSdsId, committed, copied }, 'rebuild job copied');
     if (!committed) return;
     const progress = this.progressOf(job.poolId);
