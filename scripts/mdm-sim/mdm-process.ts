@@ -13,6 +13,7 @@ import { RpcChannel, stopChild, trackChild } from './ipc.js';
 import { JsonHttp } from './http-json.js';
 import { sleep } from './stats.js';
 import type { ProbeReport } from './mdm-probe.js';
+import { childNodeArgs } from '../../src/launcher/process-cluster.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 /** dist/scripts/mdm-sim → dist/src/cli/main.js */
@@ -83,9 +84,8 @@ export class MdmProcess {
     const execArgv: string[] = [];
     if (options.maxOldSpaceMib > 0) execArgv.push(`--max-old-space-size=${options.maxOldSpaceMib}`);
     if (options.probe) execArgv.push('--import', pathToFileURL(PROBE_MODULE).href);
-    // As for the cluster's children (src/launcher/process-cluster.ts): extra node flags for the
-    // MDM, e.g. PFLEX_CHILD_NODE_ARGS="--cpu-prof --cpu-prof-dir=/var/tmp/prof".
-    execArgv.push(...(process.env.PFLEX_CHILD_NODE_ARGS ?? '').split(' ').filter((arg) => arg.length > 0));
+    // As for the cluster's children: PFLEX_CHILD_NODE_ARGS="--cpu-prof --cpu-prof-dir=/var/tmp/prof".
+    execArgv.push(...childNodeArgs());
     const args = [
       ...execArgv,
       PFLEX_BIN,

@@ -269,8 +269,7 @@ export class ProcessCluster {
     mkdirSync(join(this.spec.dataDir, 'logs'), { recursive: true });
     const log = openSync(this.logPath(name), 'a');
     const fullArgs = [...args, '--log-level', this.spec.logLevel ?? 'info'];
-    // PFLEX_CHILD_NODE_ARGS: extra node flags for every child, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
-    const nodeArgs = (process.env.PFLEX_CHILD_NODE_ARGS ?? '').split(' ').filter((arg) => arg.length > 0);
+    const nodeArgs = childNodeArgs();
     // The SDS runs device IO on libuv's threadpool, sized at process start (the bin's shebang does the same).
     const poolEnv = { UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? '16' };
     const child = spawn(process.execPath, [...nodeArgs, PFLEX_BIN, ...fullArgs], { stdio: ['ignore', log, log], env: { ...process.env, ...poolEnv, ...env } });
@@ -339,6 +338,11 @@ function stopChild(child: ChildProcess, signal: NodeJS.Signals): Promise<void> {
     });
     child.kill(signal);
   });
+}
+
+/** PFLEX_CHILD_NODE_ARGS: extra node flags for every child, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof". */
+export function childNodeArgs(): string[] {
+  return (process.env.PFLEX_CHILD_NODE_ARGS ?? '').split(' ').filter((arg) => arg.length > 0);
 }
 
 /** The last `lines` lines of a log file (empty when it cannot be read). */

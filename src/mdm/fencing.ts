@@ -12,6 +12,7 @@ import type { MdmContext } from './context.js';
 import { recordEvent } from './events.js';
 import { probe, type SdsControl } from './sds-control.js';
 import { pushTo } from '../common/maps.js';
+import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import type { ChunkListing } from '../common/chunk-listing.js';
 import type { ChunkDeletion, EpochOrder, SdsOrders } from './sds-orders.js';
 
@@ -236,21 +237,20 @@ export class Fencing {
     db.prepare(`UPDATE replicas SET failed_reason = NULL WHERE sds_id = ? AND state = 'STALE' AND (failed_reason LIKE '% UNREACHABLE%' OR failed_reason LIKE '% TIMEOUT%')`).run(sdsId);
     // In pages of FENCE_PAGE_CHUNKS, each one transaction (stale replicas, cancelled rebuilds and
     // new epochs together) whose new epochs are held in the turn it commits, so no authorization
-    // plans with one before it is installed; the loop is given back between pages (a 4 746-chunk
-    // fence was one 1 s transaction at 4 TiB, and heartbeats waited behind it; pages of 512
-    // were still 100 ms each). A chunk not yet
-    // reached is as before the fence began: its old epoch still stands on every replica.
-    // The orders are sent once at the end, one call per survivor and EPOCHS_PER_CALL_MAX.
-    // The chunks are listed once (a page query with ORDER BY … LIMIT sorted every replica of the
-    // SDS again: 12 ms a page at 4 TiB); no chain task runs meanwhile, and nothing places a new
-    // replica on a DOWN SDS, so the list stays whole; each page reads its chunks' state afresh.
+    // plans with one before it is installed; the loop runs between pages (a 4 746-chunk fence was
+    // one 1 s transaction at 4 TiB, and heartbeats waited behind it). A chunk not yet reached is
+    // as before the fence began: its old epoch still stands on every replica. The orders are sent
+    // once at the end, one call per survivor. The chunks are listed once (a page query with
+    // ORDER BY … LIMIT sorted every replica of the SDS again: 12 ms a page at 4 TiB): no chain
+    // task runs meanwhile and nothing places a replica on a DOWN SDS, so the list stays whole;
+    // each page reads its chunks' state afresh.
     const chunkIds = (
       db.prepare(`SELECT chunk_id FROM replicas WHERE sds_id = ? AND state IN ('CURRENT','REBUILDING') ORDER BY chunk_id`).all(sdsId) as { chunk_id: number }[]
     ).map((row) => row.chunk_id);
     const bySurvivor = new Map<number, EpochOrder[]>();
     let fenced = 0;
     for (let start = 0; start < chunkIds.length; start += FENCE_PAGE_CHUNKS) {
-      if (start > 0) await new Promise((resolve) => setImmediate(resolve));
+      if (start > 0) await yieldToEventLoop();
       const page = this.fencePage(sdsId, chunkIds.slice(start, start + FENCE_PAGE_CHUNKS));
       fenced += page.fenced;
       this.holdEpochs(page.bySurvivor);

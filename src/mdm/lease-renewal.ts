@@ -24,9 +24,7 @@ import {
 import type { ChangeTracker } from './change-tracker.js';
 import type { RenewOutcome } from '../common/io-plan.js';
 import { mappingOf } from './volumes.js';
-import type { OPERATION_NAMES } from './token-authority.js';
-
-type OperationName = (typeof OPERATION_NAMES)[number];
+import { OPERATION_BITS, OPERATION_NAMES, type OperationName } from './token-authority.js';
 
 /** Tokens renewed in one request at most (each at most TOKEN_BYTES_MAX; the body stays under 1 MiB). */
 export const RENEW_TOKENS_PER_CALL_MAX = 128;
@@ -53,13 +51,6 @@ export interface Replan {
   readonly chunkFirst: number;
   readonly chunkCount: number;
 }
-
-const OPERATION_OF_BIT: readonly [number, OperationName][] = [
-  [TokenOp.READ, 'read'],
-  [TokenOp.WRITE, 'write'],
-  [TokenOp.TRIM, 'trim'],
-  [TokenOp.FLUSH, 'flush'],
-];
 
 /** Who asks: an SDC renews only its own tokens; an admin (tools, tests) any. */
 export type Renewer = { readonly sdcId: number } | { readonly admin: true };
@@ -97,8 +88,8 @@ export class LeaseRenewals {
 
   /**
    * Each token in order: renewed, or why not (a refusal of one never fails the others). `replans`:
-   * the tokens answered PLAN_CHANGED that were this cluster's, the renewer's and of a window
-   * still in the volume: the caller may plan them again (planned) in the same request.
+   * the tokens answered PLAN_CHANGED that were signed by this cluster and are the renewer's: the
+   * caller may plan their windows again in the same request.
    */
   renew(renewer: Renewer, tokens: readonly string[], nowMs = Date.now()): { outcomes: RenewOutcome[]; replans: Replan[] } {
     const replans: Replan[] = [];
@@ -109,7 +100,7 @@ export class LeaseRenewals {
             index,
             volumeId: fields.volumeId,
             sdcId: fields.sdcId,
-            operations: OPERATION_OF_BIT.filter(([bit]) => (fields.operations & bit) !== 0).map(([, name]) => name),
+            operations: OPERATION_NAMES.filter((name) => (fields.operations & OPERATION_BITS[name]) !== 0),
             chunkFirst: fields.chunkFirst,
             chunkCount: fields.chunks.length,
           }),

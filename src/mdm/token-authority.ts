@@ -14,7 +14,8 @@ import { chunkCountOf, ensureChunksPlaced, mappingOf } from './volumes.js';
 import type { PoolRow, SdcRow, VolumeRow } from './rows.js';
 
 export const OPERATION_NAMES = ['read', 'write', 'trim', 'flush'] as const;
-const OPERATION_BITS: Record<(typeof OPERATION_NAMES)[number], number> = {
+export type OperationName = (typeof OPERATION_NAMES)[number];
+export const OPERATION_BITS: Record<OperationName, number> = {
   read: TokenOp.READ,
   write: TokenOp.WRITE,
   trim: TokenOp.TRIM,

@@ -2,7 +2,8 @@
  * Transaction acknowledgements from SDS (`POST /io/tx/ack`), off the database's hot path
  * (issue 11): each batch is added up in memory per replica, and the sums are written in one
  * pass every TX_ACK_FLUSH_INTERVAL_MS (or sooner when TX_ACK_REPLICAS_MAX replicas are
- * waiting), in transactions of TX_ACK_FLUSH_PAGE_SUMS that give the event loop back between them. The counts (a replica's mutating requests and bytes, its chunk's most advanced
+ * waiting), in transactions of TX_ACK_FLUSH_PAGE_SUMS with the event loop running between
+ * them. The counts (a replica's mutating requests and bytes, its chunk's most advanced
  * replica) are statistics for `pflex vol chunks`: an MDM that dies loses at most one interval of
  * them, never a decision, since no epoch, placement or fence depends on them.
  *
@@ -13,6 +14,7 @@
 import type { MdmContext } from './context.js';
 import { getRow } from './lookup.js';
 import { withoutSync } from './database.js';
+import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 
 export const TX_ACK_FLUSH_INTERVAL_MS = 2000;
 /** Replicas with sums waiting before a flush is forced. */
@@ -110,7 +112,7 @@ export class TxAcks {
     const sums = this.take();
     let applied = 0;
     for (let start = 0; start < sums.length; start += TX_ACK_FLUSH_PAGE_SUMS) {
-      if (start > 0) await new Promise((resolve) => setImmediate(resolve));
+      if (start > 0) await yieldToEventLoop();
       applied += this.applyPage(sums, start);
     }
     return { applied, skipped: sums.length - applied };
