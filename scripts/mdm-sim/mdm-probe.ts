@@ -71,8 +71,17 @@ function aggregate(map: Map<string, Aggregate>, key: string, ms: number): void {
 
 // ------------------------------------------------------------ SQL statements and transactions
 
+const sqlKeys = new Map<string, string>();
+
+/** A statement's text on one line (cached: a regular expression per executed statement cost 2% of a busy MDM). */
 function sqlKey(source: unknown): string {
-  return typeof source === 'string' ? source.replace(/\s+/g, ' ').trim().slice(0, SQL_TEXT_LENGTH_MAX) : '(unknown)';
+  if (typeof source !== 'string') return '(unknown)';
+  let key = sqlKeys.get(source);
+  if (key === undefined) {
+    key = source.replace(/\s+/g, ' ').trim().slice(0, SQL_TEXT_LENGTH_MAX);
+    sqlKeys.set(source, key);
+  }
+  return key;
 }
 
 (() => {
@@ -205,8 +214,8 @@ const rebuilder = await classPrototype('../../src/mdm/rebuild.js', 'Rebuilder');
 wrapMethod(rebuilder, 'Rebuilder', 'tick', fixed('rebuild.tick'));
 wrapMethod(rebuilder, 'Rebuilder', 'planPool', fixed('rebuild.planPool'));
 wrapMethod(rebuilder, 'Rebuilder', 'run', fixed('rebuild.job'));
-wrapMethod(rebuilder, 'Rebuilder', 'begin', fixed('rebuild.job.begin'));
-wrapMethod(rebuilder, 'Rebuilder', 'commit', fixed('rebuild.job.commit'));
+wrapMethod(rebuilder, 'Rebuilder', 'beginMany', fixed('rebuild.jobs.begin'));
+wrapMethod(rebuilder, 'Rebuilder', 'finishMany', fixed('rebuild.jobs.commit'));
 wrapMethod(rebuilder, 'Rebuilder', 'listing', fixed('rebuild.listing'));
 wrapMethod(rebuilder, 'Rebuilder', 'resyncAfterSdcLoss', fixed('rebuild.resyncAfterSdcLoss'));
 // Since fcb39a8 (the rebuild work queue): the paged sweep, the SDS queries of a pass, the suspect watch.

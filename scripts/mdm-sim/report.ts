@@ -201,6 +201,17 @@ const SCALE_ROWS: readonly Row[] = [
     const rtt = phaseOf(run, 'failure')?.sds?.report.heartbeats.rtt_ms;
     return rtt === undefined || rtt.count === 0 ? '-' : `${num(rtt.p99)} / ${num(rtt.max)}`;
   }],
+  ['failure: SDS heartbeats late / missed / failed', 'count', (run) => {
+    const beats = phaseOf(run, 'failure')?.sds?.report.heartbeats;
+    if (beats === undefined) return '-';
+    const failed = Object.entries(beats.errors).map(([code, count]) => `${count} ${code}`).join(', ');
+    return `${lateMissed(beats.late, beats.missed)} / ${failed === '' ? 0 : failed}`;
+  }],
+  ['failure: tx ack batch p50 / p99 / max (ticks skipped, one in flight)', 'ms (n)', (run) => {
+    const acks = phaseOf(run, 'failure')?.sds?.report.tx_acks;
+    return acks === undefined ? '-' : `${triple(acks.rtt_ms)} (${num(acks.ticks_skipped_in_flight ?? 0)})`;
+  }],
+  ['failure: events SDS_DOWN / SDS_FENCED / MDM_STALLED / MDM_OVERLOADED', 'count', (run) => events(phaseOf(run, 'failure'), 'SDS_DOWN', 'SDS_FENCED', 'MDM_STALLED', 'MDM_OVERLOADED')],
   ['invariants after the run: violations / chunks checked (time)', 'count (s)', (run) => {
     const check = run.invariants;
     if (check === null || !check.available) return '-';

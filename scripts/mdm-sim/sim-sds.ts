@@ -50,6 +50,7 @@ export class SdsPhaseStats {
   readonly heartbeatErrors = new Counters();
   readonly ackRttMs = new Samples(9);
   ackBatches = 0;
+  ackTicksSkipped = 0;
   acksAccepted = 0;
   acksIgnored = 0;
   readonly ackErrors = new Counters();
@@ -165,6 +166,7 @@ export class SimSds {
   private ackTimer: NodeJS.Timeout | undefined;
   private lastHeartbeatMs: number | undefined;
   private copiesHere = 0;
+  private ackSending = false;
   /** When this SDS's device is free again for copy writes (as a target) and copy reads (as a source). */
   private copyWritesBusyUntilMs = 0;
   private copyReadsBusyUntilMs = 0;
@@ -351,6 +353,13 @@ export class SimSds {
   private async sendAcks(): Promise<void> {
     if (this.failed || this.heldKeys.length === 0 || this.credential === undefined) return;
     const phase = this.shared.phase();
+    // One batch in flight, as the real SDS (src/sds/tx-acks.ts): slow answers must not fill this
+    // node's connections and leave its heartbeat queued behind them.
+    if (this.ackSending) {
+      phase.ackTicksSkipped += 1;
+      return;
+    }
+    this.ackSending = true;
     const tokenId = this.prng.bytes(16).toString('hex');
     const count = Math.min(this.shared.settings.txAckChunksPerS, this.heldKeys.length);
     const acks = [];
@@ -367,6 +376,8 @@ export class SimSds {
       phase.acksIgnored += answer.body.ignored;
     } catch (error) {
       phase.ackErrors.add(errorCode(error));
+    } finally {
+      this.ackSending = false;
     }
   }
 
@@ -623,7 +634,7 @@ function readJson(request: IncomingMessage): Promise<unknown> {
 export interface SdsPhaseReport {
   readonly registration: { readonly ms: Summary; readonly errors: Record<string, number> };
   readonly heartbeats: { readonly rtt_ms: Summary; readonly gap_ms: Summary; readonly late: number; readonly missed: number; readonly errors: Record<string, number> };
-  readonly tx_acks: { readonly batches: number; readonly rtt_ms: Summary; readonly accepted: number; readonly ignored: number; readonly errors: Record<string, number> };
+  readonly tx_acks: { readonly batches: number; readonly ticks_skipped_in_flight: number; readonly rtt_ms: Summary; readonly accepted: number; readonly ignored: number; readonly errors: Record<string, number> };
   readonly control: { readonly calls: Record<string, number>; readonly errors: Record<string, number>; readonly ms: Record<string, Summary> };
   readonly listings: { readonly count: number; readonly chunks_max: number; readonly bytes_max: number };
   readonly copies: {
@@ -650,7 +661,7 @@ export function sdsPhaseReport(stats: SdsPhaseStats, copies: { peak: number; ave
       missed: stats.heartbeatMissed,
       errors: stats.heartbeatErrors.toJSON(),
     },
-    tx_acks: { batches: stats.ackBatches, rtt_ms: stats.ackRttMs.summary(), accepted: stats.acksAccepted, ignored: stats.acksIgnored, errors: stats.ackErrors.toJSON() },
+    tx_acks: { batches: stats.ackBatches, ticks_skipped_in_flight: stats.ackTicksSkipped, rtt_ms: stats.ackRttMs.summary(), accepted: stats.acksAccepted, ignored: stats.acksIgnored, errors: stats.ackErrors.toJSON() },
     control: { calls: stats.controlCalls.toJSON(), errors: stats.controlErrors.toJSON(), ms: stats.controlMs.summaries() },
     listings: { count: stats.listings, chunks_max: stats.listingChunksMax, bytes_max: stats.listingBytesMax },
     copies: {

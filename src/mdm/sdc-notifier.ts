@@ -5,8 +5,10 @@
  */
 import type { Db } from './database.js';
 import type { Logger } from '../common/logger.js';
+import { exchange } from '../common/http-client.js';
 
 const PUSH_TIMEOUT_MS = 2000;
+const PUSH_ANSWER_BYTES_MAX = 64 * 1024;
 
 export function notifySdcs(db: Db, log: Logger, sdcIds: readonly number[]): void {
   for (const sdcId of new Set(sdcIds)) {
@@ -15,8 +17,7 @@ export function notifySdcs(db: Db, log: Logger, sdcIds: readonly number[]): void
       | undefined;
     if (sdc === undefined || sdc.control_port === null || sdc.state !== 'UP') continue;
     const host = sdc.host.includes(':') ? `[${sdc.host}]` : sdc.host;
-    fetch(`http://${host}:${sdc.control_port}/control/refresh`, { method: 'POST', signal: AbortSignal.timeout(PUSH_TIMEOUT_MS) })
-      .then((response) => response.body?.cancel())
+    exchange('POST', `http://${host}:${sdc.control_port}/control/refresh`, {}, undefined, PUSH_TIMEOUT_MS, PUSH_ANSWER_BYTES_MAX)
       .catch((error: unknown) => log.debug({ sdc: sdc.name, err: (error as Error).message }, 'mapping push failed; the SDC catches up at its heartbeat'));
   }
 }

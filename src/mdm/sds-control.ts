@@ -7,6 +7,7 @@ import type { MdmContext } from './context.js';
 import { SdsDataClient } from '../common/sds-client.js';
 import { deriveControlCredential, Opcode, Status } from '../common/sds-protocol.js';
 import type { ChunkListing } from '../common/chunk-listing.js';
+import { exchange } from '../common/http-client.js';
 
 export const CONTROL_TIMEOUT_MS = 5000;
 /** Chunks per /chunks/query request (the SDS takes up to CONTROL_CHUNKS_PER_REQUEST_MAX). */
@@ -14,7 +15,12 @@ const QUERY_CHUNKS_MAX = 5000;
 const PROBE_TIMEOUT_MS = 1500;
 
 export class SdsControl {
-  constructor(private readonly context: MdmContext) {}
+  /** The control credential every SDS expects (an HMAC of the signing key: made once, not per call). */
+  private readonly authorization: string;
+
+  constructor(private readonly context: MdmContext) {
+    this.authorization = `Bearer ${deriveControlCredential(context.signingKey)}`;
+  }
 
   /** Sends an order to an SDS's control plane (POST with a JSON body, unless `method` says GET). */
   async call(sdsId: number, path: string, body: unknown, timeoutMs = CONTROL_TIMEOUT_MS, method: 'GET' | 'POST' = 'POST'): Promise<unknown> {
@@ -23,15 +29,10 @@ export class SdsControl {
       | undefined;
     if (target === undefined) throw new Error(`SDS #${sdsId} is unknown`);
     const host = target.host.includes(':') ? `[${target.host}]` : target.host;
-    const response = await fetch(`http://${host}:${target.control_port}${path}`, {
-      method,
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${deriveControlCredential(this.context.signingKey)}` },
-      ...(method === 'GET' ? {} : { body: JSON.stringify(body) }),
-      signal: AbortSignal.timeout(timeoutMs),
-    });
-    const text = await response.text();
-    if (!response.ok) throw new Error(`${target.name} ${path}: HTTP ${response.status} ${text.slice(0, 200)}`);
-    return text.length > 0 ? JSON.parse(text) : undefined;
+    const headers = { 'content-type': 'application/json', authorization: this.authorization };
+    const response = await exchange(method, `http://${host}:${target.control_port}${path}`, headers, method === 'GET' ? undefined : JSON.stringify(body), timeoutMs);
+    if (response.status < 200 || response.status >= 300) throw new Error(`${target.name} ${path}: HTTP ${response.status} ${response.text.slice(0, 200)}`);
+    return response.text.length > 0 ? JSON.parse(response.text) : undefined;
   }
 
   /**

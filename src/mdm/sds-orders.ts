@@ -8,6 +8,7 @@
 import type { MdmContext } from './context.js';
 import type { SdsControl } from './sds-control.js';
 import { pushTo } from '../common/maps.js';
+import { withoutSync } from './database.js';
 
 export const ORDER_RETRY_MS = 1000;
 export const EPOCHS_PER_CALL_MAX = 10_000;
@@ -184,15 +185,24 @@ export class SdsOrders {
     })();
   }
 
-  /** Orders the SDS took: they are no longer owed (a newer epoch order stays). */
+  /**
+   * Orders the SDS took: they are no longer owed (a newer epoch order stays). Settled epoch
+   * orders commit without an fsync: one a power cut loses is sent again, and an SDS installs an
+   * epoch only when it is newer than its own, so the repeat changes nothing (every rebuild step
+   * settled an fsync'd transaction per SDS: 1 009 of them in a 1 TiB failure). A deletion's
+   * settlement stays durable: a chunk of the same volume and index placed there again later must
+   * never meet an old epoch-less deletion.
+   */
   private settle(sdsId: number, kind: 'epoch' | 'delete', chunks: readonly { volume_id: number; chunk_index: number; epoch: number | null }[]): void {
     const { db } = this.context;
     const remove = db.prepare(
       `DELETE FROM sds_orders WHERE sds_id = ? AND kind = ? AND volume_id = ? AND chunk_index = ? AND (epoch IS ? OR epoch <= ?)`,
     );
-    db.transaction(() => {
+    const work = (): void => {
       for (const chunk of chunks) remove.run(sdsId, kind, chunk.volume_id, chunk.chunk_index, chunk.epoch, chunk.epoch ?? 0);
-    })();
+    };
+    if (kind === 'epoch') withoutSync(db, work);
+    else db.transaction(work)();
   }
 }
 

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { openDatabase } from '../../src/mdm/database.js';
 import { populate } from '../helpers/mdm-db.js';
-import { Fencing, FENCE_PAGE_CHUNKS } from '../../src/mdm/fencing.js';
+import { Fencing, FENCE_PAGE_CHUNKS, FENCE_SLICE_MS } from '../../src/mdm/fencing.js';
 import { SdsOrders } from '../../src/mdm/sds-orders.js';
 import type { SdsControl } from '../../src/mdm/sds-control.js';
 import type { MdmContext } from '../../src/mdm/context.js';
@@ -98,7 +98,8 @@ t.test('a fence of many chunks goes in pages that give the loop back; the epochs
   const chunkCount = 1200;
   const context = freshContext(t, chunkCount);
   const control = new HeldControl();
-  const fencing = new Fencing(context, control as unknown as SdsControl, new SdsOrders(context, control as unknown as SdsControl));
+  // A slice of 0 ms: the loop runs after every page.
+  const fencing = new Fencing(context, control as unknown as SdsControl, new SdsOrders(context, control as unknown as SdsControl), 0);
   context.db.prepare(`UPDATE sds SET state = 'DOWN' WHERE id = 1`).run();
   const staleCount = (): number => (context.db.prepare(`SELECT COUNT(*) AS n FROM replicas WHERE sds_id = 1 AND state = 'STALE'`).get() as { n: number }).n;
   const owed = (): number => (context.db.prepare(`SELECT COUNT(*) AS n FROM sds_orders WHERE kind = 'epoch'`).get() as { n: number }).n;
@@ -122,6 +123,24 @@ t.test('a fence of many chunks goes in pages that give the loop back; the epochs
   const event = context.db.prepare(`SELECT message FROM events WHERE type = 'SDS_FENCED'`).all() as { message: string }[];
   t.equal(event.length, 1, 'one SDS_FENCED event');
   t.match(event[0]?.message ?? '', /600 chunk\(s\)/, 'counting every page');
+});
+
+t.test('fence pages run back to back within a slice of loop time (FENCE_SLICE_MS), not one per loop turn', async (t) => {
+  const context = freshContext(t, 1200);
+  const control = new HeldControl();
+  // A slice longer than the whole fence: every page in the first turn, then the epochs go out.
+  const fencing = new Fencing(context, control as unknown as SdsControl, new SdsOrders(context, control as unknown as SdsControl), 60_000);
+  t.ok(FENCE_SLICE_MS > 0 && FENCE_SLICE_MS <= 100, `the default slice (${FENCE_SLICE_MS} ms) keeps a loop turn short`);
+  context.db.prepare(`UPDATE sds SET state = 'DOWN' WHERE id = 1`).run();
+  const staleCount = (): number => (context.db.prepare(`SELECT COUNT(*) AS n FROM replicas WHERE sds_id = 1 AND state = 'STALE'`).get() as { n: number }).n;
+  const fenced = fencing.fence(1, 'test');
+  await new Promise((resolve) => setImmediate(resolve));
+  t.equal(staleCount(), 600, `all ${Math.ceil(600 / FENCE_PAGE_CHUNKS)} pages in one turn`);
+  t.equal(fencing.heldCount(), 600, 'every chunk held');
+  t.same(control.calls.map((call) => call.sdsId).sort(), [2, 4], 'one epoch call per survivor');
+  control.releaseAll();
+  await fenced;
+  t.equal(fencing.heldCount(), 0, 'released when the fence ends');
 });
 
 t.test('fences of an SDS that wait their turn are one fence; the chain goes on after it', async (t) => {
