@@ -18,6 +18,7 @@ import { createServer, type Server } from 'node:http';
 import { TOKEN_CHUNKS_MAX } from '../../src/common/io-token.js';
 import type { PlanChunk } from '../../src/common/io-plan.js';
 import { HttpClientError } from '../../src/common/http-client.js';
+import { heartbeatTimeoutMs } from '../../src/common/node-link.js';
 import { LeaseRenewer, type RenewOutcome } from '../../src/sdc/lease-renewer.js';
 import { errorCode, JsonHttpError, type JsonHttp } from './http-json.js';
 import { classifyGap, Counters, Samples, SampleSets, type Summary } from './stats.js';
@@ -281,6 +282,7 @@ export class SimSdc {
   private async heartbeat(): Promise<void> {
     if (this.stopped) return;
     const phase = this.shared.phase();
+    let retryNow = false;
     try {
       const answer = await this.mdm.post<{ heartbeat_interval_ms: number; mappings_version?: string }>(
         '/discovery/heartbeat',
@@ -291,6 +293,7 @@ export class SimSdc {
           io: [...this.volumes.values()].map((volume) => ({ volume_id: volume.mapping.volume_id, reads: 0, writes: 0, bytesRead: 0, bytesWritten: 0, replans: 0, failovers: 0, errors: 0 })),
         },
         this.credential,
+        heartbeatTimeoutMs(this.heartbeatIntervalMs),
       );
       const nowMs = performance.now();
       phase.heartbeatRttMs.add(answer.ms);
@@ -306,9 +309,11 @@ export class SimSdc {
       const version = answer.body.mappings_version;
       if (version === undefined || version !== this.mappingsVersion) await this.refreshMappings();
     } catch (error) {
+      // As the real node (src/common/node-link.ts): a heartbeat that timed out is sent again at once.
+      if (errorCode(error) === 'TIMEOUT') retryNow = true;
       phase.heartbeatErrors.add(errorCode(error));
     } finally {
-      if (!this.stopped) this.heartbeatTimer = setTimeout(() => void this.heartbeat(), this.heartbeatIntervalMs);
+      if (!this.stopped) this.heartbeatTimer = setTimeout(() => void this.heartbeat(), retryNow ? 0 : this.heartbeatIntervalMs);
     }
   }
 

@@ -19,6 +19,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { deriveControlCredential } from '../../src/common/sds-protocol.js';
 import { Prng } from '../../src/common/prng.js';
 import type { ChunkListing } from '../../src/common/chunk-listing.js';
+import { heartbeatTimeoutMs } from '../../src/common/node-link.js';
 import { SimDataPort } from './sim-data-port.js';
 import { errorCode, JsonHttpError, type JsonHttp } from './http-json.js';
 import { classifyGap, Counters, Samples, SampleSets, TimeWeightedGauge, type Summary } from './stats.js';
@@ -323,11 +324,13 @@ export class SimSds {
   private async heartbeat(): Promise<void> {
     if (this.failed) return;
     const phase = this.shared.phase();
+    let retryNow = false;
     try {
       const answer = await this.mdm.post<{ heartbeat_interval_ms: number; devices?: DeviceAssignment[] }>(
         '/discovery/heartbeat',
         { status: 'UP', devices: this.deviceReport(), io: { iops: 0, bytes_per_second: 0 }, write_intents_at_start: 0, tx_acks_dropped: 0 },
         this.credential,
+        heartbeatTimeoutMs(this.heartbeatIntervalMs),
       );
       if (this.failed) return;
       const nowMs = performance.now();
@@ -343,10 +346,12 @@ export class SimSds {
       this.heartbeatIntervalMs = answer.body.heartbeat_interval_ms;
       if (answer.body.devices !== undefined) this.devices = answer.body.devices;
     } catch (error) {
+      // As the real node (src/common/node-link.ts): a heartbeat that timed out is sent again at once.
+      if (errorCode(error) === 'TIMEOUT') retryNow = true;
       phase.heartbeatErrors.add(errorCode(error));
       if (error instanceof JsonHttpError && error.status === 401) await this.reregister().catch(() => undefined);
     } finally {
-      if (!this.failed) this.heartbeatTimer = setTimeout(() => void this.heartbeat(), this.heartbeatIntervalMs);
+      if (!this.failed) this.heartbeatTimer = setTimeout(() => void this.heartbeat(), retryNow ? 0 : this.heartbeatIntervalMs);
     }
   }
 

@@ -112,20 +112,21 @@ export class HttpClient {
     return this.request<T>('GET', path);
   }
 
-  post<T = unknown>(path: string, body: unknown = {}): Promise<T> {
-    return this.request<T>('POST', path, body);
+  /** `timeoutMs`: this call's own timeout (a heartbeat's is shorter than the client's). */
+  post<T = unknown>(path: string, body: unknown = {}, timeoutMs?: number): Promise<T> {
+    return this.request<T>('POST', path, body, timeoutMs);
   }
 
   delete<T = unknown>(path: string): Promise<T> {
     return this.request<T>('DELETE', path);
   }
 
-  async request<T>(method: string, path: string, body?: unknown): Promise<T> {
+  async request<T>(method: string, path: string, body?: unknown, timeoutMs = this.timeoutMs): Promise<T> {
     const headers: Record<string, string> = { accept: 'application/json' };
     if (this.credential !== undefined) headers.authorization = `Bearer ${this.credential}`;
     if (body !== undefined) headers['content-type'] = 'application/json';
     const url = `${this.baseUrl}${path}`;
-    const response = await exchange(method, url, headers, body === undefined ? undefined : JSON.stringify(body), this.timeoutMs);
+    const response = await exchange(method, url, headers, body === undefined ? undefined : JSON.stringify(body), timeoutMs);
     const ok = response.status >= 200 && response.status < 300;
     let parsed: unknown = undefined;
     if (response.text.length > 0) {

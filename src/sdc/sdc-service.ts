@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import type { Logger } from '../common/logger.js';
 import { nativeMacAvailable } from '../common/request-mac.js';
 import { HttpClient, HttpClientError } from '../common/http-client.js';
-import { listenOn, readNodeFile, registerWithMdm, REGISTER_RETRY_MS, writeNodeFile } from '../common/node-link.js';
+import { heartbeatTimeoutMs, listenOn, nextHeartbeatDelayMs, readNodeFile, registerWithMdm, REGISTER_RETRY_MS, writeNodeFile } from '../common/node-link.js';
 import { openSdcDatabase, loadMappings, saveMappings, type MappingRow, type SdcDb } from './sdc-database.js';
 import { VolumeRegistry } from './volume-registry.js';
 import { startJsonDeviceServer } from './json-device-server.js';
@@ -125,6 +125,7 @@ export async function startSdc(options: SdcOptions): Promise<RunningSdc> {
   let heartbeatTimer: NodeJS.Timeout | undefined;
   const heartbeat = async (): Promise<void> => {
     if (closing) return;
+    let lastError: unknown;
     try {
       if (!registered) await register();
       else {
@@ -133,17 +134,18 @@ export async function startSdc(options: SdcOptions): Promise<RunningSdc> {
           volumes: registry.list().length,
           nbd_connections: nbd.connections(),
           io: registry.engines().map((engine) => ({ volume_id: engine.volume.id, ...engine.counters })),
-        });
+        }, heartbeatTimeoutMs(heartbeatIntervalMs));
         heartbeatIntervalMs = answer.heartbeat_interval_ms;
         // An MDM that gives no version is asked every time.
         if (answer.mappings_version === undefined || answer.mappings_version !== mappingsVersion) await refreshMappings();
       }
     } catch (error) {
+      lastError = error;
       if (error instanceof HttpClientError && error.status === 401) registered = false;
       log.warn({ err: (error as Error).message }, registered ? 'heartbeat failed' : 'registration failed; retrying');
     } finally {
       if (!closing) {
-        heartbeatTimer = setTimeout(() => void heartbeat(), registered ? heartbeatIntervalMs : REGISTER_RETRY_MS);
+        heartbeatTimer = setTimeout(() => void heartbeat(), registered ? nextHeartbeatDelayMs(heartbeatIntervalMs, lastError) : REGISTER_RETRY_MS);
         heartbeatTimer.unref();
       }
     }

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import type { Logger } from '../common/logger.js';
 import { nativeMacAvailable } from '../common/request-mac.js';
 import { HttpClient, HttpClientError } from '../common/http-client.js';
-import { listenOn, readNodeFile, registerWithMdm, REGISTER_RETRY_MS, writeNodeFile } from '../common/node-link.js';
+import { heartbeatTimeoutMs, listenOn, nextHeartbeatDelayMs, readNodeFile, registerWithMdm, REGISTER_RETRY_MS, writeNodeFile } from '../common/node-link.js';
 import { derivePeerKey } from '../common/sds-protocol.js';
 import { nodeState, openSdsDatabase, sdsIncarnation, setNodeState, type SdsDb } from './sds-database.js';
 import { ChunkStore, type DeviceSpec } from './chunk-store.js';
@@ -250,6 +250,7 @@ export async function startSds(options: SdsOptions): Promise<RunningSds> {
   let heartbeatTimer: NodeJS.Timeout | undefined;
   const heartbeat = async (): Promise<void> => {
     if (closing) return;
+    let lastError: unknown;
     try {
       if (!registered) {
         await register();
@@ -260,17 +261,18 @@ export async function startSds(options: SdsOptions): Promise<RunningSds> {
           io: stats.sampleRate(),
           write_intents_at_start: intentsAtStart.length,
           tx_acks_dropped: acks.dropped,
-        });
+        }, heartbeatTimeoutMs(heartbeatIntervalMs));
         attachAssigned(answer.devices ?? []);
         heartbeatIntervalMs = answer.heartbeat_interval_ms;
         await reconcile();
       }
     } catch (error) {
+      lastError = error;
       if (error instanceof HttpClientError && error.status === 401) registered = false;
       log.warn({ err: (error as Error).message }, registered ? 'heartbeat failed' : 'registration failed; retrying');
     } finally {
       if (!closing) {
-        heartbeatTimer = setTimeout(() => void heartbeat(), registered ? heartbeatIntervalMs : REGISTER_RETRY_MS);
+        heartbeatTimer = setTimeout(() => void heartbeat(), registered ? nextHeartbeatDelayMs(heartbeatIntervalMs, lastError) : REGISTER_RETRY_MS);
         heartbeatTimer.unref();
       }
     }
