@@ -14,14 +14,6 @@ export const ADMISSION_QUEUE_LENGTH_MAX = 2048;
 export const ADMISSION_WAIT_MS_MAX = 5000;
 /** Event-loop time a slice of queued work may take before the loop is given back. */
 export const ADMISSION_SLICE_MS = 10;
-/**
- * A slice may be longer, up to the time the loop spent on everything else since the previous
- * slice, and at most this: with a slice of 10 ms a loop turn, a loop busy with other work (300 ms
- * turns while a 4 TiB rebuild ran) left authorizations 3% of it, so renewals waited 5 s and were
- * refused while rebuild bookkeeping took the rest. Queued authorizations now get about half the
- * loop whatever else runs; an idle loop still sees 10 ms slices.
- */
-export const ADMISSION_SLICE_MS_MAX = 50;
 /** Bounds of the retry hint sent with BUSY. */
 export const BUSY_RETRY_AFTER_MS_MIN = 50;
 export const BUSY_RETRY_AFTER_MS_MAX = 2000;
@@ -42,17 +34,10 @@ export interface AdmissionStats {
   task_ms_mean: number;
 }
 
-/** A slice's event-loop time: as long as the loop spent elsewhere since the last one, within [ADMISSION_SLICE_MS, ADMISSION_SLICE_MS_MAX]. */
-export function sliceBudgetMs(elsewhereMs: number): number {
-  return Math.min(ADMISSION_SLICE_MS_MAX, Math.max(ADMISSION_SLICE_MS, elsewhereMs));
-}
-
 export class Admission {
   private queue: Waiting[] = [];
   private head = 0;
   private scheduled = false;
-  /** When the last slice ended (performance.now()): the loop's time on other work is measured from it. */
-  private lastSliceEndMs = 0;
   private taskMsMean = 1;
   private admittedTotal = 0;
   private refusedFullTotal = 0;
@@ -106,11 +91,10 @@ export class Admission {
 
   private slice(): void {
     const startMs = performance.now();
-    const sliceMs = sliceBudgetMs(startMs - this.lastSliceEndMs);
     /** What each task of this slice gave, delivered once the slice is committed. */
     const outcomes: { item: Waiting; ok: boolean; value: unknown }[] = [];
     const run = (): void => {
-      while (this.head < this.queue.length && performance.now() - startMs < sliceMs) {
+      while (this.head < this.queue.length && performance.now() - startMs < ADMISSION_SLICE_MS) {
         const item = this.queue[this.head]!;
         this.queue[this.head] = undefined as unknown as Waiting;
         this.head += 1;
@@ -142,7 +126,6 @@ export class Admission {
       this.queue = this.queue.slice(this.head);
       this.head = 0;
     }
-    this.lastSliceEndMs = performance.now();
     if (this.head < this.queue.length) this.schedule();
   }
 
