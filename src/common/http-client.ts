@@ -63,7 +63,7 @@ export function exchange(method: string, url: string, headers: Record<string, st
           }
           parts.push(part);
         });
-        res.on('error', (error) => finish(new HttpClientError(`${method} ${url}: cannot connect (${error.message})`, 'PFLEX_ERR_CONNECT')));
+        res.on('error', (error) => finish(new HttpClientError(`${method} ${url}: connection lost (${error.message})`, 'PFLEX_ERR_CONNECT')));
         res.on('end', () => finish(undefined, { status: res.statusCode ?? 0, text: Buffer.concat(parts).toString('utf8') }));
       },
     );

@@ -247,12 +247,12 @@ export class Fencing {
     // In pages of FENCE_PAGE_CHUNKS, each one transaction (stale replicas, cancelled rebuilds and
     // new epochs together) whose new epochs are held in the turn it commits, so no authorization
     // plans with one before it is installed; the loop runs after each FENCE_SLICE_MS of pages (a
-    // 4 746-chunk fence was one 1 s transaction at 4 TiB, and heartbeats waited behind it). A chunk not yet reached is
-    // as before the fence began: its old epoch still stands on every replica. The orders are sent
-    // once at the end, one call per survivor. The chunks are listed once (a page query with
-    // ORDER BY … LIMIT sorted every replica of the SDS again: 12 ms a page at 4 TiB): no chain
-    // task runs meanwhile and nothing places a replica on a DOWN SDS, so the list stays whole;
-    // each page reads its chunks' state afresh.
+    // 4 746-chunk fence was one 1 s transaction at 4 TiB, and heartbeats waited behind it). A
+    // chunk not yet reached is as before the fence began: its old epoch still stands on every
+    // replica. The orders are sent once at the end, one call per survivor. The chunks are listed
+    // once (a page query with ORDER BY … LIMIT sorted every replica of the SDS again: 12 ms a page
+    // at 4 TiB): no chain task runs meanwhile and nothing places a replica on a DOWN SDS, so the
+    // list stays whole; each page reads its chunks' state afresh.
     const chunkIds = (
       db.prepare(`SELECT chunk_id FROM replicas WHERE sds_id = ? AND state IN ('CURRENT','REBUILDING') ORDER BY chunk_id`).all(sdsId) as { chunk_id: number }[]
     ).map((row) => row.chunk_id);
