@@ -6,6 +6,7 @@
 import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
+import { checkpointInBackground, type CheckpointStats } from './sqlite-checkpoint.js';
 
 export type SqliteDb = Database.Database;
 
@@ -15,6 +16,18 @@ export interface SqliteOptions {
   readonly foreignKeys: boolean;
   /** Each entry is one schema version; never edit a released entry, append a new one. */
   readonly migrations: readonly string[];
+  /**
+   * 'background' (the default for a file): WAL checkpoints in a worker thread, never inside one
+   * of this connection's commits (sqlite-checkpoint.ts). 'inline': SQLite's automatic ones.
+   */
+  readonly checkpoint?: 'background' | 'inline';
+}
+
+const checkpointers = new WeakMap<SqliteDb, CheckpointStats>();
+
+/** How the background checkpointer of a database has done (undefined: it checkpoints inline). */
+export function checkpointStatsOf(db: SqliteDb): Readonly<CheckpointStats> | undefined {
+  return checkpointers.get(db);
 }
 
 export function openSqlite(path: string, options: SqliteOptions): SqliteDb {
@@ -41,6 +54,22 @@ export function openSqlite(path: string, options: SqliteOptions): SqliteDb {
     })();
   }
   cacheStatements(db);
+  if (path !== ':memory:' && (options.checkpoint ?? 'background') === 'background') {
+    const checkpointer = checkpointInBackground(db, path);
+    checkpointers.set(db, checkpointer.stats);
+    const close = db.close.bind(db);
+    (db as { close: unknown }).close = () => {
+      checkpointer.stop();
+      // Folded into the file at close, as SQLite does when its last connection closes (the
+      // worker's still is open): a closed database is one file again.
+      try {
+        db.pragma('wal_checkpoint(TRUNCATE)');
+      } catch {
+        // busy: the worker's last checkpoint; the WAL stays and is read at the next open
+      }
+      return close();
+    };
+  }
   return db;
 }
 

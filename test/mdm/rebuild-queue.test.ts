@@ -42,6 +42,30 @@ t.test('placing CURRENT replicas queues nothing; a state change, a rebuild targe
   t.equal(queue.size(1), 0, 'settled');
 });
 
+t.test('a chunk owed a job leaves the watch set until it changes or is settled', async (t) => {
+  const db = freshDb(t);
+  populate(db, 4, 40);
+  const queue = new RebuildQueue(db);
+  db.prepare(`UPDATE replicas SET state = 'STALE' WHERE chunk_id IN (3, 7) AND sds_id = 4`).run();
+  queue.drain();
+  t.same(queue.chunksOf(1), [3, 7]);
+  queue.owe(1, 7);
+  t.same(queue.chunksOf(1), [3], 'owed: no longer read by every pass');
+  t.same(queue.owedOf(1), [7]);
+  t.ok(queue.isOwed(1, 7));
+  t.equal(queue.size(1), 2, 'size counts watched and owed');
+  queue.drain();
+  t.same(queue.owedOf(1), [7], 'a drain with nothing new leaves it owed');
+  db.prepare(`UPDATE replicas SET state = 'CURRENT' WHERE chunk_id = 7 AND sds_id = 4`).run();
+  queue.drain();
+  t.same(queue.chunksOf(1), [3, 7], 'it changed: watched again');
+  t.notOk(queue.isOwed(1, 7), 'and no longer owed: never in both');
+  queue.owe(1, 3);
+  queue.settle(1, 3);
+  queue.settle(1, 7);
+  t.equal(queue.size(1), 0, 'settled from either set');
+});
+
 t.test('an SDS that changes state queues every chunk it holds', async (t) => {
   const db = freshDb(t);
   populate(db, 4, 40);
