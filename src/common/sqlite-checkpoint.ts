@@ -53,7 +53,6 @@ export function checkpointInBackground(db: Database.Database, path: string, inte
   db.pragma(`wal_autocheckpoint = ${AUTOCHECKPOINT_PAGES}`);
   db.pragma(`journal_size_limit = ${WAL_KEPT_BYTES_MAX}`);
   const worker = new Worker(new URL('./sqlite-checkpoint-worker.js', import.meta.url), { workerData: { path, intervalMs } });
-  worker.unref();
   let stopped = false;
   const gone = (): void => {
     stats.running = false;
@@ -70,6 +69,9 @@ export function checkpointInBackground(db: Database.Database, path: string, inte
   });
   worker.on('error', gone);
   worker.on('exit', gone);
+  // After the listeners: a 'message' listener refs the worker's port again, and a process that
+  // is done (a CLI error, a daemon that failed to start) must not wait for its checkpointer.
+  worker.unref();
   return {
     stats,
     stop() {

@@ -5,10 +5,11 @@
  * reads back after close and reopen, and a closed database is one file again.
  */
 import t from 'tap';
-import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { spawnSync } from 'node:child_process';
 import { checkpointStatsOf, openSqlite } from '../../src/common/sqlite.js';
 import { AUTOCHECKPOINT_PAGES, CHECKPOINT_INTERVAL_MS, checkpointInBackground, WAL_KEPT_BYTES_MAX } from '../../src/common/sqlite-checkpoint.js';
 
@@ -68,4 +69,21 @@ t.test('a checkpointer whose worker cannot open the file stops; the owner checkp
   for (let i = 0; i < 3 * AUTOCHECKPOINT_PAGES; i += 1) insert.run(i, 'y'.repeat(200));
   t.ok(statSync(`${path}-wal`).size < 2 * AUTOCHECKPOINT_PAGES * 4096 + 1024 * 1024, "the owner's automatic checkpoints still bound the WAL");
   db.close();
+});
+
+t.test('a process with an open database and nothing else to do exits: the checkpointer holds nothing open', async (t) => {
+  // A daemon that failed to start (a port taken) reports its error and must exit, database open or
+  // not; a referenced worker kept such an SDC running until its launcher gave up.
+  const path = scratch(t);
+  const sqlite = new URL('../../src/common/sqlite.js', import.meta.url).href;
+  const script = `import { openSqlite } from ${JSON.stringify(sqlite)};
+    openSqlite(${JSON.stringify(path)}, { synchronous: 'FULL', foreignKeys: false, migrations: [] });
+    process.exitCode = 3;
+    setTimeout(() => {}, 1500); // idle only once the worker has checkpointed and answered a few times`;
+  const file = join(dirname(path), 'idle.mjs'); // a file, as a daemon runs (with -e the bug did not show)
+  writeFileSync(file, script);
+  const started = Date.now();
+  const child = spawnSync(process.execPath, [file], { timeout: 20_000, encoding: 'utf8' });
+  t.equal(child.signal, null, `not killed by the timeout (${Date.now() - started} ms)`);
+  t.equal(child.status, 3, child.stderr);
 });
