@@ -33,10 +33,10 @@ function checkpoint(repeat: number): void {
   const startedMs = performance.now();
   let again = false;
   try {
-    const [result] = db.pragma('wal_checkpoint(PASSIVE)') as { busy: number; log: number; checkpointed: number }[];
+    const [result] = db.pragma('wal_checkpoint(PASSIVE)') as { log: number; checkpointed: number }[];
     const walFrames = result?.log ?? 0;
     const checkpointedFrames = result?.checkpointed ?? 0;
-    parentPort?.postMessage({ kind: 'checkpoint', busy: result?.busy ?? 0, walFrames, checkpointedFrames, ms: performance.now() - startedMs });
+    parentPort?.postMessage({ kind: 'checkpoint', walFrames, checkpointedFrames, ms: performance.now() - startedMs });
     again = walFrames !== lastFrames && walFrames > 0 && repeat < REPEATS_MAX;
     lastFrames = walFrames;
   } catch (error) {

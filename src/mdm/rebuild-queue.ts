@@ -12,19 +12,11 @@
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import type { Db } from './database.js';
 import { copiesOf, type ProtectionPolicy } from './rows.js';
+import { addTo } from '../common/maps.js';
 
 /** Chunks read per page of a sweep; each page is one short query, the event loop runs between them. */
 export const SWEEP_PAGE_CHUNKS = 5000;
 export const SWEEP_INTERVAL_MS = 10 * 60_000;
-
-function setOf(byPool: Map<number, Set<number>>, poolId: number): Set<number> {
-  let chunks = byPool.get(poolId);
-  if (chunks === undefined) {
-    chunks = new Set();
-    byPool.set(poolId, chunks);
-  }
-  return chunks;
-}
 
 export class RebuildQueue {
   /** Pool id -> chunks to look at in its next planning pass. */
@@ -40,13 +32,13 @@ export class RebuildQueue {
 
   watch(poolId: number, chunkId: number): void {
     this.owed.get(poolId)?.delete(chunkId);
-    setOf(this.watched, poolId).add(chunkId);
+    addTo(this.watched, poolId, chunkId);
   }
 
   /** Looked at: owed a job that cannot start yet (see `owed`). */
   owe(poolId: number, chunkId: number): void {
     this.watched.get(poolId)?.delete(chunkId);
-    setOf(this.owed, poolId).add(chunkId);
+    addTo(this.owed, poolId, chunkId);
   }
 
   isOwed(poolId: number, chunkId: number): boolean {

@@ -383,7 +383,8 @@ export class Rebuilder {
     const jobsMax = Math.min(JOBS_PER_POOL_MAX, Math.max(JOBS_PER_POOL_MIN, candidates.length * JOBS_PER_TARGET_MAX));
     // Returning replicas that may need no copy: decided together, after the pass, from the SDS's own word.
     const backs: { need: ChunkNeed; back: ReplicaRow; sourceIds: number[]; source: number }[] = [];
-    const room = (): boolean => pool.rebuild_enabled === 1 && activeInPool + jobs.length + backs.length < jobsMax;
+    const freeSlots = (): number => jobsMax - activeInPool - jobs.length - backs.length;
+    const room = (): boolean => pool.rebuild_enabled === 1 && freeSlots() > 0;
     const targetFree = (sdsId: number): boolean => (perTarget.get(sdsId) ?? 0) < JOBS_PER_TARGET_MAX;
     const take = (job: Job): void => {
       jobs.push(job);
@@ -499,8 +500,7 @@ export class Rebuilder {
         break;
       }
       // About twice what can start now: some give no job this pass (a target that frees soon).
-      const slots = jobsMax - activeInPool - jobs.length - backs.length;
-      const batchMax = Math.min(PLAN_BATCH_CHUNKS, Math.max(OWED_BATCH_CHUNKS_MIN, 2 * slots));
+      const batchMax = Math.min(PLAN_BATCH_CHUNKS, Math.max(OWED_BATCH_CHUNKS_MIN, 2 * freeSlots()));
       const batch: number[] = [];
       for (; next < owedBefore.length && batch.length < batchMax; next += 1) {
         if (this.queue.isOwed(pool.id, owedBefore[next]!)) batch.push(owedBefore[next]!);
