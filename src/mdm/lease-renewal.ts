@@ -65,9 +65,21 @@ export interface RenewalStats {
   replanned_total: number;
 }
 
+/** Distinct SDS sets kept shared between stamps; past it the table starts again (stamps keep their own). */
+const SDS_SETS_INTERNED_MAX = 10_000;
+
+interface Stamp {
+  readonly planSeq: number;
+  readonly expiresAtMs: number;
+  /** Every SDS the plan read (a change of one changes the plan): shared between stamps with the same set. */
+  readonly sdsIds: readonly number[];
+}
+
 export class LeaseRenewals {
   /** Token id (hex) -> the plan stamp it was issued at, oldest first (a Map keeps insertion order). */
-  private readonly stamps = new Map<string, { planSeq: number; expiresAtMs: number }>();
+  private readonly stamps = new Map<string, Stamp>();
+  /** Sorted SDS ids, joined -> one shared array: 200k tokens over the same 100 SDS hold one array, not 200k. */
+  private readonly sdsSets = new Map<string, readonly number[]>();
   private readonly counts: RenewalStats = { renewed_total: 0, plan_changed_total: 0, refused_total: 0, replanned_total: 0 };
 
   constructor(
@@ -77,9 +89,9 @@ export class LeaseRenewals {
     private readonly held: (volumeId: number, chunkFirst: number, chunkCount: number) => boolean,
   ) {}
 
-  /** A token was issued with a plan read now (call in the same turn as the plan was made). */
-  issued(tokenIdHex: string, expiresAtMs: number, nowMs = Date.now()): void {
-    this.stamps.set(tokenIdHex, { planSeq: this.changes.now(), expiresAtMs });
+  /** A token was issued with a plan read now, which read these SDS (call in the same turn as the plan was made). */
+  issued(tokenIdHex: string, expiresAtMs: number, planSdsIds: readonly number[], nowMs = Date.now()): void {
+    this.stamps.set(tokenIdHex, { planSeq: this.changes.now(), expiresAtMs, sdsIds: this.internSdsSet(planSdsIds) });
     for (const [id, stamp] of this.stamps) {
       if (stamp.expiresAtMs >= nowMs && this.stamps.size <= RENEWABLE_TOKENS_MAX) break;
       this.stamps.delete(id);
@@ -117,6 +129,16 @@ export class LeaseRenewals {
     return { outcomes, replans };
   }
 
+  private internSdsSet(sdsIds: readonly number[]): readonly number[] {
+    const key = sdsIds.join(',');
+    const shared = this.sdsSets.get(key);
+    if (shared !== undefined) return shared;
+    if (this.sdsSets.size >= SDS_SETS_INTERNED_MAX) this.sdsSets.clear();
+    const own = Object.freeze([...sdsIds]);
+    this.sdsSets.set(key, own);
+    return own;
+  }
+
   /** A token answered PLAN_CHANGED was planned again in the same request. */
   replanned(): void {
     this.counts.replanned_total += 1;
@@ -144,7 +166,7 @@ export class LeaseRenewals {
       planAgain(fields);
       throw pflexError('PLAN_CHANGED', 'the token expired or was issued by an earlier MDM; authorize again');
     }
-    if (!this.changes.planUnchangedSince(fields.volumeId, stamp.planSeq) || this.held(fields.volumeId, fields.chunkFirst, fields.chunks.length)) {
+    if (!this.changes.planUnchangedSince(fields.volumeId, stamp.planSeq, stamp.sdsIds) || this.held(fields.volumeId, fields.chunkFirst, fields.chunks.length)) {
       planAgain(fields);
       throw pflexError('PLAN_CHANGED', 'the plan of these chunks changed; authorize again');
     }
@@ -158,7 +180,7 @@ export class LeaseRenewals {
     const expiresAtMs = nowMs + settings.tokenTtlMs;
     const token = signToken({ ...fields, tokenId, issuedAtMs: nowMs, expiresAtMs }, signingKey);
     const renewedIdHex = tokenId.toString('hex');
-    this.issued(renewedIdHex, expiresAtMs, nowMs);
+    this.issued(renewedIdHex, expiresAtMs, stamp.sdsIds, nowMs);
     return {
       volume_id: fields.volumeId,
       token: token.toString('base64'),

@@ -48,13 +48,19 @@ export interface Authorization extends LeaseGrant {
   chunks: PlanChunk[];
 }
 
+/** An authorization and what its plan read: the SDS holding a replica of its chunks (lease-renewal.ts checks them). */
+export interface AuthorizeResult {
+  readonly answer: Authorization;
+  readonly planSdsIds: readonly number[];
+}
+
 export function authorize(
   context: MdmContext,
   volumeRef: string | number,
   sdcRef: string | number,
   input: z.infer<typeof authorizeSchema>,
   nowMs = Date.now(),
-): Authorization {
+): AuthorizeResult {
   const { db } = context;
   const operations = [...new Set(input.operations)].sort();
   return db.transaction(() => {
@@ -82,7 +88,7 @@ export function authorize(
       if (!operations.includes('write')) throw pflexError('VALIDATION', 'allocate needs the write operation', { field: 'allocate' });
       ensureChunksPlaced(db, volume, input.chunk_first, input.chunk_count);
     }
-    const chunks = planChunks(context, volume, input.chunk_first, input.chunk_count);
+    const { chunks, sdsIds } = planChunks(context, volume, input.chunk_first, input.chunk_count);
     const tokenId = randomBytes(16);
     const expiresAtMs = nowMs + context.settings.tokenTtlMs;
     const token = signToken(
@@ -100,7 +106,7 @@ export function authorize(
       },
       context.signingKey,
     );
-    return {
+    const answer: Authorization = {
       token: token.toString('base64'),
       token_id: tokenId.toString('hex'),
       session_key: deriveSessionKey(context.signingKey, tokenId).toString('base64'),
@@ -122,10 +128,12 @@ export function authorize(
       chunk_count: input.chunk_count,
       chunks,
     };
+    return { answer, planSdsIds: sdsIds };
   })();
 }
 
-function planChunks(context: MdmContext, volume: VolumeRow, chunkFirst: number, chunkCount: number): PlanChunk[] {
+/** The plan of a chunk range, and every SDS holding a replica of its chunks (whatever their state: an SDS's state decides whether its replica is in the plan). */
+function planChunks(context: MdmContext, volume: VolumeRow, chunkFirst: number, chunkCount: number): { chunks: PlanChunk[]; sdsIds: number[] } {
   const rows = context.db
     .prepare(
       `SELECT c.chunk_index, c.epoch, r.sds_id, s.name AS sds_name, s.host, s.data_port, s.data_socket_path, s.state AS sds_state, r.state AS replica_state
@@ -145,6 +153,8 @@ function planChunks(context: MdmContext, volume: VolumeRow, chunkFirst: number, 
     replica_state: string | null;
   }[];
   const byIndex = new Map<number, PlanChunk>();
+  const sdsIds = new Set<number>();
+  for (const row of rows) if (row.sds_id !== null) sdsIds.add(row.sds_id);
   /** Chunks with a current replica on an SDS that is not DOWN. */
   const livePeer = new Map<number, boolean>();
   for (const row of rows) if (row.replica_state === 'CURRENT' && row.sds_state !== 'DOWN') livePeer.set(row.chunk_index, true);
@@ -173,7 +183,7 @@ function planChunks(context: MdmContext, volume: VolumeRow, chunkFirst: number, 
   for (let index = chunkFirst; index < chunkFirst + chunkCount; index += 1) {
     chunks.push(byIndex.get(index) ?? { index, placed: false, epoch: 0, replicas: [] });
   }
-  return chunks;
+  return { chunks, sdsIds: [...sdsIds].sort((a, b) => a - b) };
 }
 
 // ---------------------------------------------------------------- transaction acknowledgements

@@ -188,8 +188,8 @@ export function registerClusterRoutes(
       const outcome = await authorizations.run(() => {
         const wait = fencing.heldIn(volumeId, input.chunk_first, input.chunk_count);
         if (wait !== undefined) return { wait };
-        const answer = authorize(context, volumeId, sdcRef, input);
-        renewals.issued(answer.token_id, Date.parse(answer.expires_at));
+        const { answer, planSdsIds } = authorize(context, volumeId, sdcRef, input);
+        renewals.issued(answer.token_id, Date.parse(answer.expires_at), planSdsIds);
         return { answer };
       });
       if (outcome.answer === undefined) {
@@ -219,8 +219,8 @@ export function registerClusterRoutes(
           const answer = await authorizations
             .run(() => {
               if (fencing.heldIn(replan.volumeId, replan.chunkFirst, replan.chunkCount) !== undefined) return undefined;
-              const planned = authorize(context, replan.volumeId, replan.sdcId, { operations: replan.operations, chunk_first: replan.chunkFirst, chunk_count: replan.chunkCount, allocate: false });
-              renewals.issued(planned.token_id, Date.parse(planned.expires_at));
+              const { answer: planned, planSdsIds } = authorize(context, replan.volumeId, replan.sdcId, { operations: replan.operations, chunk_first: replan.chunkFirst, chunk_count: replan.chunkCount, allocate: false });
+              renewals.issued(planned.token_id, Date.parse(planned.expires_at), planSdsIds);
               return planned;
             })
             .catch((error: unknown) => {
