@@ -38,6 +38,8 @@ const SDS_HOST_MODULE = resolve(HERE, 'sds-host.js');
 const SDC_HOST_MODULE = resolve(HERE, 'sdc-host.js');
 const RPC_TIMEOUT_MS = 120_000;
 const LONG_RPC_TIMEOUT_MS = 30 * 60_000;
+/** SDS whose replica records one seeding call carries (75k each at 64 TiB: a call stays well under a heartbeat interval). */
+const SEED_SDS_PER_CALL = 2;
 const SDS_HOST_SOCKETS_MAX = 256;
 const SDC_HOST_SOCKETS_MAX = 512;
 const REGISTER_CONCURRENCY = 8;
@@ -391,7 +393,13 @@ export async function runProfile(
     };
     if (config.seedWritten) {
       const seedStartedMs = Date.now();
-      setup.seeded_chunks = await seedHoldings(await sdcHost.call<Holdings>('holdings', {}, LONG_RPC_TIMEOUT_MS));
+      let seeded = 0;
+      for (let left = 1; left > 0; ) {
+        const page = await sdcHost.call<{ holdings: Holdings; left: number }>('holdings', { sdsCountMax: SEED_SDS_PER_CALL }, LONG_RPC_TIMEOUT_MS);
+        seeded += await seedHoldings(page.holdings);
+        left = page.left;
+      }
+      setup.seeded_chunks = seeded;
       setup.seed_s = Math.round((Date.now() - seedStartedMs) / 100) / 10;
       log(`simulated SDS hold ${setup.seeded_chunks} replica records`);
     }

@@ -41,6 +41,31 @@ function takeHoldings(): Holdings {
   return Object.fromEntries([...collected.entries()].map(([sdsId, flat]) => [String(sdsId), Int32Array.from(flat)]));
 }
 
+/** Holdings taken from the SDCs (collection stopped) and not handed out yet, by SDS id. */
+let holdingsLeft: Map<number, number[]> | undefined;
+
+/**
+ * Stops collecting and hands out the holdings of at most `sdsCountMax` SDS, and how many SDS are
+ * left: the runner seeds a few SDS per call, so neither host stops for seconds (at 64 TiB all of
+ * them at once were 7.5M records, and the SDS host's heartbeats stopped while it took them).
+ */
+function takeHoldingsPage(sdsCountMax: number): { holdings: Holdings; left: number } {
+  const context = ready();
+  if (context.holdings !== undefined) {
+    holdingsLeft = context.holdings;
+    context.holdings = undefined;
+  }
+  const holdings: Holdings = {};
+  let count = 0;
+  for (const [sdsId, flat] of holdingsLeft ?? []) {
+    if (count >= sdsCountMax) break;
+    holdings[String(sdsId)] = Int32Array.from(flat);
+    holdingsLeft!.delete(sdsId);
+    count += 1;
+  }
+  return { holdings, left: holdingsLeft?.size ?? 0 };
+}
+
 serveRpc({
   init: (params: SdcHostInit) => {
     prng = new Prng(params.seed);
@@ -89,7 +114,7 @@ serveRpc({
     };
   },
 
-  holdings: (): Holdings => takeHoldings(),
+  holdings: (params: { sdsCountMax: number }): { holdings: Holdings; left: number } => takeHoldingsPage(params.sdsCountMax),
 
   /** First writes to thin chunks on every SDC for `durationMs`; the placed chunks come back as holdings. */
   place: async (params: { durationMs: number; concurrencyPerSdc: number; collectHoldings: boolean }) => {

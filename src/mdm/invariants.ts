@@ -5,7 +5,8 @@
  *     one (a move holds the new replica and the one it replaces), and at least one replica row;
  *   - a chunk's replicas are in its volume's pool, and its CURRENT ones in distinct fault sets
  *     wherever the pool has SDS in at least as many fault sets as copies;
- *   - the replica counts kept for placement (sds_pool_usage) equal the replicas there are;
+ *   - the replica counts kept for placement (sds_pool_usage) equal the replicas there are, and
+ *     the chunk counts kept for chunk health (volume_chunk_counts) the chunks;
  *   - a thick volume has every chunk placed.
  * Epochs only growing is not checked here: powerflex.db refuses an update that lowers one.
  * Pages of chunks are read with the event loop running between them.
@@ -93,6 +94,16 @@ export async function checkInvariants(db: Db): Promise<InvariantReport> {
     )
     .all() as { sds_id: number; pool_id: number; n: number; kept: number }[];
   for (const row of usage) if (row.n !== row.kept) violate(`SDS #${row.sds_id} holds ${row.n} replicas of pool #${row.pool_id}, but ${row.kept} are counted`);
+
+  const counted = db
+    .prepare(
+      `SELECT v.id, v.name, (SELECT COUNT(*) FROM chunks c WHERE c.volume_id = v.id) AS placed, k.chunk_count AS kept
+       FROM volumes v LEFT JOIN volume_chunk_counts k ON k.volume_id = v.id`,
+    )
+    .all() as { id: number; name: string; placed: number; kept: number | null }[];
+  for (const volume of counted) {
+    if (volume.placed !== (volume.kept ?? 0)) violate(`volume ${volume.name} has ${volume.placed} chunks placed, but ${volume.kept ?? 'none'} are counted`);
+  }
 
   const thick = db.prepare(`SELECT v.id, v.name, v.size_bytes, v.pool_id, (SELECT COUNT(*) FROM chunks c WHERE c.volume_id = v.id) AS placed FROM volumes v WHERE v.provisioning = 'thick'`).all() as {
     id: number;

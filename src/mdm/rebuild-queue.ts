@@ -17,6 +17,12 @@ import { addTo } from '../common/maps.js';
 /** Chunks read per page of a sweep; each page is one short query, the event loop runs between them. */
 export const SWEEP_PAGE_CHUNKS = 5000;
 export const SWEEP_INTERVAL_MS = 10 * 60_000;
+/**
+ * Replica rows of SDS whose state changed read in one drain (one planning pass); the rest in the
+ * next passes. All 100 SDS of the 64 TiB bench changing state at once were 7.5M rows read in one
+ * 26 s transaction (docs/SCALE.md, sixth round).
+ */
+export const DRAIN_SDS_REPLICAS_MAX = 100_000;
 
 export class RebuildQueue {
   /** Pool id -> chunks to look at in its next planning pass. */
@@ -27,8 +33,14 @@ export class RebuildQueue {
    */
   private readonly owed = new Map<number, Set<number>>();
   private sweeping: Promise<void> | undefined;
+  /** SDS whose chunks are being read (drainSds), from the state they were queued in: where the next page starts. */
+  private readonly sdsCursors = new Map<number, { state: string | null; poolId: number; replicaId: number }>();
 
-  constructor(private readonly db: Db) {}
+  constructor(
+    private readonly db: Db,
+    /** Replica rows of changed SDS read per drain (tests set a few). */
+    private readonly drainSdsReplicasMax = DRAIN_SDS_REPLICAS_MAX,
+  ) {}
 
   watch(poolId: number, chunkId: number): void {
     this.owed.get(poolId)?.delete(chunkId);
@@ -80,13 +92,37 @@ export class RebuildQueue {
         .all() as { chunk_id: number; pool_id: number }[];
       for (const row of chunks) this.watch(row.pool_id, row.chunk_id);
       db.prepare('DELETE FROM rebuild_queue').run();
-      const sdsIds = db.prepare('SELECT sds_id FROM rebuild_queue_sds').all() as { sds_id: number }[];
-      const held = db.prepare('SELECT chunk_id, pool_id FROM replicas WHERE sds_id = ?');
-      for (const { sds_id: sdsId } of sdsIds) {
-        for (const row of held.iterate(sdsId) as Iterable<{ chunk_id: number; pool_id: number }>) this.watch(row.pool_id, row.chunk_id);
-      }
-      db.prepare('DELETE FROM rebuild_queue_sds').run();
+      this.drainSds();
     })();
+  }
+
+  /**
+   * Watches the chunks of the SDS whose state changed, at most DRAIN_SDS_REPLICAS_MAX replica
+   * rows a pass: an SDS stays queued (and its place is kept) until all of its rows were read.
+   * One that changes state again meanwhile is read again from its start.
+   */
+  private drainSds(): void {
+    const { db } = this;
+    const queued = db.prepare('SELECT q.sds_id, s.state FROM rebuild_queue_sds q LEFT JOIN sds s ON s.id = q.sds_id ORDER BY q.sds_id').all() as { sds_id: number; state: string | null }[];
+    // From the (sds_id, pool_id) index, whose rows end with the replica id: a page is a range.
+    const held = db.prepare('SELECT id, chunk_id, pool_id FROM replicas WHERE sds_id = ? AND (pool_id, id) > (?, ?) ORDER BY pool_id, id LIMIT ?');
+    const done = db.prepare('DELETE FROM rebuild_queue_sds WHERE sds_id = ?');
+    let budget = this.drainSdsReplicasMax;
+    for (const { sds_id: sdsId, state } of queued) {
+      if (budget === 0) break;
+      let cursor = this.sdsCursors.get(sdsId);
+      if (cursor === undefined || cursor.state !== state) cursor = { state, poolId: -1, replicaId: -1 };
+      const rows = held.all(sdsId, cursor.poolId, cursor.replicaId, budget) as { id: number; chunk_id: number; pool_id: number }[];
+      for (const row of rows) this.watch(row.pool_id, row.chunk_id);
+      if (rows.length < budget) {
+        done.run(sdsId);
+        this.sdsCursors.delete(sdsId);
+      } else {
+        const last = rows[rows.length - 1]!;
+        this.sdsCursors.set(sdsId, { state, poolId: last.pool_id, replicaId: last.id });
+      }
+      budget -= rows.length;
+    }
   }
 
   /**

@@ -1,10 +1,10 @@
 /**
  * What the API shows of each object: the row plus what an operator wants next to it (health,
- * capacity, mappings, replica counts). Health: OK when every placed chunk has all its copies
- * current on reachable SDS, DEGRADED when some chunk has fewer, FAILED when some chunk has none.
+ * capacity, mappings, replica counts). Chunk health: chunk-health.ts.
  */
 import type { Db } from './database.js';
 import { poolCapacity, type PoolCapacity } from './capacity.js';
+import { chunkHealthByVolume, poolChunkHealth, sumHealth, volumeChunkHealth, type ChunkHealth, type Health } from './chunk-health.js';
 import { chunkCountOf } from './volumes.js';
 import {
   copiesOf,
@@ -16,79 +16,6 @@ import {
   type SdsRow,
   type VolumeRow,
 } from './rows.js';
-
-export type Health = 'OK' | 'DEGRADED' | 'FAILED';
-
-export interface ChunkHealth {
-  chunks_placed: number;
-  chunks_degraded: number;
-  chunks_failed: number;
-  replicas_expected: number;
-  replicas_available: number;
-  health: Health;
-}
-
-/** Chunk health over the chunks selected by a WHERE on volumes (v) — for a pool or a volume. */
-function chunkHealth(db: Db, where: string, id: number, copies: number): ChunkHealth {
-  const row = db
-    .prepare(
-      `SELECT COUNT(*) AS placed,
-              COALESCE(SUM(CASE WHEN available < ? THEN 1 ELSE 0 END),0) AS degraded,
-              COALESCE(SUM(CASE WHEN available = 0 THEN 1 ELSE 0 END),0) AS failed,
-              COALESCE(SUM(available),0) AS available
-       FROM (SELECT c.id,
-                    SUM(CASE WHEN r.state = 'CURRENT' AND s.state != 'DOWN' THEN 1 ELSE 0 END) AS available
-             FROM chunks c JOIN volumes v ON v.id = c.volume_id
-             LEFT JOIN replicas r ON r.chunk_id = c.id LEFT JOIN sds s ON s.id = r.sds_id
-             WHERE ${where} = ? GROUP BY c.id)`,
-    )
-    .get(copies, id) as { placed: number; degraded: number; failed: number; available: number };
-  return healthOf(row.placed, row.degraded, row.failed, row.available, copies);
-}
-
-function healthOf(placed: number, degraded: number, failed: number, available: number, copies: number): ChunkHealth {
-  return {
-    chunks_placed: placed,
-    chunks_degraded: degraded,
-    chunks_failed: failed,
-    replicas_expected: placed * copies,
-    replicas_available: available,
-    health: failed > 0 ? 'FAILED' : degraded > 0 ? 'DEGRADED' : 'OK',
-  };
-}
-
-/**
- * Chunk health of every volume in one pass over the chunks (GET /cluster/status): one query
- * grouped by volume and available-replica count, instead of one scan per volume and per pool.
- */
-function chunkHealthByVolume(db: Db, copiesByVolume: ReadonlyMap<number, number>): Map<number, ChunkHealth> {
-  const rows = db
-    .prepare(
-      `SELECT volume_id, available, COUNT(*) AS n
-       FROM (SELECT c.volume_id,
-                    SUM(CASE WHEN r.state = 'CURRENT' AND s.state != 'DOWN' THEN 1 ELSE 0 END) AS available
-             FROM chunks c LEFT JOIN replicas r ON r.chunk_id = c.id LEFT JOIN sds s ON s.id = r.sds_id
-             GROUP BY c.id)
-       GROUP BY volume_id, available`,
-    )
-    .all() as { volume_id: number; available: number; n: number }[];
-  const sums = new Map<number, { placed: number; degraded: number; failed: number; available: number }>();
-  for (const row of rows) {
-    const copies = copiesByVolume.get(row.volume_id) ?? 0;
-    let sum = sums.get(row.volume_id);
-    if (sum === undefined) sums.set(row.volume_id, (sum = { placed: 0, degraded: 0, failed: 0, available: 0 }));
-    sum.placed += row.n;
-    if (row.available < copies) sum.degraded += row.n;
-    if (row.available === 0) sum.failed += row.n;
-    sum.available += row.available * row.n;
-  }
-  const health = new Map<number, ChunkHealth>();
-  for (const [volumeId, copies] of copiesByVolume) {
-    const sum = sums.get(volumeId) ?? { placed: 0, degraded: 0, failed: 0, available: 0 };
-    health.set(volumeId, healthOf(sum.placed, sum.degraded, sum.failed, sum.available, copies));
-  }
-  return health;
-}
 
 export function pdView(db: Db, pd: PdRow) {
   const count = (table: string): number =>
@@ -119,7 +46,7 @@ export function poolView(db: Db, pool: PoolRow, precomputed?: ChunkHealth): Omit
   const pd = db.prepare('SELECT name FROM protection_domains WHERE id = ?').get(pool.pd_id) as { name: string };
   const copies = copiesOf(pool.protection_policy);
   const capacity = poolCapacity(db, pool);
-  const health = precomputed ?? chunkHealth(db, 'v.pool_id', pool.id, copies);
+  const health = precomputed ?? poolChunkHealth(db, pool.id, copies);
   const volumes = (db.prepare('SELECT COUNT(*) AS n FROM volumes WHERE pool_id = ?').get(pool.id) as { n: number }).n;
   const sds = (db.prepare('SELECT COUNT(DISTINCT sds_id) AS n FROM sds_devices WHERE pool_id = ?').get(pool.id) as { n: number }).n;
   const alert =
@@ -192,7 +119,7 @@ export function volumeView(db: Db, volume: VolumeRow, precomputed?: ChunkHealth)
        WHERE m.volume_id = ? ORDER BY s.name`,
     )
     .all(volume.id) as { sdc_id: number; sdc: string; access_mode: string }[];
-  const health = precomputed ?? chunkHealth(db, 'v.id', volume.id, copiesOf(pool.protection_policy));
+  const health = precomputed ?? volumeChunkHealth(db, volume.id, copiesOf(pool.protection_policy));
   return {
     ...volume,
     pool: pool.name,
@@ -245,12 +172,10 @@ export function clusterStatus(db: Db, clusterId: string) {
   const poolRows = db.prepare('SELECT * FROM storage_pools ORDER BY name').all() as PoolRow[];
   const volumeRows = db.prepare('SELECT * FROM volumes ORDER BY name').all() as VolumeRow[];
   const copiesByPool = new Map(poolRows.map((pool) => [pool.id, copiesOf(pool.protection_policy)]));
-  const byVolume = chunkHealthByVolume(db, new Map(volumeRows.map((volume) => [volume.id, copiesByPool.get(volume.pool_id) ?? 0])));
+  const byVolume = chunkHealthByVolume(db, copiesByPool, new Map(volumeRows.map((volume) => [volume.id, volume.pool_id])));
   const pools = poolRows.map((pool) => {
     const copies = copiesByPool.get(pool.id) ?? 0;
-    const ofPool = volumeRows.filter((volume) => volume.pool_id === pool.id).map((volume) => byVolume.get(volume.id)!);
-    const sum = (key: 'chunks_placed' | 'chunks_degraded' | 'chunks_failed' | 'replicas_available'): number => ofPool.reduce((total, health) => total + health[key], 0);
-    return poolView(db, pool, healthOf(sum('chunks_placed'), sum('chunks_degraded'), sum('chunks_failed'), sum('replicas_available'), copies));
+    return poolView(db, pool, sumHealth(volumeRows.filter((volume) => volume.pool_id === pool.id).map((volume) => byVolume.get(volume.id)!), copies));
   });
   const sds = (db.prepare('SELECT * FROM sds ORDER BY name').all() as SdsRow[]).map((row) => sdsView(db, row));
   const sdc = (db.prepare('SELECT * FROM sdc ORDER BY name').all() as SdcRow[]).map((row) => sdcView(db, row));

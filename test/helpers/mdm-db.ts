@@ -2,9 +2,24 @@
  * A small cluster written straight into a real powerflex.db, for tests of the MDM's bookkeeping
  * (rebuild queue, fencing holds, invariants): no process, no network.
  */
-import type { Db } from '../../src/mdm/database.js';
+import type { Test } from 'tap';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { openDatabase, type Db } from '../../src/mdm/database.js';
 
 export const CHUNK_BYTES = 4 * 2 ** 20;
+
+/** An empty powerflex.db in a temp dir, closed and removed when the test ends. */
+export function freshDb(t: Test, prefix = 'pflex-db-'): Db {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  const db = openDatabase(join(dir, 'powerflex.db'));
+  t.teardown(() => {
+    db.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return db;
+}
 
 /** One pool (two copies) over `sdsCount` SDS in their own fault sets, and one thick volume of `chunkCount` chunks. */
 export function populate(db: Db, sdsCount: number, chunkCount: number): void {

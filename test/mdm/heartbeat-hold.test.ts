@@ -75,9 +75,9 @@ t.test('four of five silent at once are held for the grace, then judged', async 
   await sleep(WINDOW_MS * 2);
   const held = await states();
   t.same([...held.values()], ['UP', 'UP', 'UP', 'UP', 'UP'], 'two windows on, nobody is DOWN: most nodes late at once is the MDM not hearing');
-  const overloaded = await listEvents(api, 'type=MDM_OVERLOADED');
-  t.equal(overloaded.length, 1, 'one MDM_OVERLOADED event');
-  t.match(overloaded[0]?.message, /4 of 5 nodes were last heard/, 'it says why');
+  // One event for the nodes heard late (a loop saturated meanwhile, on a loaded host, has its own).
+  const overloaded = (await listEvents(api, 'type=MDM_OVERLOADED')).filter((event) => /4 of 5 nodes were last heard/.test(event.message));
+  t.equal(overloaded.length, 1, 'one MDM_OVERLOADED event that says why: 4 of 5 nodes heard late at once');
   const judged = await waitFor(async () => {
     const now = await states();
     return ['sds-h2', 'sds-h3', 'sds-h4', 'sds-h5'].every((name) => now.get(name) === 'DOWN') ? now : undefined;

@@ -3,29 +3,16 @@
  * queue's triggers and sweep, the replica counts kept for placement, epochs that cannot go back,
  * and the invariant checker that finds what breaks them.
  */
-import t, { type Test } from 'tap';
+import t from 'tap';
 import fc from 'fast-check';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { openDatabase, type Db } from '../../src/mdm/database.js';
 import { RebuildQueue } from '../../src/mdm/rebuild-queue.js';
 import { checkInvariants } from '../../src/mdm/invariants.js';
-import { populate } from '../helpers/mdm-db.js';
+import { freshDb, populate } from '../helpers/mdm-db.js';
 
 
-function freshDb(t: Test): Db {
-  const dir = mkdtempSync(join(tmpdir(), 'pflex-queue-'));
-  const db = openDatabase(join(dir, 'powerflex.db'));
-  t.teardown(() => {
-    db.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
-  return db;
-}
 
 t.test('placing CURRENT replicas queues nothing; a state change, a rebuild target and a removal queue the chunk', async (t) => {
-  const db = freshDb(t);
+  const db = freshDb(t, 'pflex-queue-');
   populate(db, 4, 40);
   const queue = new RebuildQueue(db);
   queue.drain();
@@ -43,7 +30,7 @@ t.test('placing CURRENT replicas queues nothing; a state change, a rebuild targe
 });
 
 t.test('a chunk owed a job leaves the watch set until it changes or is settled', async (t) => {
-  const db = freshDb(t);
+  const db = freshDb(t, 'pflex-queue-');
   populate(db, 4, 40);
   const queue = new RebuildQueue(db);
   db.prepare(`UPDATE replicas SET state = 'STALE' WHERE chunk_id IN (3, 7) AND sds_id = 4`).run();
@@ -67,7 +54,7 @@ t.test('a chunk owed a job leaves the watch set until it changes or is settled',
 });
 
 t.test('an SDS that changes state queues every chunk it holds', async (t) => {
-  const db = freshDb(t);
+  const db = freshDb(t, 'pflex-queue-');
   populate(db, 4, 40);
   const queue = new RebuildQueue(db);
   db.prepare(`UPDATE sds SET state = 'UP' WHERE id = 2`).run(); // no change
@@ -80,8 +67,38 @@ t.test('an SDS that changes state queues every chunk it holds', async (t) => {
   t.same(queue.chunksOf(1), held, 'the chunks of the SDS that went DOWN');
 });
 
+t.test('an SDS holding more than a drain reads is read over several, and from its start again when it changes again', async (t) => {
+  const db = freshDb(t, 'pflex-queue-');
+  populate(db, 4, 40); // 20 replicas an SDS
+  const queue = new RebuildQueue(db, 8);
+  const heldBy = (sdsId: number): number[] =>
+    (db.prepare('SELECT chunk_id FROM replicas WHERE sds_id = ? ORDER BY chunk_id').all(sdsId) as { chunk_id: number }[]).map((row) => row.chunk_id);
+  const queuedSds = (): number => (db.prepare('SELECT COUNT(*) AS n FROM rebuild_queue_sds').get() as { n: number }).n;
+  db.prepare(`UPDATE sds SET state = 'DOWN' WHERE id = 2`).run();
+  queue.drain();
+  t.equal(queue.size(1), 8, 'one drain reads at most its budget of replica rows');
+  t.equal(queuedSds(), 1, 'the SDS stays queued until read whole');
+  queue.drain();
+  t.equal(queue.size(1), 16);
+  queue.drain();
+  t.same(queue.chunksOf(1), heldBy(2), 'after three drains: every chunk of the SDS, each once');
+  t.equal(queuedSds(), 0, 'then it leaves the queue');
+  for (const id of queue.chunksOf(1)) queue.settle(1, id);
+  db.prepare(`UPDATE sds SET state = 'DOWN' WHERE id = 3`).run();
+  queue.drain();
+  t.equal(queue.size(1), 8);
+  for (const id of queue.chunksOf(1)) queue.settle(1, id); // judged meanwhile
+  db.prepare(`UPDATE sds SET state = 'UP' WHERE id = 3`).run(); // changed again mid-read
+  for (let pass = 0; pass < 10; pass += 1) queue.drain();
+  t.same(queue.chunksOf(1), heldBy(3), 'read from its start again: the chunks already read and judged are looked at again');
+  t.equal(queuedSds(), 0, 'nothing left queued');
+  const plan = db.prepare(`EXPLAIN QUERY PLAN SELECT id, chunk_id, pool_id FROM replicas WHERE sds_id = ? AND (pool_id, id) > (?, ?) ORDER BY pool_id, id LIMIT ?`).all(1, -1, -1, 8) as { detail: string }[];
+  t.match(plan.map((row) => row.detail).join('; '), /USING INDEX replicas_by_sds \(sds_id=\? AND/, 'a page is a range of the (sds_id, pool_id) index, not a sort of every replica of the SDS');
+  t.notMatch(plan.map((row) => row.detail).join('; '), /TEMP B-TREE/, 'no sort');
+});
+
 t.test('the sweep finds what no trigger saw: a chunk short of replicas, a replica on an SDS not UP', async (t) => {
-  const db = freshDb(t);
+  const db = freshDb(t, 'pflex-queue-');
   populate(db, 4, 12_000); // more than two sweep pages
   const queue = new RebuildQueue(db);
   db.prepare(`DELETE FROM replicas WHERE chunk_id = 11000 AND sds_id = (SELECT MIN(sds_id) FROM replicas WHERE chunk_id = 11000)`).run();
@@ -94,7 +111,7 @@ t.test('the sweep finds what no trigger saw: a chunk short of replicas, a replic
 });
 
 t.test('replica counts kept by triggers equal the replicas there are, whatever happens to them', async (t) => {
-  const db = freshDb(t);
+  const db = freshDb(t, 'pflex-queue-');
   populate(db, 5, 50);
   const operation = fc.oneof(
     fc.record({ kind: fc.constant('insert' as const), chunk: fc.integer({ min: 1, max: 50 }), sds: fc.integer({ min: 1, max: 5 }) }),
@@ -133,7 +150,7 @@ t.test('replica counts kept by triggers equal the replicas there are, whatever h
 });
 
 t.test('an epoch never goes back, whatever path tries', async (t) => {
-  const db = freshDb(t);
+  const db = freshDb(t, 'pflex-queue-');
   populate(db, 3, 3);
   db.prepare('UPDATE chunks SET epoch = 5 WHERE id = 1').run();
   t.throws(() => db.prepare('UPDATE chunks SET epoch = 4 WHERE id = 1').run(), /never goes back/, 'refused');
@@ -141,7 +158,7 @@ t.test('an epoch never goes back, whatever path tries', async (t) => {
 });
 
 t.test('the invariant checker is clean on a sound pool and names each broken invariant', async (t) => {
-  const db = freshDb(t);
+  const db = freshDb(t, 'pflex-queue-');
   populate(db, 4, 9000);
   const clean = await checkInvariants(db);
   t.equal(clean.chunks_checked, 9000, 'every chunk checked');
