@@ -139,6 +139,12 @@ export class SimSdc {
   private readonly mdm: JsonHttp;
   /** Its authorizations: at most AUTHORIZE_IN_FLIGHT_MAX in flight (src/sdc/volume-registry.ts), never ahead of its heartbeats. */
   private readonly mdmAuthorize: JsonHttp;
+  /**
+   * Its unreachable-SDS report: answered when the fence is done (16 s for 75k chunks at 64 TiB).
+   * The real SDC's 64 connections (src/common/http-client.ts) leave its heartbeats a free one;
+   * on this node's two, the report held one and the heartbeats waited for the other.
+   */
+  private readonly mdmReports: JsonHttp;
   private authorizeInFlight = 0;
   private readonly authorizeWaiting: (() => void)[] = [];
   /** The real SDC's renewal batching (src/sdc/lease-renewer.ts). */
@@ -151,6 +157,7 @@ export class SimSdc {
   ) {
     this.mdm = shared.mdm.ownConnections(SDC_MDM_SOCKETS_MAX);
     this.mdmAuthorize = shared.mdm.ownConnections(SDC_AUTHORIZE_SOCKETS_MAX);
+    this.mdmReports = shared.mdm.ownConnections(1);
   }
 
   async bind(): Promise<void> {
@@ -488,7 +495,7 @@ export class SimSdc {
   async reportUnreachable(sdsId: number): Promise<void> {
     const phase = this.shared.phase();
     try {
-      const answer = await this.mdm.post<{ fenced: boolean }>(
+      const answer = await this.mdmReports.post<{ fenced: boolean }>(
         '/sds/report-unreachable',
         { sds_id: sdsId, problem: `127.0.0.1: connect ECONNREFUSED (simulated by the MDM benchmark)` },
         this.credential,
