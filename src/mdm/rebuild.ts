@@ -44,6 +44,8 @@ const JOBS_PER_TARGET_MAX = 2;
 const PLAN_BATCH_CHUNKS = 1000;
 /** Chunks owed a job read at least in one go when jobs can start (about twice the free slots, at least this). */
 const OWED_BATCH_CHUNKS_MIN = 64;
+/** Owed batches in a row that start no job before a pass leaves the rest to the next one. */
+const OWED_BATCHES_WITHOUT_JOB_MAX = 4;
 /** Rebuild jobs begun (or finished) together in one chain task at most (beginMany, finishMany). */
 const BEGIN_BATCH_JOBS_MAX = 256;
 
@@ -384,11 +386,24 @@ export class Rebuilder {
     // Returning replicas that may need no copy: decided together, after the pass, from the SDS's own word.
     const backs: { need: ChunkNeed; back: ReplicaRow; sourceIds: number[]; source: number }[] = [];
     const freeSlots = (): number => jobsMax - activeInPool - jobs.length - backs.length;
-    const room = (): boolean => pool.rebuild_enabled === 1 && freeSlots() > 0;
     const targetFree = (sdsId: number): boolean => (perTarget.get(sdsId) ?? 0) < JOBS_PER_TARGET_MAX;
+    /**
+     * Candidates that can take one more job. With none, nothing can start whatever the slots say
+     * (jobsMax counts every candidate, and some never take a job: full, or in the chunks' fault
+     * sets): the 64 TiB bench read all 75k owed chunks every pass, 64 at a time with the loop run
+     * between, 23 s a pass, and started jobs once a pass (4 chunks/s).
+     */
+    let targetsFree = candidates.filter((candidate) => targetFree(candidate.sdsId)).length;
+    const busier = (sdsId: number): void => {
+      const wasFree = targetFree(sdsId);
+      perTarget.set(sdsId, (perTarget.get(sdsId) ?? 0) + 1);
+      if (wasFree && !targetFree(sdsId) && candidateById.has(sdsId)) targetsFree -= 1;
+    };
+    // No candidate at all (every SDS full): a failed replica may still be resynced in place.
+    const room = (): boolean => pool.rebuild_enabled === 1 && freeSlots() > 0 && (targetsFree > 0 || candidates.length === 0);
     const take = (job: Job): void => {
       jobs.push(job);
-      perTarget.set(job.targetSdsId, (perTarget.get(job.targetSdsId) ?? 0) + 1);
+      busier(job.targetSdsId);
     };
 
     // Only the chunks the queue holds: those that changed, and those still owed a job.
@@ -461,7 +476,7 @@ export class Rebuilder {
         const back = staleBack.find((row) => row.failed_reason === null && targetFree(row.sds_id));
         if (back !== undefined) {
           backs.push({ need, back, sourceIds: current.map((row) => row.sds_id), source });
-          perTarget.set(back.sds_id, (perTarget.get(back.sds_id) ?? 0) + 1);
+          busier(back.sds_id);
           continue;
         }
         const existing: ExistingReplica[] = replicas
@@ -494,8 +509,11 @@ export class Rebuilder {
       await planBatch(watched.slice(offset, offset + PLAN_BATCH_CHUNKS));
     }
     let owedUnread = 0;
+    let batchesWithoutJob = 0;
     for (let next = 0; next < owedBefore.length; ) {
-      if (!room()) {
+      // Batches that started nothing: the free targets cannot take these chunks (their fault
+      // sets); the rest waits for the next pass, when more targets are free.
+      if (!room() || batchesWithoutJob >= OWED_BATCHES_WITHOUT_JOB_MAX) {
         for (; next < owedBefore.length; next += 1) if (this.queue.isOwed(pool.id, owedBefore[next]!)) owedUnread += 1;
         break;
       }
@@ -506,7 +524,9 @@ export class Rebuilder {
         if (this.queue.isOwed(pool.id, owedBefore[next]!)) batch.push(owedBefore[next]!);
       }
       await yieldToEventLoop();
+      const startedBefore = jobs.length + backs.length;
       await planBatch(batch);
+      batchesWithoutJob = jobs.length + backs.length > startedBefore ? 0 : batchesWithoutJob + 1;
     }
     pendingCount += owedUnread;
 
