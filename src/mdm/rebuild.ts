@@ -155,6 +155,8 @@ export class Rebuilder {
   private lastPassMs = 0;
   private stopped = false;
   private readonly active = new Map<number, Job>();
+  /** Pool id -> the owed chunk a pass that stopped early read last: the next pass reads on from there. */
+  private readonly owedResumeAfter = new Map<number, number>();
   private readonly progress = new Map<number, PoolProgress>();
   private readonly lastRun = new Map<number, NonNullable<PoolRebuildStatus['last']>>();
   private readonly pending = new Map<number, { chunks: number; kind: 'rebuilding' | 'rebalancing' | 'disabled' }>();
@@ -503,7 +505,13 @@ export class Rebuilder {
     // in id order. An owed chunk is read again only when it can get a job or when it changes
     // (the triggers queue it): a pass during a 19k-chunk rebuild read all of them each time
     // (40 ms a pass at 16 TiB) to start a few dozen jobs.
-    const owedBefore = this.queue.owedOf(pool.id); // none of them watched: watch() takes a chunk out
+    // None of them watched (watch() takes a chunk out). From where the last pass that stopped
+    // early left off, round to the start: chunks no free target can take never keep the ones
+    // after them waiting.
+    const owedSorted = this.queue.owedOf(pool.id);
+    const resumeAfter = this.owedResumeAfter.get(pool.id);
+    const resumeAt = resumeAfter === undefined ? 0 : owedSorted.findIndex((chunkId) => chunkId > resumeAfter);
+    const owedBefore = resumeAt <= 0 ? owedSorted : [...owedSorted.slice(resumeAt), ...owedSorted.slice(0, resumeAt)];
     for (let offset = 0; offset < watched.length; offset += PLAN_BATCH_CHUNKS) {
       if (offset > 0) await yieldToEventLoop();
       await planBatch(watched.slice(offset, offset + PLAN_BATCH_CHUNKS));
@@ -514,6 +522,7 @@ export class Rebuilder {
       // Batches that started nothing: the free targets cannot take these chunks (their fault
       // sets); the rest waits for the next pass, when more targets are free.
       if (!room() || batchesWithoutJob >= OWED_BATCHES_WITHOUT_JOB_MAX) {
+        if (next > 0) this.owedResumeAfter.set(pool.id, owedBefore[next - 1]!);
         for (; next < owedBefore.length; next += 1) if (this.queue.isOwed(pool.id, owedBefore[next]!)) owedUnread += 1;
         break;
       }
@@ -527,6 +536,7 @@ export class Rebuilder {
       const startedBefore = jobs.length + backs.length;
       await planBatch(batch);
       batchesWithoutJob = jobs.length + backs.length > startedBefore ? 0 : batchesWithoutJob + 1;
+      if (next >= owedBefore.length) this.owedResumeAfter.delete(pool.id); // read round whole
     }
     pendingCount += owedUnread;
 
