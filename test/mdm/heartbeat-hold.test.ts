@@ -75,9 +75,11 @@ t.test('four of five silent at once are held for the grace, then judged', async 
   await sleep(WINDOW_MS * 2);
   const held = await states();
   t.same([...held.values()], ['UP', 'UP', 'UP', 'UP', 'UP'], 'two windows on, nobody is DOWN: most nodes late at once is the MDM not hearing');
-  // One event for the nodes heard late (a loop saturated meanwhile, on a loaded host, has its own).
-  const overloaded = (await listEvents(api, 'type=MDM_OVERLOADED')).filter((event) => /4 of 5 nodes were last heard/.test(event.message));
-  t.equal(overloaded.length, 1, 'one MDM_OVERLOADED event that says why: 4 of 5 nodes heard late at once');
+  // One event for the nodes heard late (a loop saturated meanwhile, on a loaded host, has its
+  // own). It counts the late ones when it first sees most of them: on a loaded host the four
+  // registered one after another may not all be late yet (3 of 5 is most, too).
+  const overloaded = (await listEvents(api, 'type=MDM_OVERLOADED')).filter((event) => /[34] of 5 nodes were last heard/.test(event.message));
+  t.equal(overloaded.length, 1, 'one MDM_OVERLOADED event that says why: most of the 5 nodes heard late at once');
   const judged = await waitFor(async () => {
     const now = await states();
     return ['sds-h2', 'sds-h3', 'sds-h4', 'sds-h5'].every((name) => now.get(name) === 'DOWN') ? now : undefined;
