@@ -65,11 +65,12 @@ export function volumeChunkHealth(db: Db, volumeId: number, copies: number): Chu
   return healthOf(tally, copies);
 }
 
-function add(tally: Tally, available: number, copies: number): void {
-  tally.placed += 1;
-  if (available < copies) tally.degraded += 1;
-  if (available === 0) tally.failed += 1;
-  tally.available += available;
+/** `count` chunks with `available` usable replicas each. */
+function add(tally: Tally, available: number, copies: number, count = 1): void {
+  tally.placed += count;
+  if (available < copies) tally.degraded += count;
+  if (available === 0) tally.failed += count;
+  tally.available += available * count;
 }
 
 /**
@@ -89,7 +90,11 @@ export function chunkHealthByVolume(
   const unusualMax =
     (db.prepare(`SELECT COUNT(*) AS n FROM replicas WHERE state != 'CURRENT'`).get() as { n: number }).n +
     (db.prepare(`SELECT COALESCE(SUM(u.replica_count), 0) AS n FROM sds s JOIN sds_pool_usage u ON u.sds_id = s.id WHERE s.state = 'DOWN'`).get() as { n: number }).n;
-  const placedAll = (db.prepare('SELECT COALESCE(SUM(chunk_count), 0) AS n FROM volume_chunk_counts').get() as { n: number }).n;
+  const placedOf = new Map(
+    (db.prepare('SELECT volume_id, chunk_count FROM volume_chunk_counts').all() as { volume_id: number; chunk_count: number }[]).map((row) => [row.volume_id, row.chunk_count]),
+  );
+  let placedAll = 0;
+  for (const count of placedOf.values()) placedAll += count;
   if (unusualMax * unusualShareMaxInverse > placedAll) return everyChunkHealth(db, pools, volumes);
   const unusual = db
     .prepare(
@@ -104,9 +109,6 @@ export function chunkHealthByVolume(
        GROUP BY c.id`,
     )
     .all() as { volume_id: number; replica_rows: number; available: number }[];
-  const placedOf = new Map(
-    (db.prepare('SELECT volume_id, chunk_count FROM volume_chunk_counts').all() as { volume_id: number; chunk_count: number }[]).map((row) => [row.volume_id, row.chunk_count]),
-  );
   const rowsOfPool = new Map(
     (db.prepare('SELECT pool_id, SUM(replica_count) AS n FROM sds_pool_usage GROUP BY pool_id').all() as { pool_id: number; n: number }[]).map((row) => [row.pool_id, row.n]),
   );
@@ -168,11 +170,7 @@ function everyChunkHealth(db: Db, pools: ReadonlyMap<number, number>, volumes: R
     const copies = pools.get(poolId) ?? 0;
     let tally = tallies.get(row.volume_id);
     if (tally === undefined) tallies.set(row.volume_id, (tally = { placed: 0, degraded: 0, failed: 0, available: 0 }));
-    const available = row.available ?? 0;
-    tally.placed += row.n;
-    if (available < copies) tally.degraded += row.n;
-    if (available === 0) tally.failed += row.n;
-    tally.available += available * row.n;
+    add(tally, row.available ?? 0, copies, row.n);
   }
   const health = new Map<number, ChunkHealth>();
   for (const [volumeId, poolId] of volumes) health.set(volumeId, healthOf(tallies.get(volumeId) ?? { placed: 0, degraded: 0, failed: 0, available: 0 }, pools.get(poolId) ?? 0));
